@@ -1,0 +1,96 @@
+"""Database access: one SQLAlchemy engine per process, short sessions, Alembic migrations.
+
+All services share one declarative ``Base`` (tables are prefixed by the owning service:
+``core_``, ``drs_``, ``trs_``, ``wes_``); each owner has its own Alembic environment and
+version table so the services can be migrated and deployed independently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Database:
+    """Engine + session factory. ``session()`` commits on success, rolls back on error."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, object] = {"future": True}
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: Engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        s = self._factory()
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+MIGRATION_PACKAGES = ("helixgate", "drs_store", "trs_registry", "wes_server")
+
+
+def migrate(db: Database, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> None:
+    """Upgrade each owner's tables to the newest Alembic revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    import importlib
+
+    for pkg in packages:
+        mod = importlib.import_module(pkg)
+        root = Path(mod.__file__ or "").parent / "migrations"
+        if not root.is_dir():
+            continue
+        cfg = Config()
+        cfg.set_main_option("script_location", str(root))
+        cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
+        cfg.attributes["connection_engine"] = db.engine
+        command.upgrade(cfg, "head")
