@@ -1,0 +1,7 @@
+"""Shared fixtures live in tests/fixtures/ and are registered here as plugins."""
+
+pytest_plugins = [
+    "tests.fixtures.services",
+    "tests.fixtures.app",
+    "tests.fixtures.fake_sigstore",
+]
