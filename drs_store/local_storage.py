@@ -1,0 +1,337 @@
+"""Local filesystem backend with AES-256-GCM envelope encryption.
+
+Layout under ``<data_dir>/drs``::
+
+    keyring.json              master keys (mode 0600), see drs_store.keyring
+    keyring.lock              flock: shared while wrapping a data key, exclusive while rotating
+    objects/<id[:2]>/<id>.blob  header + encrypted chunks (never rewritten)
+    objects/<id[:2]>/<id>.key   the wrapped data key (replaced atomically on rotation)
+
+Blob format v1 (all integers big-endian)::
+
+    header  = magic "HGXDRS\\x00\\x01" (8) | chunk_size u32 (4) | nonce_prefix (4)      16 bytes
+    chunk i = AES-256-GCM(data_key, nonce = nonce_prefix | i u64,
+                          aad = header | i u64 | final u8, plaintext[i*C:(i+1)*C])  len + 16 tag
+
+Every object has at least one chunk (an empty object is one empty final chunk). Binding the
+index and the final flag into the AAD means chunks cannot be reordered, dropped, duplicated
+or the object truncated at a chunk boundary without a GCM failure; binding the header stops
+chunk-size or nonce tampering. Plaintext chunk ``i`` sits at ``16 + i * (C + 16)``, so a
+range read decrypts only the chunks it needs.
+
+The wrapped key lives *beside* the blob (``<id>.key``, JSON) rather than in the blob header,
+so master-key rotation replaces one small file per object atomically (write + rename) and
+never touches ciphertext. The data key is wrapped with AES-256-GCM under the master key with
+AAD = key id | object id | blob header, so a key file swapped between objects fails to unwrap.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import struct
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from drs_store.keyring import Keyring
+from drs_store.storage import (
+    CHUNK,
+    StoredBlob,
+    check_backend,
+    check_limit,
+    prepare_expected,
+    read_full,
+    resolve_range,
+    verify_stream,
+)
+from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, NotFound
+from helixgate.integrity import check_sha256
+
+MAGIC = b"HGXDRS\x00\x01"
+HEADER_SIZE = 16
+TAG_SIZE = 16
+MIN_CHUNK = 4096
+MAX_CHUNK = 64 * 1024 * 1024
+_KEYFILE_VERSION = 1
+_LOCATION = re.compile(r"^[0-9a-f]{32}$")
+_CHUNK_AAD = struct.Struct(">QB")
+_NONCE_INDEX = struct.Struct(">Q")
+
+
+class LocalStorage:
+    """Encrypted object store in a local (or shared POSIX) directory. Thread- and process-safe."""
+
+    name = "local"
+
+    def __init__(self, root: Path, *, keyring: Keyring | None = None, chunk_size: int = CHUNK) -> None:
+        if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+            raise ConfigurationError(
+                f"local storage chunk size must be {MIN_CHUNK}..{MAX_CHUNK} bytes, got {chunk_size}"
+            )
+        self._root = Path(root)
+        self._objects = self._root / "objects"
+        self._objects.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_path = self._root / "keyring.lock"
+        self._keyring = keyring if keyring is not None else Keyring(self._root / "keyring.json")
+        self._chunk = chunk_size
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path, env: Mapping[str, str] | None = None) -> LocalStorage:
+        root = Path(data_dir) / "drs"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(root, keyring=Keyring(root / "keyring.json", env=env))
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
+    def __repr__(self) -> str:
+        return f"LocalStorage(root={str(self._root)!r}, active_key={self._keyring.active_key_id!r})"
+
+    # ------------------------------------------------------------------ write
+    def put(self, stream: BinaryIO, *, expected_sha256: str | None = None, max_bytes: int | None = None) -> StoredBlob:
+        expected = prepare_expected(expected_sha256)
+        location = uuid.uuid4().hex
+        blob_path, key_path = self._paths(location)
+        blob_path.parent.mkdir(exist_ok=True, mode=0o700)
+        tmp = blob_path.with_name(f".{location}.blob.tmp")
+        data_key = AESGCM.generate_key(bit_length=256)
+        header = MAGIC + struct.pack(">I", self._chunk) + secrets.token_bytes(4)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(header)
+                digest, size = self._encrypt_stream(stream, fh, AESGCM(data_key), header, max_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if expected is not None:
+                check_sha256("uploaded object", expected, digest)
+            with self._file_lock(exclusive=False):
+                # Another process may have rotated: wrap under the key that is active *now*.
+                self._keyring.reload_if_changed()
+                key_id = self._write_key_file(key_path, location, header, data_key)
+                os.replace(tmp, blob_path)
+            _fsync_dir(blob_path.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StoredBlob("local", location, size, digest, key_id)
+
+    def _encrypt_stream(
+        self, stream: BinaryIO, fh: BinaryIO, aes: AESGCM, header: bytes, max_bytes: int | None
+    ) -> tuple[str, int]:
+        # One read, one hash update, one encrypt and one write per chunk; one chunk of
+        # look-ahead tells us which chunk is final.
+        chunk_size = self._chunk
+        sha = hashlib.sha256()
+        prefix = header[12:16]
+        size = 0
+        index = 0
+        current = read_full(stream, chunk_size)
+        size += len(current)
+        check_limit(size, max_bytes)
+        while True:
+            following = read_full(stream, chunk_size) if len(current) == chunk_size else b""
+            if following:
+                size += len(following)
+                check_limit(size, max_bytes)
+            final = not following
+            sha.update(current)
+            nonce = prefix + _NONCE_INDEX.pack(index)
+            fh.write(aes.encrypt(nonce, current, header + _CHUNK_AAD.pack(index, final)))
+            if final:
+                return sha.hexdigest(), size
+            current = following
+            index += 1
+
+    def register_external(self, url: str, *, expected_sha256: str | None = None) -> StoredBlob:
+        raise BadRequest("registering external objects in place needs the s3 storage backend; upload the data instead")
+
+    # ------------------------------------------------------------------- read
+    def open_range(self, blob: StoredBlob, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        check_backend(blob, self.name)
+        start, stop = resolve_range(blob, start, end)
+        blob_path, _ = self._existing(blob)
+        return self._plaintext(blob, blob_path, start, stop, whole=False)
+
+    def read_verified(self, blob: StoredBlob) -> Iterator[bytes]:
+        check_backend(blob, self.name)
+        blob_path, _ = self._existing(blob)
+        return verify_stream(blob, self._plaintext(blob, blob_path, 0, blob.size, whole=True))
+
+    def _plaintext(self, blob: StoredBlob, blob_path: Path, start: int, stop: int, *, whole: bool) -> Iterator[bytes]:
+        if start == stop and not whole:
+            return
+        subject = blob.location
+        with open(blob_path, "rb") as fh:
+            header = fh.read(HEADER_SIZE)
+            if len(header) != HEADER_SIZE or header[:8] != MAGIC:
+                raise IntegrityError(f"stored object {subject} has no valid header", subject=subject)
+            chunk_size = struct.unpack(">I", header[8:12])[0]
+            if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+                raise IntegrityError(f"stored object {subject} has an invalid chunk size", subject=subject)
+            aes = AESGCM(self._data_key(blob.location, header))
+            stride = chunk_size + TAG_SIZE
+            body = os.fstat(fh.fileno()).st_size - HEADER_SIZE
+            count = max(1, -(-body // stride))
+            last_len = body - (count - 1) * stride - TAG_SIZE
+            plain_size = (count - 1) * chunk_size + last_len
+            if last_len < 0 or plain_size != blob.size:
+                raise IntegrityError(
+                    f"stored object {subject} has the wrong length: expected {blob.size} plaintext bytes, "
+                    f"found {max(plain_size, 0)}",
+                    subject=subject,
+                    expected=str(blob.size),
+                    actual=str(max(plain_size, 0)),
+                )
+            first, last = (0, count - 1) if whole else (start // chunk_size, (stop - 1) // chunk_size)
+            prefix = header[12:16]
+            fh.seek(HEADER_SIZE + first * stride)
+            for index in range(first, last + 1):
+                final = index == count - 1
+                sealed = fh.read(last_len + TAG_SIZE if final else stride)
+                try:
+                    plain = aes.decrypt(
+                        prefix + _NONCE_INDEX.pack(index), sealed, header + _CHUNK_AAD.pack(index, final)
+                    )
+                except InvalidTag:
+                    raise IntegrityError(
+                        f"stored object {subject}: chunk {index} of {count} failed AES-GCM authentication",
+                        subject=subject,
+                        expected="authentic chunk",
+                        actual=f"chunk {index} altered",
+                    ) from None
+                base = index * chunk_size
+                lo, hi = max(start - base, 0), min(stop - base, len(plain))
+                if hi > lo:
+                    yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]
+
+    # ------------------------------------------------------------ management
+    def delete(self, blob: StoredBlob) -> None:
+        """Remove the ciphertext and its wrapped key. Deleting a missing object is not an error."""
+        check_backend(blob, self.name)
+        blob_path, key_path = self._paths(blob.location)
+        with self._file_lock(exclusive=False):
+            blob_path.unlink(missing_ok=True)
+            key_path.unlink(missing_ok=True)
+
+    def presign(self, blob: StoredBlob, ttl: int) -> str | None:
+        return None  # no URL can reach a local file; the API streams it instead
+
+    def rotate_master_key(self) -> str:
+        """Activate a new master key, re-wrap every data key under it, then drop the old keys.
+
+        Ciphertext is never rewritten. Safe to re-run after a crash: objects still under an
+        old key are re-wrapped and old keys leave the keyring only after nothing uses them.
+        With an environment-supplied key (HELIXGATE_MASTER_KEY) no key is generated: every
+        data key is re-wrapped under the environment key and the file keys are dropped.
+        Puts wait at their commit step while a rotation runs (one small file per object).
+        """
+        with self._file_lock(exclusive=True):
+            self._keyring.reload_if_changed()
+            active = self._keyring.active_key_id if self._keyring.env_managed else self._keyring.rotate()
+            for key_path in self._objects.glob("*/*.key"):
+                location = key_path.name[: -len(".key")]
+                if not _LOCATION.match(location):
+                    continue
+                blob_path = key_path.with_suffix(".blob")
+                try:
+                    with open(blob_path, "rb") as fh:
+                        header = fh.read(HEADER_SIZE)
+                except FileNotFoundError:
+                    key_path.unlink(missing_ok=True)  # orphan of an interrupted put/delete
+                    continue
+                doc = self._read_key_file(key_path, location)
+                if doc["key_id"] == active:
+                    continue
+                data_key = self._keyring.unwrap(
+                    doc["key_id"], doc["wrapped"], _wrap_context(location, header), subject=location
+                )
+                self._write_key_file(key_path, location, header, data_key)
+            self._keyring.remove(set(self._keyring.key_ids) - {active})
+        return active
+
+    # ---------------------------------------------------------------- private
+    def _paths(self, location: str) -> tuple[Path, Path]:
+        if not _LOCATION.match(location):
+            raise BadRequest("invalid local object location")
+        folder = self._objects / location[:2]
+        return folder / f"{location}.blob", folder / f"{location}.key"
+
+    def _existing(self, blob: StoredBlob) -> tuple[Path, Path]:
+        paths = self._paths(blob.location)
+        if not paths[0].is_file():
+            raise NotFound(f"stored data for object {blob.location} not found")
+        return paths
+
+    def _data_key(self, location: str, header: bytes) -> bytes:
+        _, key_path = self._paths(location)
+        doc = self._read_key_file(key_path, location)
+        if not self._keyring.has(doc["key_id"]):
+            # Rotated by another process since we loaded the keyring: re-read both under the lock.
+            with self._file_lock(exclusive=False):
+                self._keyring.reload_if_changed()
+                doc = self._read_key_file(key_path, location)
+        return self._keyring.unwrap(doc["key_id"], doc["wrapped"], _wrap_context(location, header), subject=location)
+
+    @staticmethod
+    def _read_key_file(key_path: Path, location: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(key_path.read_text(encoding="utf-8"))
+            if doc["v"] != _KEYFILE_VERSION:
+                raise ValueError("unsupported key file version")
+            return {"key_id": str(doc["key_id"]), "wrapped": base64.b64decode(doc["wrapped"], validate=True)}
+        except FileNotFoundError:
+            raise NotFound(f"wrapped data key of object {location} not found") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(
+                f"wrapped data key of object {location} is unreadable ({type(exc).__name__})", subject=location
+            ) from None
+
+    def _write_key_file(self, key_path: Path, location: str, header: bytes, data_key: bytes) -> str:
+        key_id, wrapped = self._keyring.wrap(data_key, _wrap_context(location, header))
+        payload = json.dumps({"v": _KEYFILE_VERSION, "key_id": key_id, "wrapped": base64.b64encode(wrapped).decode()})
+        tmp = key_path.with_name(f".{key_path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, key_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return key_id
+
+    @contextmanager
+    def _file_lock(self, *, exclusive: bool) -> Iterator[None]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+
+def _wrap_context(location: str, header: bytes) -> bytes:
+    return location.encode() + b"\x00" + header
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,162 @@
+"""Object storage interface of the data store, and the factory that picks a backend.
+
+Invariants every backend keeps:
+
+* ``put`` hashes (SHA-256) the bytes in the same pass that stores them, in fixed-size
+  chunks, so memory stays flat for objects of any size.
+* Nothing becomes visible unless the whole stream was read, the size limit held and the
+  client's checksum (if any) matched: a failed ``put`` leaves no object and no partial data.
+* ``read_verified`` re-hashes while streaming and raises ``IntegrityError`` on any mismatch;
+  the last piece is released only after the whole-object digest matched, so a consumer
+  never receives a complete but unverified copy.
+* ``open_range`` serves bytes ``[start, end)`` (end exclusive, clamped to the size).
+
+Errors are HelixGateError subclasses: BadRequest (bad arguments), NotFound (data missing),
+PayloadTooLarge, IntegrityError (checksum or authentication failure: the caller quarantines
+the object and records a security event), UpstreamError (S3 failed after retries),
+ConfigurationError (missing master key, wrong backend).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, PayloadTooLarge
+from helixgate.integrity import check_sha256, normalize_sha256
+
+if TYPE_CHECKING:
+    from helixgate.config import Settings
+
+CHUNK = 1024 * 1024
+MAX_PRESIGN_TTL = 7 * 24 * 3600  # SigV4 upper bound
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """What the database records about stored bytes. ``location`` is opaque and never holds secrets."""
+
+    backend: Literal["local", "s3"]
+    location: str
+    size: int
+    sha256: str  # lower-case hex, computed by the server
+    key_id: str | None  # local: master key id at store time (informational); s3: KMS key id or None
+    external: bool = False  # registered in place (s3://bucket/key); never deleted by us
+
+
+@runtime_checkable
+class ObjectStorage(Protocol):
+    name: str
+
+    def put(
+        self, stream: BinaryIO, *, expected_sha256: str | None = None, max_bytes: int | None = None
+    ) -> StoredBlob: ...
+
+    def register_external(self, url: str, *, expected_sha256: str | None = None) -> StoredBlob: ...
+
+    def open_range(self, blob: StoredBlob, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
+
+    def read_verified(self, blob: StoredBlob) -> Iterator[bytes]: ...
+
+    def delete(self, blob: StoredBlob) -> None: ...
+
+    def presign(self, blob: StoredBlob, ttl: int) -> str | None: ...
+
+    def rotate_master_key(self) -> str: ...
+
+
+def make_storage(settings: Settings) -> ObjectStorage:
+    """Build the backend named by ``settings.storage_backend``."""
+    if settings.storage_backend == "local":
+        from drs_store.local_storage import LocalStorage
+
+        return LocalStorage.from_data_dir(settings.data_dir)
+    if settings.storage_backend == "s3":
+        from drs_store.s3_storage import S3Storage
+
+        if not settings.s3_bucket:
+            raise ConfigurationError(
+                "invalid setting s3_bucket (HELIXGATE_S3_BUCKET): required when storage_backend is s3"
+            )
+        # Buckets other than our own must be allow-listed for registration as "s3://<bucket>".
+        extra = frozenset(urlsplit(entry).netloc for entry in settings.outbound_allow_list if entry.startswith("s3://"))
+        return S3Storage(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id or None,
+            registration_buckets=extra,
+        )
+    raise ConfigurationError(f"invalid setting storage_backend: {settings.storage_backend!r} is not local or s3")
+
+
+# --------------------------------------------------------------- shared helpers (backends only)
+def prepare_expected(expected_sha256: str | None) -> str | None:
+    """Validate a client checksum before any byte is consumed (malformed -> BadRequest)."""
+    return None if expected_sha256 is None else normalize_sha256(expected_sha256)
+
+
+def check_limit(size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise PayloadTooLarge(f"object exceeds the size limit of {max_bytes} bytes")
+
+
+def read_full(stream: BinaryIO, n: int) -> bytes:
+    """Read exactly ``n`` bytes unless EOF comes first (request bodies return short reads)."""
+    data = stream.read(n)
+    if not data or len(data) == n:
+        return data or b""
+    buf = bytearray(data)
+    while len(buf) < n:
+        more = stream.read(n - len(buf))
+        if not more:
+            break
+        buf += more
+    return bytes(buf)
+
+
+def resolve_range(blob: StoredBlob, start: int, end: int | None) -> tuple[int, int]:
+    """Validate ``[start, end)`` against the object size; ``end`` is clamped like a slice."""
+    stop = blob.size if end is None else min(end, blob.size)
+    if start < 0 or start > blob.size or stop < start:
+        raise BadRequest(
+            f"invalid byte range [{start}, {'end' if end is None else end}) for an object of {blob.size} bytes"
+        )
+    return start, stop
+
+
+def verify_stream(blob: StoredBlob, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Re-hash ``chunks`` and hold the last one back until size and digest are proven."""
+    sha = hashlib.sha256()
+    size = 0
+    pending: bytes | None = None
+    for chunk in chunks:
+        if pending is not None:
+            yield pending
+        sha.update(chunk)
+        size += len(chunk)
+        pending = chunk
+    if size != blob.size:
+        raise IntegrityError(
+            f"size mismatch for {blob.location}: expected {blob.size} bytes, got {size}",
+            subject=blob.location,
+            expected=str(blob.size),
+            actual=str(size),
+        )
+    check_sha256(blob.location, blob.sha256, sha.hexdigest())
+    if pending:
+        yield pending
+
+
+def check_backend(blob: StoredBlob, name: str) -> None:
+    if blob.backend != name:
+        raise ConfigurationError(f"object stored by the {blob.backend} backend cannot be read by the {name} backend")
+
+
+def check_ttl(ttl: int) -> None:
+    if not 0 < ttl <= MAX_PRESIGN_TTL:
+        raise BadRequest(f"presigned URL lifetime must be between 1 and {MAX_PRESIGN_TTL} seconds, got {ttl}")
