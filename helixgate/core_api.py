@@ -1,0 +1,137 @@
+"""Handlers of the HelixGate core API (openapi/core.yaml): users, tokens, audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Response
+
+from helixgate import rbac
+from helixgate.errors import BadRequest, NotFound
+from helixgate.service_info import base_service_info
+from helixgate.web import audit_change, caller, json_body, platform, set_target
+
+
+def get_service_info() -> dict[str, Any]:
+    s = platform().settings
+    return base_service_info("core", s.effective_public_url, s.drs_host)
+
+
+def get_me() -> dict[str, Any]:
+    c = caller()
+    user = platform().users.get(c.username)
+    body = user.to_dict() if user else {"username": c.username}
+    body["permissions"] = sorted(rbac.permissions_for(c.roles))
+    return body
+
+
+def list_users() -> dict[str, Any]:
+    return {"users": [u.to_dict() for u in platform().users.list()]}
+
+
+def create_user() -> tuple[dict[str, Any], int]:
+    body = json_body()
+    user = platform().users.register(
+        body["username"],
+        roles=tuple(body.get("roles", [])),
+        active=bool(body.get("active", False)),
+        display_name=body.get("display_name", ""),
+    )
+    set_target(user.username)
+    audit_change("core.user.create", user.username, details={"roles": list(user.roles), "active": user.active})
+    return user.to_dict(), 201
+
+
+def get_user(username: str) -> dict[str, Any]:
+    user = platform().users.get(username)
+    if user is None:
+        raise NotFound(f"user not found: {username}")
+    return user.to_dict()
+
+
+def update_user(username: str) -> dict[str, Any]:
+    body = json_body()
+    users = platform().users
+    set_target(username)
+    user = users.get(username)
+    if user is None:
+        raise NotFound(f"user not found: {username}")
+    if "roles" in body:
+        user = users.set_roles(username, list(body["roles"]))
+        audit_change("core.user.roles", username, details={"roles": list(user.roles)})
+    if "active" in body:
+        user = users.set_active(username, bool(body["active"]))
+        audit_change("core.user.activate" if user.active else "core.user.deactivate", username)
+    return user.to_dict()
+
+
+def delete_user(username: str) -> tuple[str, int]:
+    set_target(username)
+    platform().users.delete(username)
+    audit_change("core.user.delete", username)
+    return "", 204
+
+
+def issue_token() -> tuple[dict[str, Any], int]:
+    from helixgate.issuer import parse_duration
+
+    p = platform()
+    body = json_body()
+    username = body["username"]
+    set_target(username)
+    if p.issuer is None:
+        raise BadRequest("the built-in token issuer is disabled; tokens come from the configured identity provider")
+    user = p.users.get(username)
+    if user is None or not user.active:
+        raise NotFound(f"no active user {username}")
+    ttl = parse_duration(str(body.get("ttl", "15m")))
+    if ttl > p.settings.token_max_lifetime:
+        raise BadRequest(f"ttl {ttl}s exceeds the maximum token lifetime of {p.settings.token_max_lifetime}s")
+    token = p.issuer.issue(username, ttl)
+    audit_change("core.token.issue", username, details={"ttl": ttl})
+    return {"access_token": token, "token_type": "Bearer", "expires_in": ttl}, 201
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date-time") from None
+
+
+def list_audit_events(
+    category: str | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    outcome: str | None = None,
+    target: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    page_size: int = 100,
+    page_token: str | None = None,
+) -> dict[str, Any]:
+    records, next_token = platform().audit.query(
+        category=category,
+        action_prefix=action,
+        actor=actor,
+        outcome=outcome,
+        target=target,
+        since=_when(since, "since"),
+        until=_when(until, "until"),
+        page_size=page_size,
+        page_token=page_token,
+    )
+    return {"events": [r.to_dict() for r in records], "next_page_token": next_token or ""}
+
+
+def verify_audit() -> dict[str, Any]:
+    report = platform().audit.verify()
+    return {"ok": report.ok, "problems": list(report.problems)}
+
+
+def export_audit_cef(since: str | None = None, until: str | None = None) -> Response:
+    lines = platform().audit.export_cef(since=_when(since, "since"), until=_when(until, "until"))
+    return Response("".join(line + "\n" for line in lines), mimetype="text/plain")

@@ -1,0 +1,72 @@
+"""The per-process object graph: settings, database, users, audit, token verification,
+and each service's domain object, built lazily on first use."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+from helixgate.config import Settings
+from helixgate.db import Database, migrate
+
+DOMAIN_FACTORIES = {
+    "drs": "drs_store.service:build",
+    "trs": "trs_registry.service:build",
+    "wes": "wes_server.service:build",
+}
+
+
+class Platform:
+    def __init__(self, settings: Settings, *, run_migrations: bool = True) -> None:
+        from helixgate.audit import AuditTrail
+        from helixgate.auth import builtin_issuer_for, make_verifier
+        from helixgate.users import UserDirectory
+        from helixgate.web import _SessionSeen
+
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = Database(settings.effective_database_url)
+        if run_migrations:
+            migrate(self.db)
+        self.users = UserDirectory(self.db)
+        self.audit = AuditTrail(self.db, settings.data_dir / "audit")
+        self.issuer = builtin_issuer_for(settings) if settings.builtin_issuer else None
+        self.verifier = make_verifier(settings, self.issuer)
+        self.session_seen = _SessionSeen()
+        self._services: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        # the identity WES workers use to read data on behalf of users
+        self.users.ensure(settings.service_user, roles=("service",))
+        if settings.bootstrap_admin:
+            self.users.ensure(settings.bootstrap_admin, roles=("admin",))
+
+    def service(self, name: str) -> Any:
+        """The domain object of one service (``drs``, ``trs``, ``wes``), built once."""
+        with self._lock:
+            if name not in self._services:
+                module, _, attr = DOMAIN_FACTORIES[name].partition(":")
+                self._services[name] = getattr(importlib.import_module(module), attr)(self)
+            return self._services[name]
+
+    def service_token(self, on_behalf_of: str | None = None, ttl: int = 300) -> str:
+        """A short-lived token for the service identity, minted by the built-in issuer.
+
+        Deployments with an external IdP configure ``service_token_file`` instead.
+        """
+        if self.settings.service_token_file:
+            from pathlib import Path
+
+            return Path(self.settings.service_token_file).read_text().strip()
+        if self.issuer is None:
+            from helixgate.errors import ConfigurationError
+
+            raise ConfigurationError("service_token_file is required when builtin_issuer is off")
+        return self.issuer.issue(self.settings.service_user, ttl)
+
+    def close(self) -> None:
+        for svc in self._services.values():
+            close = getattr(svc, "close", None)
+            if close:
+                close()
+        self.db.dispose()

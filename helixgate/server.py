@@ -1,0 +1,47 @@
+"""Serving HelixGate with uvicorn: all APIs on one address, or one service alone, with TLS."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any, Iterable
+
+import uvicorn
+
+from helixgate.config import Settings
+from helixgate.platform import Platform
+from helixgate.web import create_app
+
+log = logging.getLogger("helixgate.server")
+
+
+class _TLSConfig(uvicorn.Config):
+    """uvicorn config whose TLS context refuses anything older than TLS 1.2."""
+
+    def load(self) -> None:
+        super().load()
+        if self.ssl is not None:
+            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+
+
+def build_app(platform: Platform, services: Iterable[str]) -> Any:
+    from helixgate.oidc_routes import add_oidc_routes
+
+    services = tuple(services)
+    return create_app(lambda: platform, services, extra_routes=lambda app: add_oidc_routes(app, platform))
+
+
+def make_server(settings: Settings, platform: Platform, services: Iterable[str]) -> uvicorn.Server:
+    app = build_app(platform, services)
+    config = _TLSConfig(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=512,
+    )
+    return uvicorn.Server(config)

@@ -1,0 +1,446 @@
+"""The HTTP layer shared by the three GA4GH services and the HelixGate core API.
+
+One connexion app serves any subset of the APIs. Authentication, authorization and the
+request audit happen in exactly one place: every operation handler is wrapped by
+``_guard`` (applied by the resolver), which reads the permission the operation declares
+in ``x-helixgate-permission`` and refuses the request unless the caller holds it. An
+operation without a declaration makes the app refuse to start (default deny).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import connexion
+from connexion.exceptions import ProblemException
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.middleware import MiddlewarePosition  # noqa: F401  (re-exported for services)
+from connexion.middleware.main import ConnexionMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolution, Resolver
+from flask import Response, g, jsonify, request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from helixgate import rbac
+from helixgate.errors import BadRequest, Forbidden, HelixGateError, Unauthorized
+
+log = logging.getLogger("helixgate.web")
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_PATHS = {
+    "wes": "/ga4gh/wes/v1",
+    "trs": "/ga4gh/trs/v2",
+    "drs": "/ga4gh/drs/v1",
+    "core": "/helixgate/v1",
+}
+HANDLER_MODULES = {
+    "wes": "wes_server.api",
+    "trs": "trs_registry.api",
+    "drs": "drs_store.api",
+    "core": "helixgate.core_api",
+}
+ON_BEHALF_HEADER = "X-HelixGate-On-Behalf-Of"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def openapi_dir() -> Path:
+    for candidate in (ROOT / "openapi", Path(__import__("sys").prefix) / "share" / "helixgate" / "openapi"):
+        if (candidate / "wes.yaml").exists():
+            return candidate
+    raise FileNotFoundError("openapi/ directory not found (install from the source tree)")
+
+
+# --------------------------------------------------------------------------- request context
+@dataclass
+class Caller:
+    """Who is calling. ``username`` is None for anonymous callers."""
+
+    username: str | None
+    roles: tuple[str, ...] = ()
+    on_behalf_of: str | None = None  # delegation: the user a service identity acts for
+    delegate_roles: tuple[str, ...] = ()
+
+    @property
+    def effective_user(self) -> str | None:
+        """The user whose access rights apply (the delegating user, if any)."""
+        return self.on_behalf_of or self.username
+
+    @property
+    def effective_roles(self) -> tuple[str, ...]:
+        return self.delegate_roles if self.on_behalf_of else self.roles
+
+    def can(self, permission: str) -> bool:
+        return rbac.allows(self.effective_roles, permission)
+
+    @property
+    def display(self) -> str:
+        return self.username or "anonymous"
+
+
+@dataclass
+class RequestState:
+    service: str
+    operation_id: str
+    request_id: str
+    client_addr: str | None
+    caller: Caller = field(default_factory=lambda: Caller(None))
+    target: str | None = None
+
+
+_state: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("helixgate_request", default=None)
+
+
+def current() -> RequestState:
+    st = _state.get()
+    if st is None:
+        raise RuntimeError("no HelixGate request in progress")
+    return st
+
+
+def current_or_none() -> RequestState | None:
+    return _state.get()
+
+
+def caller() -> Caller:
+    return current().caller
+
+
+def platform() -> Any:
+    """The Platform serving the current request."""
+    from flask import current_app
+
+    return current_app.config["HELIXGATE_PLATFORM"]()
+
+
+def audit_change(action: str, target: str | None, *, outcome: str = "success", details: Mapping[str, Any] | None = None) -> None:
+    """Record a domain change (create/modify/delete) made by the current caller."""
+    st = current()
+    platform().audit.record(
+        category="change",
+        action=action,
+        outcome=outcome,
+        actor=st.caller.username,
+        on_behalf_of=st.caller.on_behalf_of,
+        service=st.service,
+        target=target,
+        request_id=st.request_id,
+        client_addr=st.client_addr,
+        details=dict(details or {}),
+    )
+
+
+def security_event(action: str, *, target: str | None = None, severity: int = 8, details: Mapping[str, Any] | None = None) -> None:
+    """Record a security event (integrity failure, refused access) for the current request."""
+    st = current()
+    platform().audit.security_event(
+        action,
+        actor=st.caller.username,
+        on_behalf_of=st.caller.on_behalf_of,
+        service=st.service,
+        target=target,
+        request_id=st.request_id,
+        client_addr=st.client_addr,
+        severity=severity,
+        details=dict(details or {}),
+    )
+
+
+def set_target(target: str) -> None:
+    st = _state.get()
+    if st is not None:
+        st.target = target
+
+
+# --------------------------------------------------------------------------- errors
+def error_body(service: str, status: int, message: str) -> dict[str, Any]:
+    if service == "trs":
+        return {"code": status, "message": message}
+    return {"msg": message, "status_code": status}
+
+
+def service_for_path(path: str) -> str:
+    for service, base in BASE_PATHS.items():
+        if path.startswith(base):
+            return service
+    return "core"
+
+
+def _flask_error(service: str, exc: HelixGateError, request_id: str) -> Response:
+    resp = jsonify(error_body(service, exc.status, exc.message))
+    resp.status_code = exc.status
+    resp.headers["X-Request-ID"] = request_id
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="helixgate"'
+    return resp
+
+
+# --------------------------------------------------------------------------- the guard
+class Platform:
+    """Per-process objects the handlers need. Built once by ``helixgate.platform``."""
+
+    settings: Any
+    db: Any
+    users: Any
+    audit: Any
+    verifier: Any
+    services: dict[str, Any]
+
+
+class _SessionSeen:
+    """Remembers recently seen token ids to audit 'token accepted for a new session' once."""
+
+    def __init__(self, size: int = 10000) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def first_time(self, key: str) -> bool:
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+
+
+def _bearer_token(service: str, operation_id: str) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization header must be 'Bearer <token>'")
+        return token.strip()
+    if service == "drs" and request.method == "POST":
+        # DRS PassportAuth lives in the body (x-in: body); accept a passport JWT there.
+        body = request.get_json(silent=True)
+        if isinstance(body, dict):
+            passports = body.get("passports")
+            if isinstance(passports, list) and passports and isinstance(passports[0], str):
+                return passports[0]
+    return None
+
+
+def authenticate(platform: Any, service: str, operation_id: str) -> Caller:
+    """Turn the request's bearer token into a registered, active Caller (or anonymous)."""
+    token = _bearer_token(service, operation_id)
+    if token is None:
+        return Caller(None)
+    principal = platform.verifier.verify(token)
+    user = platform.users.get(principal.username)
+    if user is None:
+        raise Forbidden(f"user {principal.username} is not registered in HelixGate")
+    if not user.active:
+        raise Forbidden(f"user {principal.username} is not active")
+    c = Caller(principal.username, user.roles)
+    behalf = request.headers.get(ON_BEHALF_HEADER)
+    if behalf:
+        if not rbac.allows(user.roles, "drs:delegate"):
+            raise Forbidden(f"{principal.username} may not act on behalf of another user")
+        delegate = platform.users.get(behalf)
+        if delegate is None or not delegate.active:
+            raise Forbidden(f"user {behalf} is not registered or not active")
+        c.on_behalf_of = delegate.username
+        c.delegate_roles = delegate.roles
+    seen_key = f"{principal.issuer}|{principal.token_id or principal.subject}|{principal.expires_at}"
+    if platform.session_seen.first_time(seen_key):
+        platform.audit.security_event(
+            "auth.session",
+            outcome="success",
+            severity=1,
+            actor=principal.username,
+            service=service,
+            request_id=current().request_id,
+            client_addr=current().client_addr,
+            details={"issuer": principal.issuer},
+        )
+    return c
+
+
+def _guard(func: Callable[..., Any], *, service: str, operation_id: str, permission: str, get_platform: Callable[[], Any]) -> Callable[..., Any]:
+    anonymous_ok = permission in rbac.ANONYMOUS_CAPABLE
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        platform = get_platform()
+        rid = request.headers.get("X-Request-ID", "")
+        rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+        state = RequestState(service, operation_id, rid, request.remote_addr)
+        token = _state.set(state)
+        g.request_id = rid
+        outcome, status, message = "success", 200, ""
+        try:
+            if permission != rbac.PUBLIC:
+                state.caller = authenticate(platform, service, operation_id)
+                if state.caller.username is None:
+                    if not anonymous_ok or (permission == "trs:read" and not platform.settings.anonymous_read):
+                        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
+                elif not rbac.allows(state.caller.roles, permission):
+                    raise Forbidden(f"permission denied: {operation_id} needs {permission}")
+            result = func(*args, **kwargs)
+            if isinstance(result, tuple) and len(result) >= 2 and isinstance(result[1], int):
+                status = result[1]
+            elif isinstance(result, Response):
+                status = result.status_code
+            return result
+        except HelixGateError as exc:
+            status, message = exc.status, exc.message
+            outcome = "denied" if exc.status in (401, 403) else "failure"
+            if exc.status in (401, 403):
+                platform.audit.security_event(
+                    "auth.denied" if exc.status == 403 else "auth.failed",
+                    actor=state.caller.username,
+                    service=service,
+                    target=state.target,
+                    request_id=rid,
+                    client_addr=state.client_addr,
+                    details={"operation": operation_id, "reason": exc.message, "status": exc.status},
+                )
+            return _flask_error(service, exc, rid)
+        except Exception:  # never a stack trace to the client
+            log.exception("unhandled error in %s (request %s)", operation_id, rid)
+            outcome, status, message = "error", 500, "internal server error"
+            return _flask_error(service, HelixGateError(f"internal server error (request id {rid})"), rid)
+        finally:
+            try:
+                platform.audit.record(
+                    category="request",
+                    action=f"{service}.{operation_id}",
+                    outcome=outcome,
+                    actor=state.caller.username,
+                    on_behalf_of=state.caller.on_behalf_of,
+                    service=service,
+                    target=state.target,
+                    request_id=rid,
+                    client_addr=state.client_addr,
+                    details={"status": status, "method": request.method, "path": request.path[:512], "error": message[:300]},
+                )
+            except Exception:  # pragma: no cover - audit store down: the request already ran
+                log.exception("audit write failed for request %s", rid)
+            _state.reset(token)
+
+    return wrapper
+
+
+class GuardedResolver(Resolver):
+    """Resolves operationIds to ``<module>.<snake_case(operationId)>`` and wraps each in the guard."""
+
+    def __init__(self, service: str, get_platform: Callable[[], Any]) -> None:
+        super().__init__()
+        self.service = service
+        self.get_platform = get_platform
+        self.module = __import__(HANDLER_MODULES[service], fromlist=["_"])
+
+    def resolve(self, operation: Any) -> Resolution:
+        op_id = operation.operation_id
+        spec = operation._operation  # the raw operation object from the document
+        permission = spec.get("x-helixgate-permission")
+        if permission not in rbac.PERMISSIONS:
+            raise RuntimeError(f"{self.service}: operation {op_id} declares no valid x-helixgate-permission ({permission!r})")
+        name = snake_case(op_id)
+        func = getattr(self.module, name, None)
+        if func is None:
+            raise RuntimeError(f"{self.service}: no handler {HANDLER_MODULES[self.service]}.{name} for {op_id}")
+        return Resolution(
+            _guard(func, service=self.service, operation_id=op_id, permission=permission, get_platform=self.get_platform),
+            op_id,
+        )
+
+
+def snake_case(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    return s.lower()
+
+
+# --------------------------------------------------------------------------- connexion-level errors
+def _connexion_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    path = request.url.path
+    service = service_for_path(path)
+    if isinstance(exc, ProblemException):
+        status, message = exc.status, str(exc.detail or exc.title or "bad request")
+    elif isinstance(exc, StarletteHTTPException):
+        status = exc.status_code
+        message = {404: f"not found: {path[:200]}", 405: f"method {request.method} not allowed on {path[:200]}"}.get(
+            status, str(exc.detail)
+        )
+    elif isinstance(exc, HelixGateError):
+        status, message = exc.status, exc.message
+    else:
+        log.error("unhandled error before the handler on %s: %r", path, exc)
+        status, message = 500, "internal server error"
+    if status >= 500 and not isinstance(exc, HelixGateError):
+        message = "internal server error"
+    import json
+
+    return ConnexionResponse(
+        status_code=status,
+        body=json.dumps(error_body(service, status, _clean(message))),
+        content_type="application/json",
+    )
+
+
+def _clean(message: str) -> str:
+    # connexion validation messages can quote whole request bodies: keep them short
+    return message.replace("\n", " ")[:500]
+
+
+# --------------------------------------------------------------------------- app factory
+def create_app(
+    get_platform: Callable[[], Any],
+    services: Iterable[str] = ("wes", "trs", "drs", "core"),
+    *,
+    extra_routes: Callable[[Any], None] | None = None,
+) -> connexion.FlaskApp:
+    middlewares = [m for m in ConnexionMiddleware.default_middlewares if m is not SecurityMiddleware]
+    app = connexion.FlaskApp(
+        __name__,
+        specification_dir=str(openapi_dir()),
+        middlewares=middlewares,
+    )
+    app.app.config["MAX_CONTENT_LENGTH"] = None
+    app.app.config["HELIXGATE_PLATFORM"] = get_platform
+    for service in services:
+        app.add_api(
+            f"{service}.yaml",
+            base_path=BASE_PATHS[service],
+            resolver=GuardedResolver(service, get_platform),
+            validate_responses=False,
+            strict_validation=False,
+            swagger_ui_options=SwaggerUIOptions(swagger_ui=False, spec_path="/openapi.json"),
+        )
+    for exc_type in (ProblemException, StarletteHTTPException, HelixGateError, Exception):
+        app.add_error_handler(exc_type, _connexion_error)
+
+    @app.app.after_request
+    def _request_id(resp: Response) -> Response:
+        rid = getattr(g, "request_id", None)
+        if rid:
+            resp.headers.setdefault("X-Request-ID", rid)
+        return resp
+
+    if extra_routes:
+        extra_routes(app)
+    return app
+
+
+def json_body(required: bool = True) -> Mapping[str, Any]:
+    """The request body as a JSON object, or BadRequest."""
+    data = request.get_json(silent=True)
+    if data is None:
+        if required:
+            raise BadRequest("request body must be a JSON object (Content-Type: application/json)")
+        return {}
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data

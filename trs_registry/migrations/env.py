@@ -1,0 +1,3 @@
+from helixgate.migration_env import run
+
+run("trs")
