@@ -391,7 +391,8 @@ class TokenVerifier:
             bad = [a for a in cfg.algorithms if a not in ASYMMETRIC_ALGORITHMS]
             if bad or not cfg.algorithms:
                 raise ConfigurationError(
-                    f"invalid setting issuers: issuer {name!r} must list asymmetric algorithms only, got {bad or 'none'}"
+                    f"invalid setting issuers: issuer {name!r} must list asymmetric algorithms only, "
+                    f"got {bad or 'none'}"
                 )
             if not cfg.audience:
                 raise ConfigurationError(f"invalid setting issuers: issuer {name!r} has no audience")

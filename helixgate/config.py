@@ -228,7 +228,9 @@ def _validate(s: Settings) -> None:
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigurationError("invalid setting tls_cert/tls_key: both or neither must be set")
     if s.storage_backend == "s3" and not s.s3_bucket:
-        raise ConfigurationError(f"invalid setting s3_bucket ({ENV_PREFIX}S3_BUCKET): required when storage_backend is s3")
+        raise ConfigurationError(
+            f"invalid setting s3_bucket ({ENV_PREFIX}S3_BUCKET): required when storage_backend is s3"
+        )
     if s.queue_backend == "sqs" and not s.sqs_queue_url:
         raise ConfigurationError(
             f"invalid setting sqs_queue_url ({ENV_PREFIX}SQS_QUEUE_URL): required when queue_backend is sqs"

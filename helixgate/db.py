@@ -79,10 +79,10 @@ MIGRATION_PACKAGES = ("helixgate", "drs_store", "trs_registry", "wes_server")
 
 def migrate(db: Database, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> None:
     """Upgrade each owner's tables to the newest Alembic revision (idempotent)."""
+    import importlib
+
     from alembic import command
     from alembic.config import Config
-
-    import importlib
 
     for pkg in packages:
         mod = importlib.import_module(pkg)

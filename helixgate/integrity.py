@@ -21,7 +21,7 @@ def normalize_sha256(value: str) -> str:
     """Accept ``<hex>`` or ``sha256:<hex>`` in any case; return lower-case hex or raise BadRequest."""
     v = value.strip().lower()
     if v.startswith("sha256:"):
-        v = v[len("sha256:"):]
+        v = v[len("sha256:") :]
     if not _SHA256_HEX.match(v):
         raise BadRequest(f"not a SHA-256 hex digest: {value[:80]!r}")
     return v

@@ -109,7 +109,9 @@ class UserDirectory:
         with self.db.session() as s:
             return [_to_user(r) for r in s.scalars(select(UserRow).order_by(UserRow.username))]
 
-    def register(self, username: str, *, roles: tuple[str, ...] = (), active: bool = False, display_name: str = "") -> User:
+    def register(
+        self, username: str, *, roles: tuple[str, ...] = (), active: bool = False, display_name: str = ""
+    ) -> User:
         validate_username(username)
         roles = validate_roles(roles)
         with self.db.session() as s:

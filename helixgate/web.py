@@ -122,7 +122,9 @@ def platform() -> Any:
     return current_app.config["HELIXGATE_PLATFORM"]()
 
 
-def audit_change(action: str, target: str | None, *, outcome: str = "success", details: Mapping[str, Any] | None = None) -> None:
+def audit_change(
+    action: str, target: str | None, *, outcome: str = "success", details: Mapping[str, Any] | None = None
+) -> None:
     """Record a domain change (create/modify/delete) made by the current caller."""
     st = current()
     platform().audit.record(
@@ -139,7 +141,9 @@ def audit_change(action: str, target: str | None, *, outcome: str = "success", d
     )
 
 
-def security_event(action: str, *, target: str | None = None, severity: int = 8, details: Mapping[str, Any] | None = None) -> None:
+def security_event(
+    action: str, *, target: str | None = None, severity: int = 8, details: Mapping[str, Any] | None = None
+) -> None:
     """Record a security event (integrity failure, refused access) for the current request."""
     st = current()
     platform().audit.security_event(
@@ -268,7 +272,9 @@ def authenticate(platform: Any, service: str, operation_id: str) -> Caller:
     return c
 
 
-def _guard(func: Callable[..., Any], *, service: str, operation_id: str, permission: str, get_platform: Callable[[], Any]) -> Callable[..., Any]:
+def _guard(
+    func: Callable[..., Any], *, service: str, operation_id: str, permission: str, get_platform: Callable[[], Any]
+) -> Callable[..., Any]:
     anonymous_ok = permission in rbac.ANONYMOUS_CAPABLE
 
     @functools.wraps(func)
@@ -324,7 +330,12 @@ def _guard(func: Callable[..., Any], *, service: str, operation_id: str, permiss
                     target=state.target,
                     request_id=rid,
                     client_addr=state.client_addr,
-                    details={"status": status, "method": request.method, "path": request.path[:512], "error": message[:300]},
+                    details={
+                        "status": status,
+                        "method": request.method,
+                        "path": request.path[:512],
+                        "error": message[:300],
+                    },
                 )
             except Exception:  # pragma: no cover - audit store down: the request already ran
                 log.exception("audit write failed for request %s", rid)
@@ -347,13 +358,17 @@ class GuardedResolver(Resolver):
         spec = operation._operation  # the raw operation object from the document
         permission = spec.get("x-helixgate-permission")
         if permission not in rbac.PERMISSIONS:
-            raise RuntimeError(f"{self.service}: operation {op_id} declares no valid x-helixgate-permission ({permission!r})")
+            raise RuntimeError(
+                f"{self.service}: operation {op_id} declares no valid x-helixgate-permission ({permission!r})"
+            )
         name = snake_case(op_id)
         func = getattr(self.module, name, None)
         if func is None:
             raise RuntimeError(f"{self.service}: no handler {HANDLER_MODULES[self.service]}.{name} for {op_id}")
         return Resolution(
-            _guard(func, service=self.service, operation_id=op_id, permission=permission, get_platform=self.get_platform),
+            _guard(
+                func, service=self.service, operation_id=op_id, permission=permission, get_platform=self.get_platform
+            ),
             op_id,
         )
 

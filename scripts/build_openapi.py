@@ -123,7 +123,9 @@ def render(service: str, doc: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--specs", default=os.environ.get("HELIXGATE_GA4GH_SPECS", str(ROOT.parent / "shared" / "ga4gh-specs")))
+    parser.add_argument(
+        "--specs", default=os.environ.get("HELIXGATE_GA4GH_SPECS", str(ROOT.parent / "shared" / "ga4gh-specs"))
+    )
     parser.add_argument("--check", action="store_true", help="fail if a generated file is out of date")
     args = parser.parse_args()
     stale = []

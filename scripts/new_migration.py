@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Autogenerate an Alembic revision for one owner's tables against a scratch SQLite database.
 
-    python scripts/new_migration.py drs "add quarantine columns"
+python scripts/new_migration.py drs "add quarantine columns"
 """
 
 from __future__ import annotations

@@ -28,6 +28,11 @@ if ! docker info >/dev/null 2>&1; then
   wait_for dockerd docker info
 fi
 
+if [ "${HELIXGATE_ONLY_DOCKER:-}" = 1 ]; then
+  echo "services: docker is up"
+  exit 0
+fi
+
 # --- OCI registry (Debian's docker-registry, distribution 2.8)
 if ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
   cat >"$state/registry.yml" <<YML

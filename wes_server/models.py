@@ -14,7 +14,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -49,7 +48,10 @@ class RunRow(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_wes_runs_owner_seq", "owner", "seq"), Index("ix_wes_runs_state_heartbeat", "state", "heartbeat_at"))
+    __table_args__ = (
+        Index("ix_wes_runs_owner_seq", "owner", "seq"),
+        Index("ix_wes_runs_state_heartbeat", "state", "heartbeat_at"),
+    )
 
 
 class RunTagRow(Base):

@@ -62,12 +62,7 @@ class SqlRunQueue:
         now = _now()
         receipt = secrets.token_hex(16)
         with self.db.session() as s:
-            q = (
-                select(QueueRow.run_id)
-                .where(QueueRow.available_at <= now)
-                .order_by(QueueRow.available_at)
-                .limit(1)
-            )
+            q = select(QueueRow.run_id).where(QueueRow.available_at <= now).order_by(QueueRow.available_at).limit(1)
             if self.db.is_postgres:
                 q = q.with_for_update(skip_locked=True)
             run_id = s.scalar(q)
@@ -108,7 +103,12 @@ class SqlRunQueue:
         with self.db.session() as s:
             s.execute(
                 update(QueueRow)
-                .where(and_(QueueRow.run_id == lease.run_id, or_(QueueRow.receipt == lease.receipt, QueueRow.receipt.is_(None))))
+                .where(
+                    and_(
+                        QueueRow.run_id == lease.run_id,
+                        or_(QueueRow.receipt == lease.receipt, QueueRow.receipt.is_(None)),
+                    )
+                )
                 .values(leased_by=None, receipt=None, available_at=_now() + timedelta(seconds=delay_seconds))
             )
 
@@ -177,9 +177,11 @@ class SqsRunQueue:
 
 def make_queue(settings: Settings, db: Database) -> RunQueue:
     if settings.queue_backend == "sqs":
-        return SqsRunQueue(settings.sqs_queue_url, endpoint_url=settings.sqs_endpoint_url or None, region=settings.s3_region)
+        return SqsRunQueue(
+            settings.sqs_queue_url, endpoint_url=settings.sqs_endpoint_url or None, region=settings.s3_region
+        )
     return SqlRunQueue(db)
 
 
 def wait_backoff(attempt: int, base: float = 0.2, cap: float = 5.0) -> None:
-    time.sleep(min(cap, base * (2 ** attempt)))
+    time.sleep(min(cap, base * (2**attempt)))

@@ -17,8 +17,17 @@ from helixgate.errors import BadRequest, Conflict, NotFound
 from wes_server.models import AttachmentRow, RunRow, RunTagRow, TaskRow
 
 STATES = (
-    "UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "COMPLETE",
-    "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "CANCELING", "PREEMPTED",
+    "UNKNOWN",
+    "QUEUED",
+    "INITIALIZING",
+    "RUNNING",
+    "PAUSED",
+    "COMPLETE",
+    "EXECUTOR_ERROR",
+    "SYSTEM_ERROR",
+    "CANCELED",
+    "CANCELING",
+    "PREEMPTED",
 )
 TERMINAL = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
 ACTIVE = frozenset({"INITIALIZING", "RUNNING", "CANCELING"})
@@ -84,8 +93,13 @@ class RunStore:
         run_id = uuid.uuid4().hex
         with self.db.session() as s:
             row = RunRow(
-                id=run_id, owner=owner, state="QUEUED", request=dict(request),
-                workflow_source=dict(workflow_source), outputs={}, system_logs=[],
+                id=run_id,
+                owner=owner,
+                state="QUEUED",
+                request=dict(request),
+                workflow_source=dict(workflow_source),
+                outputs={},
+                system_logs=[],
             )
             s.add(row)
             s.flush()
@@ -191,8 +205,11 @@ class RunStore:
                     RunRow.attempts < max_attempts,
                 )
                 .values(
-                    state="INITIALIZING", worker_id=worker_id, heartbeat_at=now,
-                    attempts=RunRow.attempts + 1, start_time=func.coalesce(RunRow.start_time, now),
+                    state="INITIALIZING",
+                    worker_id=worker_id,
+                    heartbeat_at=now,
+                    attempts=RunRow.attempts + 1,
+                    start_time=func.coalesce(RunRow.start_time, now),
                 )
             )
             if res.rowcount != 1:  # type: ignore[attr-defined]
@@ -235,9 +252,7 @@ class RunStore:
         """Active runs whose worker stopped heart-beating."""
         cutoff = utcnow() - timedelta(seconds=lease_seconds)
         with self.db.session() as s:
-            rows = list(
-                s.scalars(select(RunRow).where(RunRow.state.in_(tuple(ACTIVE)), RunRow.heartbeat_at < cutoff))
-            )
+            rows = list(s.scalars(select(RunRow).where(RunRow.state.in_(tuple(ACTIVE)), RunRow.heartbeat_at < cutoff)))
             for r in rows:
                 s.expunge(r)
             return rows

@@ -380,7 +380,9 @@ class KeySigner:
         try:
             sealed = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigurationError(f"private key file for active signing key {key_id} is missing in {self._dir}")
+            raise ConfigurationError(
+                f"private key file for active signing key {key_id} is missing in {self._dir}"
+            ) from None
         except (OSError, json.JSONDecodeError):
             raise ConfigurationError(f"private key file {path} is unreadable") from None
         private = _open(sealed, key_id, self._passphrase(create=False), path, self._passphrase_source())

@@ -1,0 +1,307 @@
+"""The ``helixgate`` command line.
+
+Local commands (``serve``, ``worker``, ``token issue``, ``audit verify``) use the
+configuration and data directory of this machine. Everything else talks to the services
+over HTTP with a bearer token (``--token`` / ``HELIXGATE_TOKEN``). Output is
+human-readable by default and JSON with ``--json``; errors are one line on stderr and a
+non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from helixgate.errors import HelixGateError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --------------------------------------------------------------------------- helpers
+def load(args: argparse.Namespace, **overrides: Any) -> Any:
+    from helixgate.config import load_settings
+
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def api(args: argparse.Namespace) -> Any:
+    from helixgate.client import ApiClient
+
+    token = args.token or os.environ.get("HELIXGATE_TOKEN")
+    if not token and args.token_file:
+        token = Path(args.token_file).expanduser().read_text().strip()
+    verify: bool | str = args.ca_bundle or True
+    return ApiClient(args.url, token, verify=verify)
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str] | None = None) -> None:
+    if args.json or human is None:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        text = human(data)
+        if text:
+            print(text)
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cols = [list(map(str, c)) for c in zip(header, *rows, strict=True)] if rows else [[h] for h in header]
+    widths = [max(len(x) for x in col) for col in cols]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(header, widths, strict=True))]
+    for r in rows:
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- serve / worker
+def cmd_serve(args: argparse.Namespace) -> int:
+    from helixgate.runtime import serve
+
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "tls_cert", "tls_key", "database_url"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    settings = load(args, **overrides)
+    return serve(settings, args.service, workers=args.workers)
+
+
+# --------------------------------------------------------------------------- tokens
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    from helixgate.auth import builtin_issuer_for
+    from helixgate.issuer import parse_duration
+
+    settings = load(args)
+    if not settings.builtin_issuer:
+        raise HelixGateError("the built-in issuer is disabled: get tokens from your identity provider")
+    ttl = parse_duration(args.ttl)
+    token = builtin_issuer_for(settings).issue(args.user, ttl)
+    emit(args, {"access_token": token, "token_type": "Bearer", "expires_in": ttl}, lambda d: d["access_token"])
+    return 0
+
+
+# --------------------------------------------------------------------------- users (admin)
+def _user_line(u: dict[str, Any]) -> str:
+    return f"{u['username']}  {'active' if u['active'] else 'inactive'}  roles: {', '.join(u['roles']) or '-'}"
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    data = api(args).get_json("/helixgate/v1/users")
+    emit(
+        args,
+        data,
+        lambda d: table(
+            [(u["username"], "yes" if u["active"] else "no", ",".join(u["roles"])) for u in d["users"]],
+            ("USER", "ACTIVE", "ROLES"),
+        ),
+    )
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    body = {"username": args.username, "roles": args.role or [], "active": args.activate}
+    emit(args, api(args).post_json("/helixgate/v1/users", body), _user_line)
+    return 0
+
+
+def _patch_user(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    resp = api(args).request("PATCH", f"/helixgate/v1/users/{args.username}", json=body)
+    emit(args, resp.json(), _user_line)
+    return 0
+
+
+def cmd_users_activate(args: argparse.Namespace) -> int:
+    return _patch_user(args, {"active": True})
+
+
+def cmd_users_deactivate(args: argparse.Namespace) -> int:
+    return _patch_user(args, {"active": False})
+
+
+def cmd_users_roles(args: argparse.Namespace) -> int:
+    return _patch_user(args, {"roles": args.role or []})
+
+
+def cmd_users_token(args: argparse.Namespace) -> int:
+    data = api(args).post_json("/helixgate/v1/tokens", {"username": args.username, "ttl": args.ttl})
+    emit(args, data, lambda d: d["access_token"])
+    return 0
+
+
+# --------------------------------------------------------------------------- audit
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    if args.remote:
+        report = api(args).get_json("/helixgate/v1/audit/verify")
+        ok, problems = report["ok"], report["problems"]
+    else:
+        from helixgate.audit import AuditTrail
+        from helixgate.db import Database
+
+        settings = load(args)
+        db = Database(settings.effective_database_url)
+        rep = AuditTrail(db, settings.data_dir / "audit").verify()
+        ok, problems = rep.ok, list(rep.problems)
+        report = rep.to_dict()
+        db.dispose()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    elif ok:
+        print("audit trail verified: hash chain and signed checkpoints intact")
+    else:
+        print("audit trail verification FAILED:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+    return 0 if ok else EXIT_ERROR
+
+
+def cmd_audit_query(args: argparse.Namespace) -> int:
+    params = {
+        k: v
+        for k, v in {
+            "category": args.category,
+            "action": args.action,
+            "actor": args.actor,
+            "outcome": args.outcome,
+            "target": args.target,
+            "since": args.since,
+            "until": args.until,
+            "page_size": args.limit,
+        }.items()
+        if v
+    }
+    data = api(args).get_json("/helixgate/v1/audit/events", params=params)
+
+    def human(d: dict[str, Any]) -> str:
+        rows = [
+            (
+                e["seq"],
+                e["time"],
+                e["category"],
+                e["action"],
+                e["outcome"],
+                e.get("actor") or "-",
+                e.get("target") or "-",
+            )
+            for e in d["events"]
+        ]
+        return table(rows, ("SEQ", "TIME", "CATEGORY", "ACTION", "OUTCOME", "ACTOR", "TARGET"))
+
+    emit(args, data, human)
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    if not args.cef:
+        raise HelixGateError("only --cef export is supported")
+    params = {k: v for k, v in {"since": args.since, "until": args.until}.items() if v}
+    text = api(args).request("GET", "/helixgate/v1/audit/cef", params=params).text
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML configuration file (or HELIXGATE_CONFIG)")
+    common.add_argument("--data-dir", help="data directory (default ~/.local/share/helixgate)")
+    common.add_argument(
+        "--url", default=os.environ.get("HELIXGATE_URL", "http://127.0.0.1:8080"), help="HelixGate base URL"
+    )
+    common.add_argument("--token", help="bearer token (or HELIXGATE_TOKEN)")
+    common.add_argument(
+        "--token-file", default=os.environ.get("HELIXGATE_TOKEN_FILE"), help="file holding the bearer token"
+    )
+    common.add_argument("--ca-bundle", default=os.environ.get("HELIXGATE_CA_BUNDLE"), help="CA bundle to verify HTTPS")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = argparse.ArgumentParser(
+        prog="helixgate", description="HelixGate: GA4GH WES/TRS/DRS with verified execution", parents=[common]
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(parent: Any, name: str, func: Handler, help_: str) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help_, parents=[common])
+        sp.set_defaults(func=func)
+        return sp
+
+    s = add(sub, "serve", cmd_serve, "serve the APIs (all on one address, or one service alone)")
+    s.add_argument("service", nargs="?", default="all", choices=["all", "wes", "trs", "drs", "core", "worker"])
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--tls-cert")
+    s.add_argument("--tls-key")
+    s.add_argument("--database-url")
+    s.add_argument("--workers", type=int, default=2, help="worker threads (serve all / serve worker)")
+
+    tok = sub.add_parser("token", help="tokens from the built-in issuer").add_subparsers(dest="sub", required=True)
+    t = add(tok, "issue", cmd_token_issue, "mint a token for a user (local: needs the data directory)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--ttl", default="15m")
+
+    users = sub.add_parser("users", help="administrators: users, roles, activation, tokens").add_subparsers(
+        dest="sub", required=True
+    )
+    add(users, "list", cmd_users_list, "list users")
+    u = add(users, "add", cmd_users_add, "register a user")
+    u.add_argument("username")
+    u.add_argument("--role", action="append", help="role (repeatable)")
+    u.add_argument("--activate", action="store_true")
+    for name, func in (("activate", cmd_users_activate), ("deactivate", cmd_users_deactivate)):
+        add(users, name, func, f"{name} a user").add_argument("username")
+    r = add(users, "roles", cmd_users_roles, "replace a user's roles")
+    r.add_argument("username")
+    r.add_argument("--role", action="append")
+    ut = add(users, "token", cmd_users_token, "mint a token for a user through the server")
+    ut.add_argument("username")
+    ut.add_argument("--ttl", default="15m")
+
+    audit = sub.add_parser("audit", help="auditors: query, verify, export").add_subparsers(dest="sub", required=True)
+    v = add(audit, "verify", cmd_audit_verify, "verify the hash chain and checkpoints (local database by default)")
+    v.add_argument("--remote", action="store_true", help="ask the server instead of reading the database")
+    q = add(audit, "query", cmd_audit_query, "query audit events")
+    for f in ("category", "action", "actor", "outcome", "target", "since", "until"):
+        q.add_argument(f"--{f}")
+    q.add_argument("--limit", type=int, default=50)
+    e = add(audit, "export", cmd_audit_export, "export security events")
+    e.add_argument("--cef", action="store_true", help="Common Event Format lines")
+    e.add_argument("--since")
+    e.add_argument("--until")
+    e.add_argument("--output", "-o")
+
+    from helixgate import cli_groups
+
+    cli_groups.register(sub, add)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HelixGateError as exc:
+        print(f"helixgate: error: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(
+            f"helixgate: error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""A small HTTP client for the HelixGate APIs, used by the CLI and by WES to call DRS/TRS.
+
+Errors come back as ``ClientError`` with one clear line (status and the server's message);
+connection failures say which URL could not be reached. TLS certificates are verified.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import requests
+
+from helixgate.errors import HelixGateError, UpstreamError
+
+
+class ClientError(HelixGateError):
+    """The server answered with an error (``status`` is its HTTP status)."""
+
+
+def _message(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:300] or resp.reason
+    if isinstance(body, dict):
+        return str(body.get("msg") or body.get("message") or body.get("detail") or body)[:500]
+    return str(body)[:300]
+
+
+class ApiClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | Callable[[], str] | None = None,
+        *,
+        verify: bool | str = True,
+        timeout: float = 60.0,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 2,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.timeout = timeout
+        self.retries = retries
+        if headers:
+            self.session.headers.update(headers)
+
+    def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        h: dict[str, str] = {}
+        token = self._token() if callable(self._token) else self._token
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        if extra:
+            h.update(extra)
+        return h
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 202, 204, 206),
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> requests.Response:
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        idempotent = method.upper() in ("GET", "HEAD", "OPTIONS")
+        attempt = 0
+        while True:
+            try:
+                resp = self.session.request(
+                    method, url, headers=self._headers(headers), timeout=self.timeout, stream=stream, **kwargs
+                )
+            except requests.RequestException as exc:
+                if idempotent and attempt < self.retries:
+                    attempt += 1
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                raise UpstreamError(f"cannot reach {self.base_url}: {type(exc).__name__}") from None
+            if resp.status_code in (502, 503, 504) and idempotent and attempt < self.retries:
+                attempt += 1
+                time.sleep(0.2 * 2**attempt)
+                continue
+            if resp.status_code not in ok:
+                raise ClientError(f"HTTP {resp.status_code}: {_message(resp)}", status=resp.status_code)
+            return resp
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+    def post_json(self, path: str, body: Any, **kwargs: Any) -> Any:
+        resp = self.request(
+            "POST",
+            path,
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json", **kwargs.pop("headers", {})},
+            **kwargs,
+        )
+        return resp.json() if resp.content else None
+
+    def stream(self, path: str, chunk_size: int = 1024 * 1024, **kwargs: Any) -> Iterator[bytes]:
+        resp = self.request("GET", path, stream=True, **kwargs)
+        try:
+            yield from resp.iter_content(chunk_size)
+        finally:
+            resp.close()

@@ -1,0 +1,51 @@
+"""Process runtime for ``helixgate serve``: the API server and/or the workflow workers,
+with clean shutdown on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from helixgate.config import Settings
+from helixgate.platform import Platform
+
+log = logging.getLogger("helixgate")
+
+SERVICES = {
+    "all": ("wes", "trs", "drs", "core"),
+    "wes": ("wes", "core"),
+    "trs": ("trs", "core"),
+    "drs": ("drs", "core"),
+    "core": ("core",),
+}
+
+
+def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    platform = Platform(settings)
+    pool: Any = None
+    if service in ("all", "worker"):
+        from wes_server.worker import WorkerPool
+
+        pool = WorkerPool(platform, concurrency=workers)
+        pool.start()
+    try:
+        if service == "worker":
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            log.info("worker running (%d slots); Ctrl-C to stop", workers)
+            stop.wait()
+        else:
+            from helixgate.server import make_server
+
+            server = make_server(settings, platform, SERVICES[service])
+            log.info("serving %s on %s", ", ".join(SERVICES[service]), settings.effective_public_url)
+            server.run()  # handles SIGINT/SIGTERM itself
+    finally:
+        if pool is not None:
+            pool.stop()
+        platform.close()
+    return 0
