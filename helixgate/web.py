@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 import connexion
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
-from connexion.middleware import MiddlewarePosition  # noqa: F401  (re-exported for services)
+from connexion.middleware import MiddlewarePosition
 from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.security import SecurityMiddleware
 from connexion.options import SwaggerUIOptions
@@ -391,6 +391,8 @@ def _connexion_error(request: ConnexionRequest, exc: Exception) -> ConnexionResp
         )
     elif isinstance(exc, HelixGateError):
         status, message = exc.status, exc.message
+    elif type(exc).__name__ == "MultiPartException":  # starlette's multipart parser
+        status, message = 400, f"malformed multipart body: {exc}"
     else:
         log.error("unhandled error before the handler on %s: %r", path, exc)
         status, message = 500, "internal server error"
@@ -410,6 +412,26 @@ def _clean(message: str) -> str:
     return message.replace("\n", " ")[:500]
 
 
+# --------------------------------------------------------------------------- body sanity
+class BodySanityMiddleware:
+    """Refuse bodies connexion cannot parse (no Content-Type, multipart without boundary)
+    with a 400 before validation, instead of letting the parser fail with a 500."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+            ctype = headers.get("content-type", "")
+            if has_body and not ctype:
+                raise BadRequest("request has a body but no Content-Type header")
+            if ctype.lower().startswith("multipart/") and "boundary=" not in ctype.lower():
+                raise BadRequest("multipart Content-Type without a boundary")
+        await self.app(scope, receive, send)
+
+
 # --------------------------------------------------------------------------- app factory
 def create_app(
     get_platform: Callable[[], Any],
@@ -425,6 +447,7 @@ def create_app(
     )
     app.app.config["MAX_CONTENT_LENGTH"] = None
     app.app.config["HELIXGATE_PLATFORM"] = get_platform
+    app.add_middleware(BodySanityMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
     for service in services:
         app.add_api(
             f"{service}.yaml",

@@ -102,6 +102,16 @@ def build(service: str, specs_dir: Path) -> dict[str, Any]:
                 if method in item:
                     item[method]["x-helixgate-extension"] = True
             doc["paths"][path] = item
+        by_id = {
+            op["operationId"]: op for item in doc["paths"].values() for m, op in item.items() if m in METHODS
+        }
+        for op_id, params in (ext.get("x-operation-parameters") or {}).items():
+            op = by_id[op_id]
+            known = {p.get("name") for p in op.get("parameters", []) if isinstance(p, dict)}
+            for param in params:
+                if param["name"] in known:
+                    raise SystemExit(f"{service}: extension parameter {param['name']} collides on {op_id}")
+                op.setdefault("parameters", []).append({**param, "x-helixgate-extension": True})
         for section, entries in (ext.get("components") or {}).items():
             target = doc.setdefault("components", {}).setdefault(section, {})
             for name, value in entries.items():

@@ -1,0 +1,165 @@
+"""WES talks to DRS and TRS over their HTTP APIs only, as the service identity, acting
+on behalf of the run's owner where data access is concerned."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
+
+from helixgate.client import ApiClient, ClientError
+from helixgate.errors import IntegrityError
+from helixgate.integrity import check_sha256, normalize_sha256
+from helixgate.web import ON_BEHALF_HEADER
+
+_TRS_URL = re.compile(r"/ga4gh/trs/v2/tools/([^/]+)/versions/([^/]+)")
+
+
+def parse_trs_reference(url: str, settings: Any) -> tuple[str, str] | None:
+    """``trs://host/<tool>/<version>`` or a TRS version URL -> (tool id, version id)."""
+    if url.startswith("trs://"):
+        parts = url[len("trs://") :].split("/")
+        if len(parts) != 3 or not all(parts):
+            from helixgate.errors import BadRequest
+
+            raise BadRequest("TRS workflow_url must be trs://<host>/<tool id>/<version id>")
+        return parts[1], parts[2]
+    if url.startswith(("http://", "https://")):
+        trs_host = urlsplit(settings.effective_trs_url).netloc
+        parsed = urlsplit(url)
+        m = _TRS_URL.search(parsed.path)
+        if m and parsed.netloc == trs_host:
+            return m.group(1), m.group(2)
+    return None
+
+
+def _checksum(obj: dict[str, Any]) -> str:
+    for c in obj.get("checksums") or []:
+        if str(c.get("type", "")).lower() in ("sha-256", "sha256"):
+            return normalize_sha256(c["checksum"])
+    raise IntegrityError(f"DRS object {obj.get('id')} carries no sha-256 checksum", subject=str(obj.get("id")))
+
+
+class DrsPeer:
+    def __init__(self, platform: Any) -> None:
+        self.platform = platform
+        base = platform.settings.effective_drs_url + "/ga4gh/drs/v1"
+        ca = platform.settings.tls_ca_bundle or True
+        self.client = ApiClient(base, lambda: platform.service_token(), verify=ca)
+
+    def _as(self, user: str) -> dict[str, str]:
+        return {ON_BEHALF_HEADER: user}
+
+    def get_object(self, user: str, object_id: str) -> dict[str, Any]:
+        return self.client.get_json(f"/objects/{quote(object_id, safe='')}", headers=self._as(user))
+
+    def unreadable(self, user: str, object_ids: list[str]) -> list[str]:
+        refused = []
+        for object_id in object_ids:
+            try:
+                self.get_object(user, object_id)
+            except ClientError as exc:
+                if exc.status in (401, 403, 404):
+                    refused.append(object_id)
+                else:
+                    raise
+        return refused
+
+    def download(self, user: str, object_id: str, dest: Path) -> tuple[str, int, dict[str, Any]]:
+        """Stream an object to ``dest`` while hashing; refuse it unless the hash equals DRS's checksum."""
+        obj = self.get_object(user, object_id)
+        expected = _checksum(obj)
+        access = next((m for m in obj.get("access_methods") or [] if m.get("type") == "https"), None)
+        if access is None:
+            raise IntegrityError(f"DRS object {object_id} has no https access method", subject=object_id)
+        if access.get("access_url"):
+            url = access["access_url"]["url"]
+        else:
+            url = self.client.get_json(
+                f"/objects/{quote(object_id, safe='')}/access/{access['access_id']}", headers=self._as(user)
+            )["url"]
+        sha = hashlib.sha256()
+        size = 0
+        tmp = dest.with_name(dest.name + ".part")
+        with open(tmp, "wb") as out:
+            for chunk in self.client.stream(url, headers=self._as(user)):
+                sha.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        try:
+            check_sha256(f"input drs://{self.platform.settings.drs_host}/{object_id}", expected, sha.hexdigest())
+        except IntegrityError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(dest)
+        return expected, size, obj
+
+    def upload(
+        self,
+        user: str,
+        stream: BinaryIO,
+        *,
+        name: str,
+        sha256: str,
+        provenance: dict[str, Any],
+        mime_type: str = "application/octet-stream",
+    ) -> dict[str, Any]:
+        import json
+
+        params = {"name": name, "sha256": sha256, "mime_type": mime_type, "provenance": json.dumps(provenance)}
+        resp = self.client.request(
+            "POST",
+            "/x-helixgate/objects",
+            params=params,
+            data=stream,
+            headers={**self._as(user), "Content-Type": "application/octet-stream"},
+        )
+        return resp.json()
+
+
+@dataclass(frozen=True)
+class DescriptorFile:
+    path: str
+    content: bytes
+    sha256: str
+    primary: bool
+
+
+class TrsPeer:
+    def __init__(self, platform: Any) -> None:
+        self.platform = platform
+        base = platform.settings.effective_trs_url + "/ga4gh/trs/v2"
+        ca = platform.settings.tls_ca_bundle or True
+        self.client = ApiClient(base, lambda: platform.service_token(), verify=ca)
+
+    def fetch_descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
+        """Every CWL descriptor file of a version, each checked against the checksum TRS recorded."""
+        t, v = quote(tool_id, safe=""), quote(version_id, safe="")
+        listing = self.client.get_json(f"/tools/{t}/versions/{v}/CWL/files")
+        out = []
+        for entry in listing:
+            if entry.get("file_type") not in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR"):
+                continue
+            path = entry["path"]
+            recorded = _trs_checksum(entry, path)
+            wrapper = self.client.get_json(f"/tools/{t}/versions/{v}/CWL/descriptor/{quote(path)}")
+            content = (wrapper.get("content") or "").encode()
+            actual = hashlib.sha256(content).hexdigest()
+            check_sha256(f"descriptor {path} of {tool_id}:{version_id}", recorded, actual)
+            out.append(DescriptorFile(path, content, actual, entry["file_type"] == "PRIMARY_DESCRIPTOR"))
+        if not any(f.primary for f in out):
+            raise IntegrityError(f"TRS version {tool_id}:{version_id} has no primary CWL descriptor", subject=tool_id)
+        return out
+
+    def version(self, tool_id: str, version_id: str) -> dict[str, Any]:
+        return self.client.get_json(f"/tools/{quote(tool_id, safe='')}/versions/{quote(version_id, safe='')}")
+
+
+def _trs_checksum(entry: dict[str, Any], path: str) -> str:
+    for c in entry.get("checksum") or []:
+        if str(c.get("type", "")).lower() in ("sha-256", "sha256"):
+            return normalize_sha256(c["checksum"])
+    raise IntegrityError(f"TRS recorded no sha-256 checksum for {path}", subject=path)
