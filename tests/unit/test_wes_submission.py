@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+
+from helixgate.errors import BadRequest, PayloadTooLarge
+from wes_server.submission import drs_inputs, parse_run_request, refuse_local_inputs, safe_attachment_path
+
+FORM = {"workflow_type": "cwl", "workflow_type_version": "v1.2", "workflow_url": "wf.cwl"}
+
+
+def test_workflow_type_is_case_insensitive_and_version_normalised() -> None:
+    req = parse_run_request({**FORM, "workflow_type_version": "1.0"}, [], max_attachment_bytes=100)
+    assert req.workflow_type == "CWL" and req.workflow_type_version == "v1.0"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("workflow_type", "WDL", "unsupported workflow_type"),
+        ("workflow_type_version", "v2.0", "unsupported workflow_type_version"),
+        ("workflow_url", "", "workflow_url is required"),
+        ("workflow_params", "{bad", "workflow_params is not valid JSON"),
+        ("workflow_params", "[1]", "must be a JSON object"),
+        ("tags", '"x"', "tags must be a JSON object"),
+        ("workflow_engine", "toil", "unsupported workflow_engine"),
+        ("workflow_engine_parameters", '{"--no-container": ""}', "not supported"),
+    ],
+)
+def test_bad_fields_are_refused_with_a_clear_message(field: str, value: str, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_run_request({**FORM, field: value}, [], max_attachment_bytes=100)
+
+
+@pytest.mark.parametrize(
+    "name", ["../x.cwl", "/etc/passwd", "a/../../b", "a//b", "C:\\x", "a\\b", "x\x00.cwl", "./x", "", "a/./b"]
+)
+def test_attachment_traversal_is_refused(name: str) -> None:
+    with pytest.raises(BadRequest):
+        safe_attachment_path(name)
+
+
+def test_nested_attachment_paths_are_kept() -> None:
+    assert safe_attachment_path("tools/sub/step.cwl") == "tools/sub/step.cwl"
+
+
+def test_attachment_size_limit() -> None:
+    with pytest.raises(PayloadTooLarge):
+        parse_run_request(FORM, [("a", b"x" * 60), ("b", b"y" * 60)], max_attachment_bytes=100)
+
+
+def test_duplicate_attachment_refused() -> None:
+    with pytest.raises(BadRequest, match="duplicate"):
+        parse_run_request(FORM, [("a", b"x"), ("a", b"y")], max_attachment_bytes=100)
+
+
+def test_drs_inputs_are_found_anywhere_in_params() -> None:
+    params = {
+        "reads": {"class": "File", "location": "drs://h:1/abc"},
+        "more": [{"class": "File", "location": "drs://h:1/def"}, "drs://h:1/abc"],
+    }
+    assert drs_inputs(params) == [("drs://h:1/abc", "abc"), ("drs://h:1/def", "def")]
+    with pytest.raises(BadRequest, match="malformed DRS URI"):
+        drs_inputs({"x": "drs://h/a/b"})
+
+
+def test_client_local_and_unverifiable_inputs_are_refused() -> None:
+    refuse_local_inputs({"x": {"location": "file:///data/wf.cwl"}}, {"wf.cwl"})  # attached: fine
+    with pytest.raises(BadRequest, match="not accessible"):
+        refuse_local_inputs({"x": {"location": "file:///home/me/reads.fq"}}, set())
+    with pytest.raises(BadRequest, match="not accessible"):
+        refuse_local_inputs({"x": {"location": "https://example.org/reads.fq"}}, set())

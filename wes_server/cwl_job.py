@@ -1,0 +1,314 @@
+"""cwltool integration: a CommandLineTool whose jobs run through HelixGate's gate and
+container runner instead of the docker CLI (no 1-second docker monitor, no pulls by tag)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from cwltool.command_line_tool import CommandLineTool
+from cwltool.errors import WorkflowException
+from cwltool.job import JobBase
+
+from helixgate.errors import HelixGateError, IntegrityError
+from wes_server.containers import TaskCancelled, TaskContainerSpec
+from wes_server.executor import (
+    CONTAINER_OUTDIR,
+    GateRefusal,
+    Recorded,
+    RunExecution,
+    copy_hashing,
+    hash_file,
+    utcnow,
+)
+
+log = logging.getLogger("helixgate.executor")
+MiB = 1024 * 1024
+
+
+def make_verified_tool_class(ex: RunExecution) -> type[CommandLineTool]:
+    """A CommandLineTool class bound to one run's execution state."""
+
+    class VerifiedCommandLineTool(CommandLineTool):
+        def make_job_runner(self, runtimeContext: Any) -> type[JobBase]:  # noqa: N803 - cwltool's name
+            docker_req, _ = self.get_requirement("DockerRequirement")
+            if docker_req is None:
+                raise WorkflowException(
+                    f"{self.tool.get('id', 'tool')}: every task must run in a signed container "
+                    "(add a DockerRequirement naming a TRS-published image)"
+                )
+
+            class BoundJob(VerifiedJob):
+                execution = ex
+
+            return BoundJob
+
+    return VerifiedCommandLineTool
+
+
+class VerifiedJob(JobBase):
+    execution: RunExecution
+
+    def _required_env(self) -> dict[str, str]:
+        return {"HOME": self.builder.outdir, "TMPDIR": "/tmp"}  # noqa: S108 - inside the container
+
+    def run(self, runtimeContext: Any, tmpdir_lock: threading.Lock | None = None) -> None:  # noqa: N803
+        ex = self.execution
+        task_id = ex.next_task_id(self.name)
+        runs = ex.executor.wes.runs
+        status = "permanentFail"
+        outputs: dict[str, Any] = {}
+        docker_req, _ = self.get_requirement("DockerRequirement")
+        reference = str((docker_req or {}).get("dockerPull") or (docker_req or {}).get("dockerImageId") or "")
+        runs.add_task(
+            ex.run.id,
+            task_id,
+            self.name,
+            state="INITIALIZING",
+            image=reference[:512],
+            cmd=list(self.command_line),
+            start_time=utcnow(),
+        )
+        try:
+            if ex.cancel.is_set():
+                raise TaskCancelled("run cancelled")
+            if ex.failure is not None:
+                raise GateRefusal("an earlier task failed verification; not starting more tasks")
+            os.makedirs(self.tmpdir, exist_ok=True)
+            self._setup(runtimeContext)
+            self.prepare_environment(runtimeContext, self._env_requirement())
+            # --- gate step 1: the image
+            try:
+                image = ex.executor.verify_image(reference)
+            except IntegrityError as exc:
+                raise self._refuse(task_id, exc) from None
+            except HelixGateError as exc:
+                raise self._refuse(
+                    task_id, IntegrityError(f"image {reference}: {exc.message}", subject=reference)
+                ) from None
+            # --- gate step 2: inputs, copied into a task-owned directory while hashed
+            stage = Path(ex.workdir) / "tasks" / task_id
+            mounts, checked = self._stage_inputs(task_id, stage)
+            runs.update_task(
+                ex.run.id,
+                task_id,
+                state="RUNNING",
+                image_id=image.image_id,
+                inputs=checked,
+                resources=self._resources(),
+            )
+            ex.executor._audit_exec(
+                ex,
+                "wes.task.start",
+                task_id,
+                {
+                    "image": image.pinned_ref,
+                    "image_id": image.image_id,
+                    "signer": image.signer,
+                    "cmd": list(self.command_line)[:50],
+                    "inputs": checked,
+                    "resources": self._resources(),
+                },
+            )
+            # --- run
+            result = self._run_container(task_id, image.image_id, mounts, stage)
+            rcode = result.exit_code if not result.timed_out else 124
+            if result.error:
+                runs.update_task(ex.run.id, task_id, system_logs=[result.error[:2000]])
+            status = self._status(rcode, result)
+            produced = self._record_outputs(task_id)
+            outputs = self.collect_outputs(self.outdir, rcode) if status == "success" else {}
+            runs.update_task(
+                ex.run.id,
+                task_id,
+                state="COMPLETE" if status == "success" else "EXECUTOR_ERROR",
+                exit_code=rcode,
+                end_time=utcnow(),
+                outputs=produced,
+                stdout=_read_capped(stage / "stdout.log"),
+                stderr=_read_capped(stage / "stderr.log"),
+            )
+        except TaskCancelled:
+            runs.update_task(ex.run.id, task_id, state="CANCELED", end_time=utcnow())
+            status = "permanentFail"
+        except GateRefusal as exc:
+            runs.update_task(
+                ex.run.id, task_id, state="EXECUTOR_ERROR", end_time=utcnow(), system_logs=[exc.message[:2000]]
+            )
+            status = "permanentFail"
+        except HelixGateError as exc:
+            ex.fail(exc)
+            runs.update_task(ex.run.id, task_id, state="SYSTEM_ERROR", end_time=utcnow(), system_logs=[exc.message])
+            runs.append_system_log(ex.run.id, f"task {task_id}: {exc.message}")
+            status = "permanentFail"
+        except WorkflowException as exc:
+            runs.update_task(
+                ex.run.id, task_id, state="EXECUTOR_ERROR", end_time=utcnow(), system_logs=[str(exc)[:2000]]
+            )
+            runs.append_system_log(ex.run.id, f"task {task_id}: {str(exc)[:500]}")
+            status = "permanentFail"
+        finally:
+            shutil.rmtree(Path(ex.workdir) / "tasks" / task_id / "inputs", ignore_errors=True)
+        if runtimeContext.workflow_eval_lock is None:
+            raise WorkflowException("runtimeContext.workflow_eval_lock must not be None")
+        if self.output_callback:
+            with runtimeContext.workflow_eval_lock:
+                self.output_callback(outputs, status)
+
+    # ------------------------------------------------------------------ gate helpers
+    def _refuse(self, task_id: str, exc: IntegrityError) -> GateRefusal:
+        ex = self.execution
+        ex.fail(exc)
+        ex.executor._security_event(ex, exc, task_id)
+        message = f"task {task_id} refused before start: {exc.message}"
+        ex.executor.wes.runs.append_system_log(ex.run.id, message)
+        return GateRefusal(message)
+
+    def _stage_inputs(self, task_id: str, stage: Path) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+        """Copy every input into ``stage`` while hashing; compare with the known checksum."""
+        ex = self.execution
+        inputs_dir = stage / "inputs"
+        inputs_dir.mkdir(parents=True, exist_ok=True)
+        mounts: list[tuple[str, str]] = []
+        checked: list[dict[str, Any]] = []
+        n = 0
+        for _key, ent in self.pathmapper.items_exclude_children():
+            if not ent.staged or ent.type not in ("File", "Directory"):
+                continue
+            files: list[tuple[str, str]]
+            if ent.type == "File":
+                files = [(ent.resolved, "")]
+            else:
+                files = [
+                    (os.path.join(root, f), os.path.relpath(os.path.join(root, f), ent.resolved))
+                    for root, _, names in os.walk(ent.resolved)
+                    for f in names
+                ]
+            n += 1
+            host_root = inputs_dir / f"{n:04d}"
+            for src, rel in files:
+                rec = ex.registry.get(src)
+                if rec is None:
+                    raise self._refuse(
+                        task_id, IntegrityError(f"input {src} has no known checksum; refusing to use it", subject=src)
+                    )
+                dst = host_root / (rel or os.path.basename(ent.target))
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                actual = copy_hashing(src, str(dst))
+                try:
+                    from helixgate.integrity import check_sha256
+
+                    check_sha256(f"input {os.path.basename(src)} ({rec.source})", rec.sha256, actual)
+                except IntegrityError as exc:
+                    raise self._refuse(task_id, exc) from None
+                os.chmod(dst, 0o444)
+                checked.append(
+                    {
+                        "path": ent.target if not rel else os.path.join(ent.target, rel),
+                        "sha256": actual,
+                        "source": rec.source,
+                    }
+                )
+            target_host = host_root / os.path.basename(ent.target) if ent.type == "File" else host_root
+            mounts.append((str(target_host), ent.target))
+        for root, dirs, _ in os.walk(inputs_dir):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o555)
+        os.chmod(inputs_dir, 0o555)
+        return mounts, checked
+
+    def _env_requirement(self) -> dict[str, str]:
+        req, _ = self.get_requirement("EnvVarRequirement")
+        if not req:
+            return {}
+        return {e["envName"]: str(self.builder.do_eval(e["envValue"])) for e in req.get("envDef", [])}
+
+    def _resources(self) -> dict[str, Any]:
+        r = self.builder.resources
+        return {"cores": r.get("cores", 1), "ram_mib": r.get("ram", 256), "timelimit": self.timelimit}
+
+    def _run_container(self, task_id: str, image_id: str, mounts: list[tuple[str, str]], stage: Path) -> Any:
+        ex = self.execution
+        settings = ex.executor.settings
+        os.chmod(self.outdir, 0o777)  # written by the task's non-root uid  # noqa: S103
+        self._write_initial_workdir()
+        if self.stdin:
+            raise WorkflowException("stdin redirection is not supported by the HelixGate executor")
+        # CWL stdout/stderr captures are outputs (uncapped); otherwise logs (capped).
+        stdout_path = os.path.join(self.outdir, self.stdout) if self.stdout else str(stage / "stdout.log")
+        stderr_path = os.path.join(self.outdir, self.stderr) if self.stderr else str(stage / "stderr.log")
+        cap = settings.max_upload_bytes if (self.stdout or self.stderr) else settings.task_log_cap_bytes
+        res = self.builder.resources
+        spec = TaskContainerSpec(
+            run_id=ex.run.id,
+            task_id=task_id,
+            image_id=image_id,
+            command=[str(c) for c in self.command_line],
+            output_dir=self.outdir,
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            inputs=mounts,
+            workdir=self.builder.outdir or CONTAINER_OUTDIR,
+            env=dict(self.environment),
+            cpus=float(max(1, min(os.cpu_count() or 1, int(res.get("cores", 1) or 1)))),
+            memory_bytes=int(max(64, int(res.get("ram", 256) or 256)) * MiB),
+            time_limit=float(self.timelimit or settings.task_time_limit),
+            network=bool(self.networkaccess and settings.allow_task_network),
+            log_cap_bytes=cap,
+        )
+        result = ex.executor.runner.run(spec)
+        return result
+
+    def _write_initial_workdir(self) -> None:
+        if self.generatemapper is None:
+            return
+        for _key, ent in self.generatemapper.items():
+            if ent.type in ("CreateFile", "CreateWritableFile"):
+                rel = os.path.relpath(ent.target, self.builder.outdir)
+                if rel.startswith(".."):
+                    raise WorkflowException(f"InitialWorkDir entry outside the output directory: {ent.target}")
+                dest = os.path.join(self.outdir, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with open(dest, "w", encoding="utf-8") as fh:
+                    fh.write(ent.resolved)
+            elif ent.type in ("File", "WritableFile", "Directory", "WritableDirectory") and ent.staged:
+                raise WorkflowException("InitialWorkDir staging of existing files is not supported yet")
+
+    def _status(self, rcode: int, result: Any) -> str:
+        if result.timed_out or result.oom_killed or result.error:
+            return "permanentFail"
+        if rcode in self.successCodes or rcode == 0:
+            return "success"
+        if rcode in self.temporaryFailCodes:
+            return "temporaryFail"
+        return "permanentFail"
+
+    def _record_outputs(self, task_id: str) -> list[dict[str, Any]]:
+        """Hash every file the task left in its output directory: these are the intermediates'
+        reference checksums for later tasks and for publication."""
+        ex = self.execution
+        produced = []
+        for root, _, files in os.walk(self.outdir):
+            for f in files:
+                path = os.path.join(root, f)
+                if os.path.islink(path):
+                    os.unlink(path)  # a task may not point outputs at files it does not own
+                    continue
+                sha = hash_file(path)
+                ex.registry.record(path, Recorded(sha, task_id, f"task {task_id}"))
+                produced.append(
+                    {"path": os.path.relpath(path, self.outdir), "sha256": sha, "size": os.path.getsize(path)}
+                )
+        return produced
+
+
+def _read_capped(path: Path, cap: int = 1024 * 1024) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(cap)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,432 @@
+"""The verified executor: cwltool evaluates the workflow; every CommandLineTool step runs
+through ``VerifiedJob``, which passes the verification gate and then runs one
+short-lived hardened container through the Docker SDK.
+
+The gate, before EVERY task, fails closed:
+  1. the image reference resolves to a TRS-signed version; its bundle verifies under the
+     trust policy and its subject digest is the pinned digest; the local image id equals
+     the signed config digest (``ContainerRunner`` creates by id and re-checks);
+  2. every input file is copied into a task-owned staging directory while its SHA-256 is
+     computed, and compared with the checksum DRS holds (external inputs) or the checksum
+     recorded when the producing task finished (intermediates).
+Any failure stops the task, is audited as a security event and lands in the run log
+with expected and actual values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, MutableMapping
+
+from helixgate.errors import HelixGateError, IntegrityError, VerificationError
+from helixgate.integrity import CHUNK, check_sha256
+from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
+
+log = logging.getLogger("helixgate.executor")
+
+CONTAINER_OUTDIR = "/var/spool/cwl"
+CONTAINER_STAGEDIR = "/var/lib/cwl"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_load_lock = threading.Lock()  # cwltool/schema-salad loading is not thread-safe
+
+
+@dataclass
+class RunOutcome:
+    state: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedImage:
+    image_id: str  # sha256:<config digest>, what the engine shows
+    pinned_ref: str  # name@sha256:<manifest digest> or sha256:<id>
+    tool_id: str
+    version_id: str
+    signer: str
+
+
+class GateRefusal(HelixGateError):
+    """The verification gate refused a task (wraps the precise integrity error)."""
+
+    status = 422
+
+
+@dataclass
+class Recorded:
+    sha256: str
+    task_id: str | None  # None for external (DRS) inputs and attachments
+    source: str  # drs URI, attachment path or producing task
+
+
+class ChecksumRegistry:
+    """Path -> checksum known to be right, shared by the tasks of one run."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Recorded] = {}
+        self._lock = threading.Lock()
+
+    def record(self, path: str, rec: Recorded) -> None:
+        with self._lock:
+            self._items[os.path.realpath(path)] = rec
+
+    def get(self, path: str) -> Recorded | None:
+        with self._lock:
+            return self._items.get(os.path.realpath(path))
+
+
+def copy_hashing(src: str, dst: str) -> str:
+    """Copy ``src`` to ``dst`` reading it once; return the SHA-256 of the bytes copied."""
+    sha = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while True:
+            chunk = fin.read(CHUNK)
+            if not chunk:
+                break
+            sha.update(chunk)
+            fout.write(chunk)
+    return sha.hexdigest()
+
+
+def hash_file(path: str) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+class RunExecution:
+    """State of one run while it executes: where things are, what is known to be right."""
+
+    def __init__(self, executor: Executor, run: Any, cancel: threading.Event) -> None:
+        self.executor = executor
+        self.platform = executor.platform
+        self.run = run
+        self.cancel = cancel
+        self.registry = ChecksumRegistry()
+        self.workdir = executor.work_root / run.id
+        self.task_counter = 0
+        self.counter_lock = threading.Lock()
+        self.failure: HelixGateError | None = None
+        self.done = threading.Event()
+        self.tasks_run = 0
+
+    def next_task_id(self, name: str) -> str:
+        with self.counter_lock:
+            self.task_counter += 1
+            return f"{self.task_counter:03d}-{_SAFE_NAME.sub('_', name)[:80]}"
+
+    def fail(self, exc: HelixGateError) -> None:
+        if self.failure is None:
+            self.failure = exc
+
+
+class Executor:
+    def __init__(self, platform: Any, runner: ContainerRunner | None = None) -> None:
+        self.platform = platform
+        self.settings = platform.settings
+        self.wes = platform.service("wes")
+        self.runner = runner or ContainerRunner()
+        self.work_root = self.settings.data_dir / "wes" / "work"
+        self.work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._trust: Any = None
+        self._trust_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ trust
+    def trust_policy(self) -> Any:
+        """The signature policy: configured locally, or the registry's published keys (cached)."""
+        from helixgate.signing import build_trust_policy
+
+        with self._trust_lock:
+            if self._trust is None:
+                material = self.wes.trs.trust_material() if self.settings.signer == "key" else None
+                self._trust = build_trust_policy(self.settings, material)
+            return self._trust
+
+    def verify_image(self, reference: str) -> VerifiedImage:
+        """Gate step 1: signature + pinned digest + local image id. Raises on any failure."""
+        from helixgate.signing import verify_tool_bundle
+
+        pin = self.wes.trs.image_pin(reference)
+        bundle = self.wes.trs.bundle(pin["tool_id"], pin["version_id"])
+        statement = verify_tool_bundle(
+            bundle,
+            policy=self.trust_policy(),
+            expected_digest=pin["signed_digest"],
+            tool_id=pin["tool_id"],
+            version_id=pin["version_id"],
+        )
+        local_id = self.runner.ensure_image(pin["pinned_ref"], pin["image_id"])
+        check_sha256(f"image {reference}", pin["image_id"], local_id)
+        return VerifiedImage(local_id, pin["pinned_ref"], pin["tool_id"], pin["version_id"], str(statement.signer))
+
+    # ------------------------------------------------------------------ one run
+    def execute(self, run: Any, *, cancel: threading.Event) -> RunOutcome:
+        ex = RunExecution(self, run, cancel)
+        runs = self.wes.runs
+        watcher = threading.Thread(target=self._watch_cancel, args=(ex,), daemon=True)
+        watcher.start()
+        try:
+            if ex.workdir.exists():  # a previous attempt died: start clean
+                shutil.rmtree(ex.workdir, ignore_errors=True)
+                runs.delete_tasks(run.id)
+            ex.workdir.mkdir(parents=True, mode=0o700)
+            main, job_order = self._prepare(ex)
+            runs.set_state(run.id, "RUNNING", worker_id=None)
+            outputs, status = self._run_cwl(ex, main, job_order)
+            if cancel.is_set():
+                return RunOutcome("CANCELED")
+            if ex.failure is not None:
+                return RunOutcome("SYSTEM_ERROR" if not isinstance(ex.failure, IntegrityError) else "EXECUTOR_ERROR")
+            if status != "success" or outputs is None:
+                runs.append_system_log(run.id, f"workflow finished with status {status}")
+                return RunOutcome("EXECUTOR_ERROR", exit_code=1)
+            published = self._publish_outputs(ex, outputs)
+            return RunOutcome("COMPLETE", outputs=published, exit_code=0)
+        except GateRefusal as exc:
+            runs.append_system_log(run.id, exc.message)
+            return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
+        except IntegrityError as exc:
+            self._security_event(ex, exc, task_id=None)
+            runs.append_system_log(run.id, f"refused: {exc.message}")
+            return RunOutcome("EXECUTOR_ERROR", exit_code=1)
+        except HelixGateError as exc:
+            runs.append_system_log(run.id, f"run failed: {exc.message}")
+            return RunOutcome("CANCELED" if cancel.is_set() else "SYSTEM_ERROR")
+        finally:
+            ex.done.set()
+            try:
+                self.runner.kill_run(run.id)  # nothing of this run survives it
+            except Exception:  # docker down: the reconciler sweeps later
+                log.warning("could not sweep containers of run %s", run.id)
+            shutil.rmtree(ex.workdir, ignore_errors=True)
+
+    def _watch_cancel(self, ex: RunExecution) -> None:
+        while not ex.done.is_set():
+            if ex.cancel.wait(0.5):
+                self.wes.runs.set_state(ex.run.id, "CANCELING")
+                self.runner.kill_run(ex.run.id)
+                return
+
+    # ------------------------------------------------------------------ preparation
+    def _prepare(self, ex: RunExecution) -> tuple[Path, dict[str, Any]]:
+        """Write attachments, fetch DRS inputs (verified while downloading), build the job order."""
+        run = ex.run
+        att_dir = ex.workdir / "attachments"
+        att_dir.mkdir()
+        for a in self.wes.runs.attachments(run.id):
+            dest = att_dir / a.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(a.content)
+            check_sha256(f"attachment {a.path}", a.sha256, hashlib.sha256(dest.read_bytes()).hexdigest())
+            ex.registry.record(str(dest), Recorded(a.sha256, None, f"attachment {a.path}"))
+        main = att_dir / run.workflow_source["main"]
+        params = json.loads(json.dumps(run.request.get("workflow_params") or {}))
+        inputs_dir = ex.workdir / "inputs"
+        inputs_dir.mkdir()
+        self._resolve_drs(ex, params, inputs_dir)
+        return main, params
+
+    def _resolve_drs(self, ex: RunExecution, value: Any, inputs_dir: Path) -> Any:
+        host = self.settings.drs_host
+        if isinstance(value, dict):
+            loc = value.get("location") or value.get("path")
+            if isinstance(loc, str) and loc.startswith("drs://"):
+                object_id = loc.rsplit("/", 1)[-1]
+                if loc != f"drs://{host}/{object_id}":
+                    raise IntegrityError(f"input {loc} is not in this deployment's DRS", subject=loc)
+                dest_dir = inputs_dir / object_id
+                dest_dir.mkdir(exist_ok=True)
+                obj = self.wes.drs.get_object(ex.run.owner, object_id)
+                name = _SAFE_NAME.sub("_", value.get("basename") or obj.get("name") or object_id)[:200]
+                dest = dest_dir / name
+                if not dest.exists():
+                    sha, _size, _ = self.wes.drs.download(ex.run.owner, object_id, dest)
+                    ex.registry.record(str(dest), Recorded(sha, None, loc))
+                    self._audit_exec(ex, "wes.input.read", loc, {"sha256": sha})
+                value.pop("path", None)
+                value["location"] = dest.as_uri()
+                value.setdefault("basename", name)
+                return value
+            for k, v in list(value.items()):
+                value[k] = self._resolve_drs(ex, v, inputs_dir)
+            return value
+        if isinstance(value, list):
+            return [self._resolve_drs(ex, v, inputs_dir) for v in value]
+        return value
+
+    # ------------------------------------------------------------------ cwltool
+    def _run_cwl(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
+        from cwltool.context import LoadingContext, RuntimeContext
+        from cwltool.executors import MultithreadedJobExecutor
+        from cwltool.load_tool import load_tool
+        from cwltool.workflow import default_make_tool
+
+        from wes_server.cwl_job import make_verified_tool_class
+
+        tool_cls = make_verified_tool_class(ex)
+
+        def make_tool(toolpath_object: Any, loading_context: Any) -> Any:
+            if isinstance(toolpath_object, MutableMapping) and toolpath_object.get("class") == "CommandLineTool":
+                return tool_cls(toolpath_object, loading_context)
+            return default_make_tool(toolpath_object, loading_context)
+
+        loading = LoadingContext({"construct_tool_object": make_tool, "relax_path_checks": False})
+        with _load_lock:
+            tool = load_tool(main.as_uri(), loading)
+        jobs_dir = ex.workdir / "jobs"
+        jobs_dir.mkdir()
+        runtime = RuntimeContext(
+            {
+                "basedir": str(main.parent),
+                "outdir": None,
+                "tmpdir_prefix": str(jobs_dir / "tmp"),
+                "tmp_outdir_prefix": str(jobs_dir / "out"),
+                "stagedir": str(jobs_dir / "stage"),
+                "use_container": True,
+                "docker_outdir": CONTAINER_OUTDIR,
+                "docker_stagedir": CONTAINER_STAGEDIR,
+                "docker_tmpdir": "/tmp",  # noqa: S108 - a path inside the container (tmpfs)
+                "rm_tmpdir": False,
+                "move_outputs": "leave",
+                "compute_checksum": False,
+                "on_error": "stop",
+            }
+        )
+        job_order = {k: v for k, v in job_order.items()}
+        job_order.setdefault("id", main.as_uri())
+        executor = MultithreadedJobExecutor()
+        from cwltool.process import shortname
+
+        order = {shortname(k) if k != "id" else k: v for k, v in job_order.items()}
+        order.pop("id", None)
+        outputs, status = executor(tool, order, runtime)
+        return outputs, status
+
+    # ------------------------------------------------------------------ outputs
+    def _publish_outputs(self, ex: RunExecution, outputs: Any) -> dict[str, Any]:
+        """Upload every output file to DRS on behalf of the owner, with provenance; refuse drift."""
+
+        def publish(value: Any) -> Any:
+            if isinstance(value, dict) and value.get("class") == "File":
+                path = _local_path(value["location"])
+                rec = ex.registry.get(path)
+                if rec is None:
+                    raise IntegrityError(f"output {path} has no recorded checksum", subject=path)
+                task = self.wes.runs.task(ex.run.id, rec.task_id) if rec.task_id else None
+                provenance = {
+                    "run_id": ex.run.id,
+                    "task_id": rec.task_id,
+                    "image": task.image if task else None,
+                    "image_id": task.image_id if task else None,
+                    "inputs": [{"path": i["path"], "sha256": i["sha256"]} for i in (task.inputs if task else [])],
+                }
+                with open(path, "rb") as fh:
+                    obj = self.wes.drs.upload(
+                        ex.run.owner,
+                        fh,
+                        name=value.get("basename") or os.path.basename(path),
+                        sha256=rec.sha256,
+                        provenance=provenance,
+                    )
+                uri = obj.get("self_uri") or f"drs://{self.settings.drs_host}/{obj['id']}"
+                self._audit_exec(ex, "wes.output.write", uri, {"sha256": rec.sha256, "task_id": rec.task_id})
+                out = {
+                    "class": "File",
+                    "location": uri,
+                    "basename": value.get("basename"),
+                    "size": obj.get("size", value.get("size")),
+                    "checksum": f"sha256${rec.sha256}",
+                }
+                if value.get("secondaryFiles"):
+                    out["secondaryFiles"] = [publish(s) for s in value["secondaryFiles"]]
+                return out
+            if isinstance(value, dict) and value.get("class") == "Directory":
+                listing = value.get("listing")
+                if listing is None:
+                    listing = [
+                        {"class": "File", "location": Path(root, f).as_uri(), "basename": f}
+                        for root, _, files in os.walk(_local_path(value["location"]))
+                        for f in files
+                    ]
+                return {
+                    "class": "Directory",
+                    "basename": value.get("basename"),
+                    "listing": [publish(v) for v in listing],
+                }
+            if isinstance(value, dict):
+                return {k: publish(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [publish(v) for v in value]
+            return value
+
+        return publish(outputs)
+
+    # ------------------------------------------------------------------ audit
+    def _audit_exec(self, ex: RunExecution, action: str, target: str, details: dict[str, Any]) -> None:
+        self.platform.audit.record(
+            category="execution",
+            action=action,
+            outcome="success",
+            actor=self.settings.service_user,
+            on_behalf_of=ex.run.owner,
+            service="wes",
+            target=target,
+            details={"run_id": ex.run.id, **details},
+        )
+
+    def _security_event(self, ex: RunExecution, exc: IntegrityError, task_id: str | None) -> None:
+        self.platform.audit.security_event(
+            "integrity.failed",
+            actor=self.settings.service_user,
+            on_behalf_of=ex.run.owner,
+            service="wes",
+            target=exc.subject or ex.run.id,
+            severity=9,
+            details={
+                "run_id": ex.run.id,
+                "task_id": task_id,
+                "reason": exc.message,
+                "expected": exc.expected,
+                "actual": exc.actual,
+            },
+        )
+
+
+def _local_path(location: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    if location.startswith("file://"):
+        return unquote(urlsplit(location).path)
+    return location
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# re-exported for the job module
+__all__ = [
+    "ChecksumRegistry",
+    "Executor",
+    "GateRefusal",
+    "Recorded",
+    "RunExecution",
+    "RunOutcome",
+    "TaskCancelled",
+    "TaskContainerSpec",
+    "VerificationError",
+    "copy_hashing",
+    "hash_file",
+    "utcnow",
+]
