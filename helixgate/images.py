@@ -15,7 +15,8 @@ import posixpath
 import re
 import subprocess
 import tarfile
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import docker
 import docker.errors

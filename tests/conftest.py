@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.app",
     "tests.fixtures.fake_sigstore",
+    "tests.fixtures.docker_images",
 ]

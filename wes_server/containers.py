@@ -13,6 +13,9 @@ Rules this module enforces:
   user, pids/memory(+swap)/CPU limits, read-only inputs, a single writable output
   directory, labels carrying run and task ids, a wall-clock limit and removal in
   ``finally``. The Docker socket (or any directory holding it) is never mounted.
+* CPU is limited with a CFS period/quota (equivalent to ``NanoCpus``) because only that form
+  can be lifted on a running container: a killed task with hundreds of processes in a
+  throttled cgroup otherwise takes minutes to exit and the engine gives up removing it.
 * No fixed sleeps: output is read from an attach stream opened before start (the stream
   ends when the task exits), the exit code comes from ``wait``; the engine stores no logs
   (log driver ``none``), so a chatty task cannot fill the engine's disk, and the captured
@@ -29,14 +32,14 @@ import logging
 import math
 import os
 import re
-import socket
 import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import IO, Any, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -67,11 +70,13 @@ _PINNED_REF = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?@(?P<digest>sha256:[0-9a-f]{64})$"
 )
 # Container paths a task may not shadow with a bind mount.
-_RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/tmp", "/etc")
+_RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/tmp", "/etc")  # noqa: S108 - container paths
 # Read size for the attach stream: large reads keep a chatty task from being throttled by Python.
 _READ_CHUNK = 256 * 1024
 # How long to wait for a killed container to stop before giving up (the engine, not the task, is stuck).
 _KILL_GRACE = 30.0
+# CFS period for the CPU limit: period+quota (not NanoCpus) so the quota can be lifted on a running container.
+_CPU_PERIOD_US = 100_000
 # After the output stream closes, the engine may need a moment to record the exit.
 _EXIT_GRACE = 0.5
 # Cancelled run ids remembered per runner (a worker's lifetime), oldest forgotten first.
@@ -111,6 +116,12 @@ class TaskContainerSpec:
 
 @dataclass(frozen=True)
 class TaskContainerResult:
+    """How a task ended. ``exit_code`` is 137 after a time-out kill or an OOM kill.
+
+    ``error`` is set when the engine could not start the process (exit code 126/127/128 from the
+    engine, e.g. executable not found): a failed task, not a platform fault.
+    """
+
     exit_code: int
     timed_out: bool
     oom_killed: bool
@@ -119,7 +130,6 @@ class TaskContainerResult:
     container_id: str
     started_at: datetime
     finished_at: datetime
-    # The engine's reason when the process could not start (e.g. executable not found); "" otherwise.
     error: str = ""
 
     @property
@@ -165,7 +175,9 @@ def parse_pinned_ref(ref: str) -> PinnedRef:
         return PinnedRef(None, ref)
     m = _PINNED_REF.match(ref)
     if not m:
-        raise BadRequest(f"image reference must be pinned by digest (name@sha256:<64 hex> or sha256:<64 hex>): {ref[:200]!r}")
+        raise BadRequest(
+            f"image reference must be pinned by digest (name@sha256:<64 hex> or sha256:<64 hex>): {ref[:200]!r}"
+        )
     return PinnedRef(m.group("name"), m.group("digest"))
 
 
@@ -175,7 +187,9 @@ def check_spec(spec: TaskContainerSpec) -> tuple[int, int]:
         if not _ID.match(value):
             raise BadRequest(f"invalid {what} {value[:80]!r}")
     if not _IMAGE_ID.match(spec.image_id):
-        raise BadRequest(f"task image must be a verified image id sha256:<64 hex>, not a name or tag: {spec.image_id[:200]!r}")
+        raise BadRequest(
+            f"task image must be a verified image id sha256:<64 hex>, not a name or tag: {spec.image_id[:200]!r}"
+        )
     if isinstance(spec.command, str) or not spec.command:
         raise BadRequest("command must be a non-empty list of arguments")
     if any(not isinstance(a, str) or "\0" in a for a in spec.command):
@@ -231,7 +245,9 @@ def refuse_docker_socket(host_path: str) -> None:
     for sock in _docker_socket_paths():
         # A directory above the socket (/run, /var, /) exposes it just as well as the socket itself.
         if real == sock or sock.startswith(real.rstrip("/") + "/"):
-            raise Forbidden(f"refusing to mount {host_path[:200]!r} into a task container: it exposes the Docker socket")
+            raise Forbidden(
+                f"refusing to mount {host_path[:200]!r} into a task container: it exposes the Docker socket"
+            )
 
 
 def _docker_socket_paths() -> set[str]:
@@ -428,7 +444,8 @@ class ContainerRunner:
             for item in stream:
                 if item.get("error") or item.get("errorDetail"):
                     detail = item.get("errorDetail") or {}
-                    raise UpstreamError(f"pull of {what} failed: {str(detail.get('message') or item.get('error'))[:300]}")
+                    reason = str(detail.get("message") or item.get("error"))[:300]
+                    raise UpstreamError(f"pull of {what} failed: {reason}")
         except docker.errors.APIError as exc:
             raise UpstreamError(f"pull of {what} failed: {_explain(exc)}") from exc
         except requests.exceptions.RequestException as exc:
@@ -466,8 +483,10 @@ class ContainerRunner:
             state = self._final_state(spec, container_id)
             exit_code = int(state.get("ExitCode", -1))
             if start_error and exit_code == 0:
-                raise UpstreamError(f"docker engine could not start the container of task {spec.task_id}: {start_error}")
-            now = datetime.now(timezone.utc)
+                raise UpstreamError(
+                    f"docker engine could not start the container of task {spec.task_id}: {start_error}"
+                )
+            now = datetime.now(UTC)
             started = parse_engine_time(state.get("StartedAt")) or now
             # The engine may stamp StartedAt after a very short task already finished.
             finished = max(parse_engine_time(state.get("FinishedAt")) or now, started)
@@ -487,12 +506,18 @@ class ContainerRunner:
                 spec.run_id, spec.task_id, container_id[:12], exit_code, timed_out, result.oom_killed,
             )
             return result
+        except docker.errors.APIError as exc:
+            raise UpstreamError(f"docker engine failed while running task {spec.task_id}: {_explain(exc)}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(
+                f"lost the docker engine while running task {spec.task_id} ({type(exc).__name__})"
+            ) from exc
         finally:
             if container_id:
                 self._remove(api, container_id)
 
     def _create(self, spec: TaskContainerSpec) -> Any:
-        env = {"HOME": spec.workdir, "TMPDIR": "/tmp", **spec.env}
+        env = {"HOME": spec.workdir, "TMPDIR": "/tmp", **spec.env}  # noqa: S108 - the container's own tmpfs
         mounts = [Mount(target=spec.workdir, source=os.path.realpath(spec.output_dir), type="bind", read_only=False)]
         mounts += [Mount(target=t, source=os.path.realpath(h), type="bind", read_only=True) for h, t in spec.inputs]
         try:
@@ -506,13 +531,14 @@ class ContainerRunner:
                 hostname="task",
                 network_mode="bridge" if spec.network else "none",
                 read_only=True,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_bytes},mode=1777"},
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_bytes},mode=1777"},  # noqa: S108
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 pids_limit=spec.pids_limit,
                 mem_limit=spec.memory_bytes,
                 memswap_limit=spec.memory_bytes,
-                nano_cpus=int(spec.cpus * 1e9),
+                cpu_period=_CPU_PERIOD_US,
+                cpu_quota=max(1000, int(spec.cpus * _CPU_PERIOD_US)),
                 ipc_mode="private",
                 shm_size=spec.tmpfs_bytes,
                 mounts=mounts,
@@ -523,9 +549,10 @@ class ContainerRunner:
         except docker.errors.ImageNotFound as exc:
             raise NotFound(f"image {spec.image_id} is not present on this worker (task containers never pull)") from exc
         except docker.errors.APIError as exc:
+            what = f"the container of task {spec.task_id}: {_explain(exc)}"
             if exc.status_code == 400:
-                raise BadRequest(f"docker engine refused the container of task {spec.task_id}: {_explain(exc)}") from exc
-            raise UpstreamError(f"docker engine could not create the container of task {spec.task_id}: {_explain(exc)}") from exc
+                raise BadRequest(f"docker engine refused {what}") from exc
+            raise UpstreamError(f"docker engine could not create {what}") from exc
 
     def _labels(self, run_id: str, task_id: str) -> dict[str, str]:
         return {MANAGED_LABEL: "true", SCOPE_LABEL: self.scope, RUN_LABEL: run_id, TASK_LABEL: task_id}
@@ -571,19 +598,37 @@ class ContainerRunner:
 
     def _kill(self, container_id: str) -> None:
         api = self._client.api
+        # SIGKILLed processes in a throttled cgroup need CPU time to exit (40 spinning processes at
+        # 0.1 CPU: ~2.5 s; hundreds: minutes, and the engine then gives up removing the container).
+        # The quota is lifted just before the kill (the engine's kill blocks until the exit), which
+        # hands the task a few milliseconds of unthrottled CPU and makes the exit take ~0.1 s.
+        self._lift_cpu_quota(container_id)
         try:
             api.kill(container_id)
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: it exited on its own meanwhile
-                raise UpstreamError(f"docker engine could not kill container {container_id[:12]}: {_explain(exc)}") from exc
+                raise UpstreamError(
+                    f"docker engine could not kill container {container_id[:12]}: {_explain(exc)}"
+                ) from exc
+        if not self._stopped_within(container_id, _KILL_GRACE):
+            raise UpstreamError(f"container {container_id[:12]} did not stop within {_KILL_GRACE:.0f} s of SIGKILL")
+
+    def _stopped_within(self, container_id: str, timeout: float) -> bool:
         try:
-            api.wait(container_id, timeout=_KILL_GRACE, condition="not-running")
+            self._client.api.wait(container_id, timeout=timeout, condition="not-running")
         except docker.errors.NotFound:
-            return
-        except requests.exceptions.RequestException as exc:
-            raise UpstreamError(f"container {container_id[:12]} did not stop within {_KILL_GRACE:.0f} s of SIGKILL") from exc
+            return True
+        except requests.exceptions.RequestException:
+            return False
+        return True
+
+    def _lift_cpu_quota(self, container_id: str) -> None:
+        try:
+            self._client.api.update_container(container_id, cpu_quota=-1)
+        except docker.errors.APIError as exc:  # gone or stopped meanwhile: nothing to lift
+            log.debug("could not lift the CPU quota of container %s: %s", container_id[:12], _explain(exc))
 
     def _final_state(self, spec: TaskContainerSpec, container_id: str) -> Mapping[str, Any]:
         try:
@@ -603,14 +648,15 @@ class ContainerRunner:
 
     @staticmethod
     def _remove(api: Any, container_id: str) -> bool:
+        """Force-remove; True when the container is gone or going (someone else may have removed it first)."""
         try:
             api.remove_container(container_id, force=True, v=True)
             return True
         except docker.errors.NotFound:
-            return False
+            return True
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # removal already in progress (kill_run or the reconciler)
-                return False
+            if exc.status_code == 409:  # removal already in progress (run()'s finally, kill_run or the reconciler)
+                return True
             # Never mask the task's own outcome; the reconciler removes leftovers by label.
             log.warning("could not remove container %s: %s", container_id[:12], _explain(exc))
             return False
@@ -629,7 +675,7 @@ class ContainerRunner:
                 self._cancelled.popitem(last=False)
         removed = 0
         for c in self._managed(f"{RUN_LABEL}={run_id}"):
-            if self._remove(self._client.api, c["Id"]):
+            if self._kill_and_remove(c):
                 removed += 1
         if removed:
             log.info("removed %d container(s) of run %s", removed, run_id)
@@ -642,11 +688,18 @@ class ContainerRunner:
             run_id = (c.get("Labels") or {}).get(RUN_LABEL)
             if run_id in live_run_ids:
                 continue
-            if self._remove(self._client.api, c["Id"]):
+            if self._kill_and_remove(c):
                 removed.append(str(c["Id"]))
         if removed:
             log.warning("removed %d orphaned task container(s)", len(removed))
         return removed
+
+    def _kill_and_remove(self, listed: Mapping[str, Any]) -> bool:
+        container_id = str(listed["Id"])
+        if listed.get("State") == "running":
+            # The engine's forced removal gives up if the processes do not exit promptly (see _kill).
+            self._lift_cpu_quota(container_id)
+        return self._remove(self._client.api, container_id)
 
     def _managed(self, *extra_labels: str) -> list[dict[str, Any]]:
         filters = {"label": [f"{MANAGED_LABEL}=true", f"{SCOPE_LABEL}={self.scope}", *extra_labels]}
@@ -662,14 +715,20 @@ def _pump(raw: Any, demux: FrameDemuxer, deadline: float) -> bool:
     sock = getattr(raw, "_sock", raw)
     buf = bytearray(_READ_CHUNK)
     view = memoryview(buf)
+    recv_into = getattr(sock, "recv_into", None)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         sock.settimeout(remaining)
         try:
-            n = sock.recv_into(buf)
-        except socket.timeout:
+            if recv_into is not None:
+                n = recv_into(buf)
+            else:  # e.g. a paramiko channel (ssh:// engines)
+                data = sock.recv(_READ_CHUNK)
+                n = len(data)
+                buf[:n] = data
+        except TimeoutError:
             return False
         except InterruptedError:
             continue
@@ -696,11 +755,10 @@ def _prepare_output_dir(path: str, uid: int, gid: int) -> None:
         return
     if os.geteuid() == 0:
         os.chown(path, uid, gid)
-        os.chmod(path, 0o750)
         return
     # A non-root worker cannot give the directory away, so it opens it to the task's uid instead;
     # the worker's staging directory above it must not be reachable by other local users.
-    os.chmod(path, 0o777)
+    os.chmod(path, 0o777)  # noqa: S103 - see above
 
 
 def _explain(exc: docker.errors.APIError) -> str:
