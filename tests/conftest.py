@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.app",
     "tests.fixtures.fake_sigstore",
     "tests.fixtures.docker_images",
+    "tests.fixtures.live",
 ]
