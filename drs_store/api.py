@@ -1,0 +1,339 @@
+"""Handlers of the DRS 1.5.0 API and its HelixGate write extension (openapi/drs.yaml).
+
+Thin by design: parse, call ``DrsStore`` (drs_store.service), audit, shape the response.
+Authentication and the operation's permission were checked by the guard in helixgate.web;
+object-level rules (grants, public flags, ownership, delegation) live in the store.
+
+Notes:
+
+* POST operations may carry the caller's token as ``passports[0]`` in the body (PassportAuth,
+  ``x-in: body``): the guard accepts it as the bearer token; handlers ignore ``passports``.
+* ``POST /objects/access`` (bulk access URLs) and ``POST /objects/{object_id}`` share a path
+  shape; object ids are 32 hex characters, so no object can be called ``access``.
+* Uploads are read as a stream: connexion registers no body validator for
+  ``application/octet-stream`` and a2wsgi hands the ASGI body to Flask chunk by chunk, so
+  memory stays flat. A body without Content-Length (chunked) is read from ``wsgi.input``:
+  werkzeug's ``request.stream`` returns an empty stream then (a2wsgi does not set
+  ``wsgi.input_terminated``), while the ASGI server itself terminates the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar, cast
+
+from flask import Response, jsonify, request
+
+from drs_store.access import Principal
+from drs_store.service import DrsStore, ObjectHidden, RangeNotSatisfiable, RequestInfo, parse_meta
+from helixgate.errors import BadRequest, IntegrityError
+from helixgate.service_info import base_service_info
+from helixgate.web import audit_change, caller, current, error_body, json_body, platform, security_event, set_target
+
+T = TypeVar("T")
+
+
+def _store() -> DrsStore:
+    store: DrsStore = platform().service("drs")
+    return store
+
+
+def _principal() -> Principal:
+    c = caller()
+    return Principal(c.effective_user, tuple(c.effective_roles), c.username)
+
+
+def _checked(target: str | None, fn: Callable[[], T]) -> T:
+    """Run ``fn``; a refusal disguised as 404 (hide-existence) is still a security event."""
+    try:
+        return fn()
+    except ObjectHidden as exc:
+        security_event("drs.access.denied", target=target, severity=5, details={"reason": exc.message, "hidden": True})
+        raise
+
+
+def _record_denials(ids: list[str]) -> None:
+    if ids:
+        security_event("drs.access.denied", severity=5, details={"object_ids": ids[:100], "bulk": True})
+
+
+def _bulk_ids(body: Any, key: str) -> list[str]:
+    ids = body.get(key)
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise BadRequest(f"{key} must be an array of object ids")
+    return ids
+
+
+def _expand_flag(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest("expand must be a boolean")
+    return value
+
+
+# ------------------------------------------------------------------------ DRS 1.5.0
+def get_service_info() -> dict[str, Any]:
+    s = platform().settings
+    info = base_service_info("drs", s.effective_public_url, s.drs_host)
+    count, total = _store().stats()
+    limit = int(s.drs_bulk_limit)
+    info["maxBulkRequestLength"] = limit  # deprecated root field, still required by DrsService in 1.5.0
+    info["drs"] = {"maxBulkRequestLength": limit, "objectCount": count, "totalObjectSize": total}
+    info["x-helixgate"] = {"maxUploadBytes": int(s.max_upload_bytes), "checksumTypes": ["sha-256"]}
+    return info
+
+
+def options_object(object_id: str) -> dict[str, Any]:
+    set_target(object_id)
+    return _store().authorizations(_principal(), object_id)
+
+
+def get_object(object_id: str, expand: bool = False) -> dict[str, Any]:
+    set_target(object_id)
+    return _checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=bool(expand)))
+
+
+def post_object(object_id: str) -> dict[str, Any]:
+    set_target(object_id)
+    expand = _expand_flag(json_body().get("expand"))
+    return _checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=expand))
+
+
+def options_bulk_object() -> dict[str, Any]:
+    ids = _bulk_ids(json_body(), "bulk_object_ids")
+    return _store().bulk_authorizations(_principal(), ids).body
+
+
+def get_bulk_objects(expand: bool = False) -> dict[str, Any]:
+    ids = _bulk_ids(json_body(), "bulk_object_ids")
+    result = _store().bulk_objects(_principal(), ids, expand=bool(expand))
+    _record_denials(result.denied)
+    return result.body
+
+
+def get_access_url(object_id: str, access_id: str) -> dict[str, Any]:
+    set_target(object_id)
+    return _checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id))
+
+
+def post_access_url(object_id: str, access_id: str) -> dict[str, Any]:
+    set_target(object_id)
+    json_body()  # the body only carries passports; malformed JSON is still a 400
+    return _checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id))
+
+
+def get_bulk_access_url() -> dict[str, Any]:
+    entries = json_body().get("bulk_object_access_ids")
+    if not isinstance(entries, list):
+        raise BadRequest("bulk_object_access_ids must be an array of {bulk_object_id, bulk_access_ids}")
+    pairs: list[tuple[str, list[str]]] = []
+    for entry in entries:
+        oid = entry.get("bulk_object_id") if isinstance(entry, dict) else None
+        aids = entry.get("bulk_access_ids") if isinstance(entry, dict) else None
+        if (
+            not isinstance(oid, str)
+            or not isinstance(aids, list)
+            or not aids
+            or not all(isinstance(a, str) for a in aids)
+        ):
+            raise BadRequest("each bulk_object_access_ids entry needs bulk_object_id and a non-empty bulk_access_ids")
+        pairs.append((oid, aids))
+    result = _store().bulk_access(_principal(), pairs)
+    _record_denials(result.denied)
+    return result.body
+
+
+# ------------------------------------------------------------------------ write extension
+def _request_stream() -> tuple[BinaryIO, int | None]:
+    length = request.content_length
+    if length is not None:
+        return cast(BinaryIO, request.stream), length
+    return cast(BinaryIO, request.environ["wsgi.input"]), None
+
+
+def upload_object(
+    name: str | None = None,
+    dataset_id: str | None = None,
+    mime_type: str | None = None,
+    description: str | None = None,
+    sha256: str | None = None,
+    public: bool = False,
+    provenance: str | None = None,
+) -> tuple[dict[str, Any], int]:
+    meta = parse_meta(
+        name=name,
+        description=description,
+        mime_type=mime_type,
+        dataset_id=dataset_id,
+        public=public,
+        sha256=sha256,
+        provenance=provenance,
+    )
+    stream, length = _request_stream()
+    try:
+        obj = _store().upload(_principal(), stream, meta, content_length=length)
+    except IntegrityError as exc:
+        security_event(
+            "drs.upload.checksum_mismatch",
+            severity=6,
+            details={"expected": exc.expected, "actual": exc.actual, "name": name},
+        )
+        raise
+    set_target(obj["id"])
+    audit_change("drs.object.create", obj["id"], details=_change_details(obj, meta.dataset_id))
+    return obj, 201
+
+
+def register_object() -> tuple[dict[str, Any], int]:
+    body = json_body()
+    url = body.get("url")
+    if not isinstance(url, str):
+        raise BadRequest("url is required: s3://bucket/key")
+    meta = parse_meta(
+        name=_opt_str(body, "name"),
+        description=_opt_str(body, "description"),
+        mime_type=_opt_str(body, "mime_type"),
+        dataset_id=_opt_str(body, "dataset_id"),
+        public=_opt_bool(body, "public"),
+        sha256=_opt_str(body, "sha256"),
+        provenance=body.get("provenance"),
+    )
+    try:
+        obj = _store().register_external(_principal(), url, meta)
+    except IntegrityError as exc:
+        security_event(
+            "drs.register.checksum_mismatch", severity=6, details={"expected": exc.expected, "actual": exc.actual}
+        )
+        raise
+    set_target(obj["id"])
+    details = _change_details(obj, meta.dataset_id)
+    details["registered_in_place"] = True
+    audit_change("drs.object.register", obj["id"], details=details)
+    return obj, 201
+
+
+def find_objects(checksum: str) -> dict[str, Any]:
+    return {"objects": _store().find_by_checksum(_principal(), checksum)}
+
+
+def delete_object(object_id: str) -> tuple[str, int]:
+    set_target(object_id)
+    summary = _checked(object_id, lambda: _store().delete_object(_principal(), object_id))
+    audit_change("drs.object.delete", object_id, details=summary)
+    return "", 204
+
+
+def create_bundle() -> tuple[dict[str, Any], int]:
+    body = json_body()
+    contents = body.get("contents")
+    if not isinstance(contents, list):
+        raise BadRequest("contents must be an array of {name, id}")
+    members: list[tuple[str, str]] = []
+    for item in contents:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("id"), str):
+            raise BadRequest("each contents entry needs a string name and id")
+        members.append((item["name"], item["id"]))
+    meta = parse_meta(
+        name=_opt_str(body, "name"),
+        description=_opt_str(body, "description"),
+        dataset_id=_opt_str(body, "dataset_id"),
+        public=_opt_bool(body, "public"),
+    )
+    obj = _store().create_bundle(_principal(), meta, members)
+    set_target(obj["id"])
+    audit_change(
+        "drs.bundle.create",
+        obj["id"],
+        details={"sha256": obj["checksums"][0]["checksum"], "members": [m[1] for m in members][:100]},
+    )
+    return obj, 201
+
+
+def create_dataset() -> tuple[dict[str, Any], int]:
+    body = json_body()
+    name = _opt_str(body, "name")
+    if not name:
+        raise BadRequest("dataset name is required")
+    ds = _store().create_dataset(_principal(), name, _opt_str(body, "description") or "", _opt_bool(body, "public"))
+    set_target(ds["id"])
+    audit_change("drs.dataset.create", ds["id"], details={"name": ds["name"], "public": ds["public"]})
+    return ds, 201
+
+
+def get_dataset(dataset_id: str) -> dict[str, Any]:
+    set_target(dataset_id)
+    return _checked(dataset_id, lambda: _store().get_dataset(_principal(), dataset_id))
+
+
+def create_grant(dataset_id: str) -> tuple[dict[str, Any], int]:
+    set_target(dataset_id)
+    username = _opt_str(json_body(), "username")
+    if not username:
+        raise BadRequest("username is required")
+    grant, created = _store().grant(_principal(), dataset_id, username)
+    if created:
+        audit_change("drs.grant.create", dataset_id, details={"username": grant["username"], "permission": "read"})
+    return grant, 201 if created else 200
+
+
+def list_grants(dataset_id: str, include_revoked: bool = False) -> dict[str, Any]:
+    set_target(dataset_id)
+    return {"grants": _store().list_grants(_principal(), dataset_id, include_revoked=bool(include_revoked))}
+
+
+def revoke_grant(dataset_id: str, username: str) -> tuple[str, int]:
+    set_target(dataset_id)
+    _store().revoke(_principal(), dataset_id, username)
+    audit_change("drs.grant.revoke", dataset_id, details={"username": username})
+    return "", 204
+
+
+def stream_object(object_id: str, exp: str = "", sig: str = "", u: str | None = None) -> Response:
+    """The https access method: the signature is the credential (permission ``public``)."""
+    set_target(object_id)
+    st = current()
+    info = RequestInfo(request_id=st.request_id, client_addr=st.client_addr, actor=u)
+    range_header = request.headers.get("Range")
+    try:
+        plan = _store().open_stream(object_id, user=u, expires=exp, signature=sig, range_header=range_header, info=info)
+    except RangeNotSatisfiable as exc:
+        resp = jsonify(error_body("drs", 416, exc.message))
+        resp.status_code = 416
+        resp.headers["Content-Range"] = f"bytes */{exc.size}"
+        return resp
+    platform().audit.record(
+        category="request",
+        action="drs.object.read",
+        outcome="success",
+        actor=u,
+        service="drs",
+        target=object_id,
+        request_id=st.request_id,
+        client_addr=st.client_addr,
+        details={"status": plan.status, "range": (range_header or "")[:100], "via": "signed-url"},
+    )
+    return Response(plan.body, status=plan.status, headers=plan.headers, direct_passthrough=True)
+
+
+# ------------------------------------------------------------------------ helpers
+def _opt_str(body: Any, key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _opt_bool(body: Any, key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be a boolean")
+    return value
+
+
+def _change_details(obj: dict[str, Any], dataset_id: str | None) -> dict[str, Any]:
+    details: dict[str, Any] = {"sha256": obj["checksums"][0]["checksum"], "size": obj["size"], "dataset_id": dataset_id}
+    prov = obj.get("provenance")
+    if prov:
+        details["provenance"] = {k: prov[k] for k in ("run_id", "task_id", "image_digest") if k in prov}
+    return details

@@ -1,0 +1,936 @@
+"""The data store's rules: objects, bundles, datasets, grants, access URLs and streaming.
+
+``DrsStore`` is built once per process by ``build(platform)``; HTTP handlers in
+``drs_store.api`` only parse requests and shape responses. Every method takes the caller
+as a ``Principal`` (effective user + roles, and the authenticated actor).
+
+Decisions (documented in the API notes as well):
+
+* Ids are ``uuid4().hex`` (32 lower-case hex characters): never a ``/``, and never the
+  literal ``access``, so ``POST /objects/access`` cannot shadow an object.
+* A client checksum that does not match the server's SHA-256 answers **422** (IntegrityError)
+  naming expected and actual; nothing is stored and no row is written.
+* Soft delete: the row stays (audit), the object answers 404, the stored bytes are deleted
+  (registered-in-place S3 objects are never deleted: only our reference goes). Objects
+  that are members of a live bundle cannot be deleted (409).
+* A read refused by policy answers 403 (401 for anonymous callers), or 404 with the same
+  message as a missing object when ``settings.drs_hide_existence`` is on.
+* An integrity failure while streaming quarantines the object: its metadata stays
+  readable with ``available: false`` access methods, every byte access answers 409.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, BinaryIO, NoReturn
+from urllib.parse import urlencode
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from drs_store.access import Principal, ReadFacts, UrlSigner, may_read
+from drs_store.models import BundleMemberRow, DatasetRow, GrantRow, ObjectRow, utcnow
+from drs_store.storage import ObjectStorage, StoredBlob, make_storage
+from helixgate.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HelixGateError,
+    IntegrityError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from helixgate.integrity import normalize_sha256
+
+log = logging.getLogger(__name__)
+
+BASE_PATH = "/ga4gh/drs/v1"
+STREAM_PATH = "/x-helixgate/stream/"
+ACCESS_HTTPS = "https"
+ACCESS_S3 = "s3"
+MAX_BUNDLE_MEMBERS = 1000
+MAX_EXPAND_DEPTH = 64
+MAX_PROVENANCE_BYTES = 16 * 1024
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
+_MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;.{0,120})?$")
+_IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PROV_TEXT = re.compile(r"^[A-Za-z0-9._:@/+-]{1,256}$")
+_PROVENANCE_KEYS = {"run_id", "task_id", "image_digest", "input_checksums", "tool", "workflow"}
+
+
+class ObjectHidden(NotFound):
+    """A read refused by policy, answered as 'not found' (settings.drs_hide_existence)."""
+
+
+class Quarantined(Conflict):
+    """The object failed an integrity check; its bytes are never served again."""
+
+
+class RangeNotSatisfiable(HelixGateError):
+    status = 416
+    kind = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """Client-supplied description of a new object (validated by ``parse_meta``)."""
+
+    name: str | None = None
+    description: str | None = None
+    mime_type: str | None = None
+    dataset_id: str | None = None
+    public: bool = False
+    sha256: str | None = None
+    provenance: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a streaming response needs to audit after the request context is gone."""
+
+    request_id: str | None = None
+    client_addr: str | None = None
+    actor: str | None = None
+    on_behalf_of: str | None = None
+
+
+@dataclass
+class StreamPlan:
+    status: int
+    headers: dict[str, str]
+    body: Iterator[bytes]
+
+
+@dataclass
+class BulkResult:
+    body: dict[str, Any]
+    denied: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    id: str
+    public: bool
+    created_by: str
+
+
+# --------------------------------------------------------------------------- validation
+def parse_meta(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    mime_type: str | None = None,
+    dataset_id: str | None = None,
+    public: bool | None = None,
+    sha256: str | None = None,
+    provenance: Any = None,
+) -> ObjectMeta:
+    if name is not None and not _NAME.match(name):
+        raise BadRequest("invalid name: use 1-255 characters from [A-Za-z0-9._-] (DRS portable file names)")
+    if description is not None and len(description) > 4096:
+        raise BadRequest(f"description too long: {len(description)} characters, at most 4096")
+    if mime_type is not None and not _MIME.match(mime_type):
+        raise BadRequest(f"invalid mime_type {mime_type[:80]!r}: expected type/subtype")
+    if dataset_id is not None and not _ID.match(dataset_id):
+        raise NotFound(f"dataset not found: {dataset_id[:64]}")
+    return ObjectMeta(
+        name=name,
+        description=description,
+        mime_type=mime_type,
+        dataset_id=dataset_id,
+        public=bool(public),
+        sha256=normalize_sha256(sha256) if sha256 else None,
+        provenance=parse_provenance(provenance),
+    )
+
+
+def parse_provenance(raw: Any) -> dict[str, Any] | None:
+    """Provenance of a workflow output: run_id, task_id (required), image_digest, input_checksums, tool, workflow."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        if len(raw.encode()) > MAX_PROVENANCE_BYTES:
+            raise BadRequest(f"provenance too large: at most {MAX_PROVENANCE_BYTES} bytes of JSON")
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"provenance is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("provenance must be a JSON object")
+    unknown = sorted(set(raw) - _PROVENANCE_KEYS)
+    if unknown:
+        raise BadRequest(
+            f"unknown provenance field(s): {', '.join(unknown)[:200]}; allowed: {sorted(_PROVENANCE_KEYS)}"
+        )
+    out: dict[str, Any] = {}
+    for key in ("run_id", "task_id"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not _PROV_TEXT.match(value):
+            raise BadRequest(f"provenance.{key} is required: 1-256 characters from [A-Za-z0-9._:@/+-]")
+        out[key] = value
+    for key in ("tool", "workflow"):
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, str) or not 0 < len(value) <= 1024:
+                raise BadRequest(f"provenance.{key} must be a string of 1-1024 characters")
+            out[key] = value
+    if "image_digest" in raw:
+        digest = raw["image_digest"]
+        if not isinstance(digest, str) or not _IMAGE_DIGEST.match(digest):
+            raise BadRequest("provenance.image_digest must be 'sha256:' followed by 64 lower-case hex digits")
+        out["image_digest"] = digest
+    if "input_checksums" in raw:
+        inputs = raw["input_checksums"]
+        if not isinstance(inputs, dict) or len(inputs) > 1000:
+            raise BadRequest("provenance.input_checksums must be an object {input name: sha256 hex} (at most 1000)")
+        checked: dict[str, str] = {}
+        for key, value in inputs.items():
+            if not isinstance(value, str) or not 0 < len(key) <= 256:
+                raise BadRequest("provenance.input_checksums entries must map a name (1-256 chars) to a sha256 hex")
+            checked[key] = normalize_sha256(value)
+        out["input_checksums"] = checked
+    if len(json.dumps(out).encode()) > MAX_PROVENANCE_BYTES:
+        raise BadRequest(f"provenance too large: at most {MAX_PROVENANCE_BYTES} bytes of JSON")
+    return out
+
+
+def bundle_checksum(member_sha256s: Iterable[str]) -> str:
+    """DRS rule: sha-256 over the sorted concatenation of the members' hex checksums (not recursive)."""
+    return hashlib.sha256("".join(sorted(member_sha256s)).encode("ascii")).hexdigest()
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range -> ``(start, end_exclusive)``; None to serve the whole object.
+
+    Several ranges or other units are ignored (RFC 9110 lets a server do so) and the whole
+    object is served; an unsatisfiable range raises RangeNotSatisfiable (416).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        raise BadRequest(f"malformed Range header {header[:80]!r}")
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                raise RangeNotSatisfiable("empty suffix range", size)
+            start, end = max(size - suffix, 0), size
+        else:
+            start = int(first)
+            end = size if last == "" else min(int(last) + 1, size)
+            if int(first) < 0 or (last != "" and int(last) < start):
+                raise BadRequest(f"malformed Range header {header[:80]!r}")
+    except ValueError:
+        raise BadRequest(f"malformed Range header {header[:80]!r}") from None
+    if start >= size:
+        raise RangeNotSatisfiable(f"range starts at byte {start} but the object has {size} bytes", size)
+    return start, end
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --------------------------------------------------------------------------- the store
+class DrsStore:
+    def __init__(
+        self,
+        *,
+        db: Any,
+        storage: ObjectStorage,
+        signer: UrlSigner,
+        settings: Any,
+        users: Any,
+        audit: Any,
+        bearer_issuers: Sequence[str] = (),
+    ) -> None:
+        self.db = db
+        self.storage = storage
+        self.signer = signer
+        self.settings = settings
+        self.users = users
+        self.audit = audit
+        self.bearer_issuers = list(bearer_issuers)
+
+    def __repr__(self) -> str:
+        return f"DrsStore(storage={self.storage!r})"
+
+    # ------------------------------------------------------------------ service-info
+    def stats(self) -> tuple[int, int]:
+        """(number of live objects, total bytes of live blobs)."""
+        with self.db.session() as s:
+            count = s.scalar(select(func.count()).select_from(ObjectRow).where(ObjectRow.deleted_at.is_(None)))
+            total = s.scalar(
+                select(func.coalesce(func.sum(ObjectRow.size), 0)).where(
+                    ObjectRow.deleted_at.is_(None), ObjectRow.kind == "blob"
+                )
+            )
+        return int(count or 0), int(total or 0)
+
+    # ------------------------------------------------------------------ reads
+    def get_object(self, who: Principal, object_id: str, *, expand: bool = False) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = self._readable(s, who, object_id)
+            return self._render(s, row, expand=expand)
+
+    def authorizations(self, who: Principal, object_id: str) -> dict[str, Any]:
+        """OPTIONS: how to authorize for this object. Needs no read access (it tells how to get it)."""
+        if not _ID.match(object_id):
+            raise NotFound(f"object not found: {object_id[:64]}")
+        with self.db.session() as s:
+            row = s.get(ObjectRow, object_id)
+            if row is None or row.deleted_at is not None:
+                if self.settings.drs_hide_existence:
+                    # Same answer as for an existing private object: no existence oracle.
+                    return self._authorizations(object_id, public=False)
+                raise NotFound(f"object not found: {object_id}")
+            return self._authorizations(object_id, public=self._is_public(s, row))
+
+    def bulk_objects(self, who: Principal, ids: Sequence[str], *, expand: bool = False) -> BulkResult:
+        self._check_bulk(ids)
+        resolved: list[dict[str, Any]] = []
+        failed: dict[int, list[str]] = {}
+        denied: list[str] = []
+        with self.db.session() as s:
+            for object_id in ids:
+                try:
+                    row = self._readable(s, who, object_id)
+                    resolved.append(self._render(s, row, expand=expand))
+                except HelixGateError as exc:
+                    if isinstance(exc, (ObjectHidden, Forbidden, Unauthorized)):
+                        denied.append(object_id)
+                    failed.setdefault(exc.status, []).append(object_id)
+        return BulkResult(self._bulk_body(len(ids), resolved, failed, "resolved_drs_object"), denied)
+
+    def bulk_authorizations(self, who: Principal, ids: Sequence[str]) -> BulkResult:
+        self._check_bulk(ids)
+        resolved: list[dict[str, Any]] = []
+        failed: dict[int, list[str]] = {}
+        for object_id in ids:
+            try:
+                resolved.append(self.authorizations(who, object_id))
+            except HelixGateError as exc:
+                failed.setdefault(exc.status, []).append(object_id)
+        return BulkResult(self._bulk_body(len(ids), resolved, failed, "resolved_drs_object"))
+
+    def find_by_checksum(self, who: Principal, sha256: str) -> list[dict[str, Any]]:
+        digest = normalize_sha256(sha256)
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(ObjectRow)
+                .where(ObjectRow.sha256 == digest, ObjectRow.deleted_at.is_(None))
+                .order_by(ObjectRow.created_at, ObjectRow.id)
+                .limit(1000)
+            ).all()
+            return [self._render(s, r, expand=False) for r in rows if self._may_read(s, who, r)]
+
+    # ------------------------------------------------------------------ access URLs
+    def access_url(self, who: Principal, object_id: str, access_id: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = self._readable(s, who, object_id)
+            if row.kind != "blob":
+                raise NotFound(f"object {object_id} is a bundle: fetch its contents instead")
+            if access_id not in self._access_ids(row):
+                raise NotFound(f"access id {access_id[:64]!r} not found for object {object_id}")
+            self._refuse_quarantined(row)
+            blob = self._blob(row)
+        ttl = int(self.settings.signed_url_ttl)
+        if access_id == ACCESS_S3:
+            url = self.storage.presign(blob, ttl)
+            if url is None:
+                raise NotFound(f"access id 's3' not found for object {object_id}")
+            return {"url": url}
+        params = self.signer.sign(object_id, who.user, ttl)
+        return {"url": f"{self.settings.effective_drs_url}{BASE_PATH}{STREAM_PATH}{object_id}?{urlencode(params)}"}
+
+    def bulk_access(self, who: Principal, pairs: Sequence[tuple[str, Sequence[str]]]) -> BulkResult:
+        self._check_bulk(pairs)
+        resolved: list[dict[str, Any]] = []
+        failed: dict[int, list[str]] = {}
+        denied: list[str] = []
+        for object_id, access_ids in pairs:
+            for access_id in dict.fromkeys(access_ids):
+                try:
+                    url = self.access_url(who, object_id, access_id)
+                    resolved.append({"drs_object_id": object_id, "drs_access_id": access_id, **url})
+                except HelixGateError as exc:
+                    if isinstance(exc, (ObjectHidden, Forbidden, Unauthorized)):
+                        denied.append(object_id)
+                    ids = failed.setdefault(exc.status, [])
+                    if object_id not in ids:
+                        ids.append(object_id)
+        requested = sum(len(dict.fromkeys(a)) for _, a in pairs)
+        return BulkResult(self._bulk_body(requested, resolved, failed, "resolved_drs_object_access_urls"), denied)
+
+    # ------------------------------------------------------------------ streaming
+    def open_stream(
+        self,
+        object_id: str,
+        *,
+        user: str | None,
+        expires: str,
+        signature: str,
+        range_header: str | None,
+        info: RequestInfo,
+    ) -> StreamPlan:
+        """Serve the bytes behind a signed URL, re-checking access now (grants may have been revoked)."""
+        self.signer.verify(object_id, user, expires, signature)
+        roles: tuple[str, ...] = ()
+        if user is not None:
+            account = self.users.get(user)
+            if account is None or not account.active:
+                raise Forbidden(f"signed URL was issued to {user}, who is no longer an active user")
+            roles = tuple(account.roles)
+        who = Principal(user, roles, user)
+        with self.db.session() as s:
+            row = self._readable(s, who, object_id)
+            if row.kind != "blob":
+                raise NotFound(f"object {object_id} is a bundle and has no bytes")
+            self._refuse_quarantined(row)
+            blob = self._blob(row)
+            mime, name = row.mime_type or "application/octet-stream", row.name
+        headers = {
+            "Content-Type": mime,
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{blob.sha256}"',
+            "Repr-Digest": f"sha-256=:{_b64(bytes.fromhex(blob.sha256))}:",
+            "Cache-Control": "private, no-store",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if name:
+            headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        span = parse_range(range_header, blob.size)
+        if span is None:
+            chunks, status, length = self.storage.read_verified(blob), 200, blob.size
+        else:
+            start, end = span
+            chunks, status, length = self.storage.open_range(blob, start, end), 206, end - start
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+        headers["Content-Length"] = str(length)
+        body = self._guarded(object_id, chunks, info)
+        # Pull the first piece now: a failure found before any byte left (small objects are
+        # verified entirely before their only piece is released) becomes a clean error response.
+        first = next(body, None)
+        return StreamPlan(status, headers, body if first is None else itertools.chain([first], body))
+
+    def _guarded(self, object_id: str, chunks: Iterator[bytes], info: RequestInfo) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except IntegrityError as exc:
+            self.quarantine(object_id, exc, info)
+            raise
+
+    def quarantine(self, object_id: str, exc: IntegrityError, info: RequestInfo) -> None:
+        """Flag the object, then record the security event and the change (runs without a request context)."""
+        reason = exc.message[:500]
+        with self.db.session() as s:
+            s.execute(
+                update(ObjectRow)
+                .where(ObjectRow.id == object_id, ObjectRow.quarantined_at.is_(None))
+                .values(quarantined_at=utcnow(), quarantine_reason=reason)
+            )
+        log.error("object %s quarantined after an integrity failure (request %s)", object_id, info.request_id)
+        common = dict(
+            actor=info.actor,
+            on_behalf_of=info.on_behalf_of,
+            service="drs",
+            target=object_id,
+            request_id=info.request_id,
+            client_addr=info.client_addr,
+        )
+        try:
+            self.audit.security_event(
+                "drs.integrity.failure",
+                outcome="failure",
+                severity=9,
+                details={"reason": reason, "expected": exc.expected, "actual": exc.actual, "action": "quarantined"},
+                **common,
+            )
+            self.audit.record(
+                category="change",
+                action="drs.object.quarantine",
+                outcome="success",
+                details={"reason": reason},
+                **common,
+            )
+        except Exception:  # pragma: no cover - the quarantine flag is set; the log line above remains
+            log.exception("could not audit the quarantine of object %s", object_id)
+
+    # ------------------------------------------------------------------ writes
+    def upload(
+        self, who: Principal, stream: BinaryIO, meta: ObjectMeta, *, content_length: int | None
+    ) -> dict[str, Any]:
+        limit = int(self.settings.max_upload_bytes)
+        if content_length is not None and content_length > limit:
+            raise PayloadTooLarge(f"upload of {content_length} bytes exceeds the limit of {limit} bytes")
+        with self.db.session() as s:
+            self._check_dataset_write(s, who, meta.dataset_id)  # before reading a single byte
+        blob = self.storage.put(stream, expected_sha256=meta.sha256, max_bytes=limit)
+        return self._insert_blob(who, blob, meta)
+
+    def register_external(self, who: Principal, url: str, meta: ObjectMeta) -> dict[str, Any]:
+        with self.db.session() as s:
+            self._check_dataset_write(s, who, meta.dataset_id)
+        blob = self.storage.register_external(url, expected_sha256=meta.sha256)
+        return self._insert_blob(who, blob, meta)
+
+    def _insert_blob(self, who: Principal, blob: StoredBlob, meta: ObjectMeta) -> dict[str, Any]:
+        owner, actor = self._owner(who)
+        now = utcnow()
+        row = ObjectRow(
+            id=_new_id(),
+            kind="blob",
+            name=meta.name,
+            description=meta.description,
+            mime_type=meta.mime_type,
+            dataset_id=meta.dataset_id,
+            public=meta.public,
+            owner=owner,
+            created_by=actor,
+            size=blob.size,
+            sha256=blob.sha256,
+            backend=blob.backend,
+            location=blob.location,
+            key_id=blob.key_id,
+            external=blob.external,
+            provenance=meta.provenance,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self.db.session() as s:
+                s.add(row)
+                s.flush()
+                return self._render(s, row, expand=False)
+        except BaseException:
+            self._delete_blob_quietly(blob)  # no row -> the bytes must not linger either
+            raise
+
+    def create_bundle(self, who: Principal, meta: ObjectMeta, members: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        if not 0 < len(members) <= MAX_BUNDLE_MEMBERS:
+            raise BadRequest(f"a bundle needs 1-{MAX_BUNDLE_MEMBERS} contents, got {len(members)}")
+        names = [n for n, _ in members]
+        for n in names:
+            if not _NAME.match(n):
+                raise BadRequest(f"invalid contents name {n[:80]!r}: use [A-Za-z0-9._-], 1-255 characters")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise BadRequest(f"contents names must be unique within a bundle: {', '.join(dupes)[:200]}")
+        owner, actor = self._owner(who)
+        now = utcnow()
+        with self.db.session() as s:
+            self._check_dataset_write(s, who, meta.dataset_id)
+            children = []
+            for name, member_id in members:
+                try:
+                    child = self._readable(s, who, member_id)
+                except (ObjectHidden, Forbidden, Unauthorized):
+                    raise Forbidden(f"contents {name!r}: you may not read object {member_id}") from None
+                children.append(child)
+            row = ObjectRow(
+                id=_new_id(),
+                kind="bundle",
+                name=meta.name,
+                description=meta.description,
+                mime_type=meta.mime_type,
+                dataset_id=meta.dataset_id,
+                public=meta.public,
+                owner=owner,
+                created_by=actor,
+                size=sum(c.size for c in children),
+                sha256=bundle_checksum(c.sha256 for c in children),
+                provenance=meta.provenance,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(row)
+            s.flush()
+            for pos, ((name, _), child) in enumerate(zip(members, children, strict=True)):
+                s.add(BundleMemberRow(bundle_id=row.id, name=name, member_id=child.id, position=pos))
+            s.flush()
+            return self._render(s, row, expand=False)
+
+    def delete_object(self, who: Principal, object_id: str) -> dict[str, Any]:
+        """Soft delete. Returns what was deleted (for the audit record)."""
+        with self.db.session() as s:
+            row = self._live(s, object_id)
+            dataset = self._dataset(s, row.dataset_id)
+            user = who.user
+            allowed = user is not None and (
+                user == row.owner or (dataset is not None and user == dataset.created_by) or who.has("drs:admin")
+            )
+            if not allowed:
+                if not self._may_read(s, who, row):
+                    self._deny(object_id, who)
+                raise Forbidden(f"only the owner, the dataset's creator or an admin may delete object {object_id}")
+            parents = s.scalars(
+                select(BundleMemberRow.bundle_id)
+                .join(ObjectRow, ObjectRow.id == BundleMemberRow.bundle_id)
+                .where(BundleMemberRow.member_id == object_id, ObjectRow.deleted_at.is_(None))
+            ).all()
+            if parents:
+                raise Conflict(
+                    f"object {object_id} is in bundle(s) {', '.join(sorted(set(parents)))[:300]}: delete those first"
+                )
+            row.deleted_at = utcnow()
+            row.deleted_by = who.actor or user
+            blob = self._blob(row) if row.kind == "blob" else None
+            summary = {"kind": row.kind, "sha256": row.sha256, "size": row.size, "external": row.external}
+        if blob is not None and self._delete_blob_quietly(blob):
+            with self.db.session() as s:
+                s.execute(update(ObjectRow).where(ObjectRow.id == object_id).values(blob_deleted=True))
+            summary["blob_deleted"] = not blob.external
+        return summary
+
+    # ------------------------------------------------------------------ datasets and grants
+    def create_dataset(self, who: Principal, name: str, description: str, public: bool) -> dict[str, Any]:
+        if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
+            raise BadRequest("dataset name is required: 1-255 characters")
+        if not isinstance(description, str) or len(description) > 4096:
+            raise BadRequest("dataset description must be a string of at most 4096 characters")
+        owner, _ = self._owner(who)
+        row = DatasetRow(
+            id=_new_id(), name=name.strip(), description=description, public=bool(public), created_by=owner
+        )
+        with self.db.session() as s:
+            s.add(row)
+            s.flush()
+            return self._dataset_view(s, row)
+
+    def get_dataset(self, who: Principal, dataset_id: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            row = self._dataset_row(s, dataset_id)
+            user = who.user
+            visible = row.public or (user is not None and (user == row.created_by or self._has_grant(s, row.id, user)))
+            if not visible:
+                if self.settings.drs_hide_existence:
+                    raise ObjectHidden(f"dataset not found: {dataset_id}")
+                raise Forbidden(f"you have no access to dataset {dataset_id}")
+            return self._dataset_view(s, row)
+
+    def grant(self, who: Principal, dataset_id: str, username: str) -> tuple[dict[str, Any], bool]:
+        """Grant read on a dataset. Idempotent: returns (grant, created)."""
+        if not isinstance(username, str) or not username:
+            raise BadRequest("username is required")
+        account = self.users.get(username)
+        if account is None:
+            raise BadRequest(f"user {username[:128]} is not registered in HelixGate")
+        with self.db.session() as s:
+            ds = self._managed_dataset(s, who, dataset_id)
+            existing = self._active_grant(s, ds.id, username)
+            if existing is not None:
+                return _grant_view(existing), False
+            row = GrantRow(id=_new_id(), dataset_id=ds.id, username=username, granted_by=who.actor or str(who.user))
+            s.add(row)
+            s.flush()
+            return _grant_view(row), True
+
+    def list_grants(self, who: Principal, dataset_id: str, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            ds = self._managed_dataset(s, who, dataset_id)
+            stmt = select(GrantRow).where(GrantRow.dataset_id == ds.id)
+            if not include_revoked:
+                stmt = stmt.where(GrantRow.revoked_at.is_(None))
+            return [_grant_view(g) for g in s.scalars(stmt.order_by(GrantRow.granted_at, GrantRow.id))]
+
+    def revoke(self, who: Principal, dataset_id: str, username: str) -> dict[str, Any]:
+        with self.db.session() as s:
+            ds = self._managed_dataset(s, who, dataset_id)
+            existing = self._active_grant(s, ds.id, username)
+            if existing is None:
+                raise NotFound(f"no active grant for {username[:128]} on dataset {dataset_id}")
+            now = utcnow()
+            for g in s.scalars(
+                select(GrantRow).where(
+                    GrantRow.dataset_id == ds.id, GrantRow.username == username, GrantRow.revoked_at.is_(None)
+                )
+            ):
+                g.revoked_at, g.revoked_by = now, who.actor or str(who.user)
+            s.flush()
+            return _grant_view(existing)
+
+    # ------------------------------------------------------------------ policy helpers
+    def _live(self, s: Session, object_id: str) -> ObjectRow:
+        row = s.get(ObjectRow, object_id) if _ID.match(object_id or "") else None
+        if row is None or row.deleted_at is not None:
+            raise NotFound(f"object not found: {object_id[:64]}")
+        return row
+
+    def _readable(self, s: Session, who: Principal, object_id: str) -> ObjectRow:
+        row = self._live(s, object_id)
+        if not self._may_read(s, who, row):
+            self._deny(object_id, who)
+        return row
+
+    def _deny(self, object_id: str, who: Principal) -> NoReturn:
+        if self.settings.drs_hide_existence:
+            raise ObjectHidden(f"object not found: {object_id}")
+        if who.user is None:
+            raise Unauthorized(f"object {object_id} is not public: authentication required")
+        if who.delegated:
+            raise Forbidden(f"{who.user} may not read object {object_id} (delegated by {who.actor})")
+        raise Forbidden(f"{who.user} may not read object {object_id}: ask a data steward for a grant on its dataset")
+
+    def _may_read(self, s: Session, who: Principal, row: ObjectRow) -> bool:
+        if who.user is not None and not who.has("drs:read"):
+            return False
+        ds = self._dataset(s, row.dataset_id)
+        facts = ReadFacts(
+            object_public=row.public,
+            owner=row.owner,
+            dataset_public=bool(ds and ds.public),
+            dataset_creator=ds.created_by if ds else None,
+            has_grant=bool(ds and who.user and self._has_grant(s, ds.id, who.user)),
+        )
+        return may_read(who.user, facts)
+
+    def _is_public(self, s: Session, row: ObjectRow) -> bool:
+        ds = self._dataset(s, row.dataset_id)
+        return row.public or bool(ds and ds.public)
+
+    @staticmethod
+    def _dataset(s: Session, dataset_id: str | None) -> _Dataset | None:
+        if dataset_id is None:
+            return None
+        ds = s.get(DatasetRow, dataset_id)
+        return _Dataset(ds.id, ds.public, ds.created_by) if ds else None
+
+    @staticmethod
+    def _dataset_row(s: Session, dataset_id: str) -> DatasetRow:
+        row = s.get(DatasetRow, dataset_id) if _ID.match(dataset_id or "") else None
+        if row is None:
+            raise NotFound(f"dataset not found: {dataset_id[:64]}")
+        return row
+
+    def _check_dataset_write(self, s: Session, who: Principal, dataset_id: str | None) -> None:
+        if dataset_id is None:
+            return
+        ds = self._dataset_row(s, dataset_id)
+        if who.user != ds.created_by and not who.has("drs:admin"):
+            raise Forbidden(f"only the creator of dataset {dataset_id} may add objects to it")
+
+    def _managed_dataset(self, s: Session, who: Principal, dataset_id: str) -> DatasetRow:
+        ds = self._dataset_row(s, dataset_id)
+        if who.user != ds.created_by and not who.has("drs:admin"):
+            raise Forbidden(f"only the creator of dataset {dataset_id} or an admin may manage its grants")
+        return ds
+
+    @staticmethod
+    def _has_grant(s: Session, dataset_id: str, username: str) -> bool:
+        return DrsStore._active_grant(s, dataset_id, username) is not None
+
+    @staticmethod
+    def _active_grant(s: Session, dataset_id: str, username: str) -> GrantRow | None:
+        return s.scalars(
+            select(GrantRow)
+            .where(GrantRow.dataset_id == dataset_id, GrantRow.username == username, GrantRow.revoked_at.is_(None))
+            .order_by(GrantRow.granted_at)
+            .limit(1)
+        ).first()
+
+    @staticmethod
+    def _owner(who: Principal) -> tuple[str, str]:
+        """(owner, actor): objects made by a service identity for a user belong to that user."""
+        if who.user is None:
+            raise Unauthorized("authentication required")
+        return who.user, who.actor or who.user
+
+    @staticmethod
+    def _refuse_quarantined(row: ObjectRow) -> None:
+        if row.quarantined_at is not None:
+            raise Quarantined(
+                f"object {row.id} is quarantined since {_rfc3339(row.quarantined_at)} after an integrity failure; "
+                "its bytes are not served (a data steward must restore or delete it)"
+            )
+
+    def _check_bulk(self, items: Sequence[Any]) -> None:
+        limit = int(self.settings.drs_bulk_limit)
+        if len(items) > limit:
+            raise PayloadTooLarge(f"bulk request of {len(items)} items exceeds maxBulkRequestLength {limit}")
+        if not items:
+            raise BadRequest("bulk request lists no objects")
+
+    @staticmethod
+    def _blob(row: ObjectRow) -> StoredBlob:
+        if row.backend not in ("local", "s3") or row.location is None:
+            raise NotFound(f"object {row.id} has no stored bytes")
+        return StoredBlob(
+            row.backend,  # type: ignore[arg-type]
+            row.location,
+            row.size,
+            row.sha256,
+            row.key_id,
+            row.external,
+        )
+
+    def _delete_blob_quietly(self, blob: StoredBlob) -> bool:
+        try:
+            self.storage.delete(blob)
+            return True
+        except Exception as exc:  # the row already says what to do; a sweeper may retry
+            log.warning("could not delete stored bytes at %s: %s", blob.backend, type(exc).__name__)
+            return False
+
+    # ------------------------------------------------------------------ rendering
+    def _access_ids(self, row: ObjectRow) -> list[str]:
+        ids = [ACCESS_HTTPS]
+        if row.backend == "s3":
+            ids.append(ACCESS_S3)
+        return ids
+
+    def _authorizations(self, object_id: str, *, public: bool) -> dict[str, Any]:
+        types = (["None"] if public else []) + ["BearerAuth", "PassportAuth"]
+        return {
+            "drs_object_id": object_id,
+            "supported_types": types,
+            "bearer_auth_issuers": list(self.bearer_issuers),
+            "passport_auth_issuers": list(self.bearer_issuers),
+        }
+
+    def _render(self, s: Session, row: ObjectRow, *, expand: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": row.id,
+            "self_uri": self._uri(row.id),
+            "size": row.size,
+            "created_time": _rfc3339(row.created_at),
+            "updated_time": _rfc3339(row.updated_at),
+            "version": row.sha256[:16],
+            "checksums": [{"checksum": row.sha256, "type": "sha-256"}],
+        }
+        if row.name:
+            out["name"] = row.name
+        if row.mime_type:
+            out["mime_type"] = row.mime_type
+        if row.description:
+            out["description"] = row.description
+        if row.kind == "blob":
+            available = row.quarantined_at is None
+            auth = self._authorizations(row.id, public=self._is_public(s, row))
+            methods: list[dict[str, Any]] = [
+                {"type": "https", "access_id": ACCESS_HTTPS, "available": available, "authorizations": auth}
+            ]
+            if row.backend == "s3":
+                methods.append(
+                    {
+                        "type": "s3",
+                        "access_id": ACCESS_S3,
+                        "cloud": "aws",
+                        "region": self.settings.s3_region,
+                        "available": available,
+                        "authorizations": auth,
+                    }
+                )
+            out["access_methods"] = methods
+        else:
+            out["contents"] = self._contents(s, row.id, expand=expand, depth=0)
+        if row.provenance:
+            out["provenance"] = row.provenance  # HelixGate extension (DrsObject allows extra properties)
+        if row.quarantined_at is not None:
+            out["x-helixgate-quarantined"] = True
+        return out
+
+    def _contents(self, s: Session, bundle_id: str, *, expand: bool, depth: int) -> list[dict[str, Any]]:
+        if depth > MAX_EXPAND_DEPTH:
+            raise BadRequest(f"bundle nesting deeper than {MAX_EXPAND_DEPTH} levels")
+        members = s.execute(
+            select(BundleMemberRow.name, ObjectRow.id, ObjectRow.kind)
+            .join(ObjectRow, ObjectRow.id == BundleMemberRow.member_id)
+            .where(BundleMemberRow.bundle_id == bundle_id)
+            .order_by(BundleMemberRow.position)
+        ).all()
+        out = []
+        for name, member_id, kind in members:
+            entry: dict[str, Any] = {"name": name, "id": member_id, "drs_uri": [self._uri(member_id)]}
+            if expand and kind == "bundle":
+                entry["contents"] = self._contents(s, member_id, expand=True, depth=depth + 1)
+            out.append(entry)
+        return out
+
+    def _uri(self, object_id: str) -> str:
+        return f"drs://{self.settings.drs_host}/{object_id}"
+
+    @staticmethod
+    def _bulk_body(
+        requested: int, resolved: list[dict[str, Any]], failed: Mapping[int, list[str]], key: str
+    ) -> dict[str, Any]:
+        unresolved_count = sum(len(v) for v in failed.values())
+        return {
+            "summary": {"requested": requested, "resolved": len(resolved), "unresolved": unresolved_count},
+            "unresolved_drs_objects": [{"error_code": code, "object_ids": ids} for code, ids in sorted(failed.items())],
+            key: resolved,
+        }
+
+    def _dataset_view(self, s: Session, row: DatasetRow) -> dict[str, Any]:
+        count = s.scalar(
+            select(func.count())
+            .select_from(ObjectRow)
+            .where(ObjectRow.dataset_id == row.id, ObjectRow.deleted_at.is_(None))
+        )
+        return {
+            "id": row.id,
+            "name": row.name,
+            "description": row.description,
+            "public": row.public,
+            "created_by": row.created_by,
+            "created_time": _rfc3339(row.created_at),
+            "object_count": int(count or 0),
+        }
+
+
+def _grant_view(row: GrantRow) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id,
+        "dataset_id": row.dataset_id,
+        "username": row.username,
+        "permission": "read",
+        "granted_by": row.granted_by,
+        "granted_time": _rfc3339(row.granted_at),
+    }
+    if row.revoked_at is not None:
+        out["revoked_by"] = row.revoked_by
+        out["revoked_time"] = _rfc3339(row.revoked_at)
+    return out
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+# --------------------------------------------------------------------------- factory
+def build(platform: Any, *, storage_factory: Callable[[Any], ObjectStorage] = make_storage) -> DrsStore:
+    settings = platform.settings
+    issuers = [i.issuer for i in settings.issuers]
+    if platform.issuer is not None:
+        issuers.insert(0, platform.issuer.issuer_url)
+    return DrsStore(
+        db=platform.db,
+        storage=storage_factory(settings),
+        signer=UrlSigner.from_data_dir(settings.data_dir),
+        settings=settings,
+        users=platform.users,
+        audit=platform.audit,
+        bearer_issuers=issuers,
+    )
