@@ -460,6 +460,16 @@ def create_app(
     for exc_type in (ProblemException, StarletteHTTPException, HelixGateError, Exception):
         app.add_error_handler(exc_type, _connexion_error)
 
+    inner_wsgi = app.app.wsgi_app
+
+    def _terminated_input(environ: dict[str, Any], start_response: Any) -> Any:
+        # The ASGI server terminates request bodies; telling werkzeug so makes chunked
+        # bodies (no Content-Length) readable through request.stream/request.form.
+        environ["wsgi.input_terminated"] = True
+        return inner_wsgi(environ, start_response)
+
+    app.app.wsgi_app = _terminated_input  # type: ignore[method-assign]
+
     @app.app.after_request
     def _request_id(resp: Response) -> Response:
         rid = getattr(g, "request_id", None)

@@ -324,13 +324,15 @@ class Executor:
                 if rec is None:
                     raise IntegrityError(f"output {path} has no recorded checksum", subject=path)
                 task = self.wes.runs.task(ex.run.id, rec.task_id) if rec.task_id else None
-                provenance = {
+                provenance: dict[str, Any] = {
                     "run_id": ex.run.id,
-                    "task_id": rec.task_id,
-                    "image": task.image if task else None,
-                    "image_id": task.image_id if task else None,
-                    "inputs": [{"path": i["path"], "sha256": i["sha256"]} for i in (task.inputs if task else [])],
+                    "task_id": rec.task_id or "",
+                    "workflow": str(ex.run.workflow_source.get("main", "")),
+                    "input_checksums": {i["path"]: i["sha256"] for i in (task.inputs if task else [])},
                 }
+                if task is not None and task.image_id:
+                    provenance["image_digest"] = task.image_id
+                    provenance["tool"] = task.image or ""
                 with open(path, "rb") as fh:
                     obj = self.wes.drs.upload(
                         ex.run.owner,
