@@ -1,0 +1,184 @@
+"""Pure validation rules of the tool registry, and the official-schema validator itself."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from helixgate.errors import BadRequest, PayloadTooLarge
+from tests.fixtures.ga4gh_schemas import SchemaMismatch, schema_names, validate, validate_list
+from trs_registry import validation as v
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        "0.0.0",
+        "1.2.3",
+        "10.20.30",
+        "1.0.0-alpha",
+        "1.0.0-alpha.1",
+        "1.0.0-0.3.7",
+        "1.0.0+20130313144700",
+        "1.0.0-beta+exp.sha.5114f85",
+        "1.0.0-x-y-z.--",
+    ],
+)
+def test_semver_accepted(good: str) -> None:
+    assert v.check_version_id(good) == good
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1",
+        "1.2",
+        "1.2.3.4",
+        "01.1.1",
+        "1.01.1",
+        "v1.2.3",
+        "1.2.3-",
+        "1.2.3-01",
+        "1.2.3+",
+        "1.2.3-a..b",
+        " 1.2.3",
+        "1.2.3\n",
+        "latest",
+        "",
+        None,
+        123,
+    ],
+)
+def test_semver_refused(bad: object) -> None:
+    with pytest.raises(BadRequest):
+        v.check_version_id(bad)
+
+
+def test_semver_precedence() -> None:
+    # the example order from semver.org section 11
+    ordered = [
+        "1.0.0-alpha",
+        "1.0.0-alpha.1",
+        "1.0.0-alpha.beta",
+        "1.0.0-beta",
+        "1.0.0-beta.2",
+        "1.0.0-beta.11",
+        "1.0.0-rc.1",
+        "1.0.0",
+        "1.0.1",
+        "1.1.0",
+        "1.10.0",
+        "2.0.0",
+    ]
+    shuffled = ordered[:]
+    random.Random(7).shuffle(shuffled)
+    assert sorted(shuffled, key=v.semver_key) == ordered
+
+
+@pytest.mark.parametrize("good", ["bwa.cwl", "tools/sub/step.cwl", "a-b_c.d/e f.json", "Dockerfile", "..hidden/x"])
+def test_paths_accepted(good: str) -> None:
+    assert v.check_path(good) == good
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "/abs", "..", "../x", "a/../b", "a\\b", "a\x00b", "a//b", "./a", "a/.", "c:/x", "a/\tb", "x" * 513, 5]
+)
+def test_paths_refused(bad: object) -> None:
+    with pytest.raises(BadRequest):
+        v.check_path(bad)
+
+
+def test_tool_ids() -> None:
+    assert v.derive_tool_id("Example Lab", "BWA mem") == "example-lab.bwa-mem"
+    assert v.check_tool_id("org.example.bwa") == "org.example.bwa"
+    for bad in ("org/bwa", "Org.bwa", "-bwa", "bwa-", "", "a" * 129, "a b", "#workflow", "bwa\n"):
+        with pytest.raises(BadRequest):
+            v.check_tool_id(bad)
+    with pytest.raises(BadRequest):
+        v.derive_tool_id("!!!", "???")
+
+
+def _publish(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "id": "1.0.0",
+        "files": [
+            {"path": "t.cwl", "file_type": "PRIMARY_DESCRIPTOR", "content": "cwlVersion: v1.0\nclass: Workflow\n"}
+        ],
+        "images": ["helixgate/t:1"],
+    }
+    body.update(overrides)
+    return body
+
+
+def test_publish_spec_checksums_and_language_versions() -> None:
+    import hashlib
+
+    spec = v.publish_spec(_publish())
+    assert spec.files[0].sha256 == hashlib.sha256(b"cwlVersion: v1.0\nclass: Workflow\n").hexdigest()
+    assert spec.descriptor_type_versions == {"CWL": ["v1.0"]}
+    assert spec.images == [v.ImageSpec("helixgate/t:1", None)]
+
+
+def test_publish_spec_limits() -> None:
+    many = [{"path": f"f{i}", "file_type": "OTHER", "content": ""} for i in range(v.MAX_FILES + 1)]
+    with pytest.raises(PayloadTooLarge):
+        v.publish_spec(_publish(files=many))
+    with pytest.raises(BadRequest, match="at most"):
+        v.publish_spec(_publish(images=[f"h/i:{n}" for n in range(v.MAX_IMAGES + 1)]))
+    with pytest.raises(BadRequest, match="twice"):
+        v.publish_spec(_publish(images=["h/i:1", "h/i:1"]))
+    with pytest.raises(BadRequest, match="one CWL PRIMARY_DESCRIPTOR"):
+        files = _publish()["files"]
+        assert isinstance(files, list)
+        v.publish_spec(_publish(files=files + [{**files[0], "path": "other.cwl"}]))
+    with pytest.raises(BadRequest, match="has no descriptor_type"):
+        v.publish_spec(
+            _publish(
+                files=[
+                    *_publish()["files"],
+                    {
+                        "path": "D",
+                        "file_type": "CONTAINERFILE",  # type: ignore[misc]
+                        "content": "",
+                        "descriptor_type": "CWL",
+                    },
+                ]
+            )
+        )
+
+
+def test_version_edits_cannot_touch_frozen_fields() -> None:
+    assert v.version_changes({"name": "n", "author": ["a"]}) == {"name": "n", "author": ["a"]}
+    for field in ("files", "images", "signed", "id", "verified"):
+        with pytest.raises(BadRequest, match="immutable"):
+            v.version_changes({field: None})
+
+
+# ---------------------------------------------------------------- the validator is not vacuous
+def test_official_schema_validator_refuses_bad_instances() -> None:
+    assert {"Tool", "ToolVersion", "FileWrapper", "ToolFile", "ToolClass", "Error", "Service"} <= set(
+        schema_names("trs")
+    )
+    tool = {"url": "u", "id": "x", "organization": "o", "toolclass": {}, "versions": [{"url": "u", "id": "1"}]}
+    validate("trs", "Tool", tool)
+    with pytest.raises(SchemaMismatch, match="'versions' is a required property"):
+        validate("trs", "Tool", {k: val for k, val in tool.items() if k != "versions"})
+    with pytest.raises(SchemaMismatch, match="at /versions/0"):
+        validate("trs", "Tool", {**tool, "versions": [{"id": "1"}]})
+    with pytest.raises(SchemaMismatch, match="'PLAIN' is not one of"):
+        validate("trs", "ToolVersion", {"url": "u", "id": "1", "descriptor_type": ["PLAIN"]})
+    with pytest.raises(SchemaMismatch, match="is not valid under any of the given schemas"):
+        validate("trs", "FileWrapper", {"content": "", "image_type": "Podman"})
+    with pytest.raises(SchemaMismatch, match="item 1"):
+        validate_list("trs", "ToolClass", [{"id": "a"}, {"id": 5}])
+    with pytest.raises(SchemaMismatch, match="'type' is a required property"):
+        validate(
+            "service-info",
+            "Service",
+            {"id": "a", "name": "b", "organization": {"name": "o", "url": "u"}, "version": "1"},
+        )
+    with pytest.raises(KeyError):
+        validate("trs", "NoSuchSchema", {})
+    with pytest.raises(KeyError):
+        validate("nope", "Tool", {})
