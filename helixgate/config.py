@@ -86,6 +86,7 @@ class Settings:
     sigstore_trust_config: str = ""  # ClientTrustConfig JSON; "" -> public-good instance
     sigstore_identity: str = ""
     sigstore_oidc_issuer: str = ""
+    sigstore_token_file: str = ""  # OIDC token (aud "sigstore") for keyless signing; "" -> built-in issuer
     registry_insecure_hosts: tuple[str, ...] = ("127.0.0.1:5000", "localhost:5000")
     anonymous_read: bool = True  # TRS read API open to anonymous callers
     # -- workflow execution
@@ -95,6 +96,7 @@ class Settings:
     lease_seconds: int = 60
     max_attempts: int = 2
     max_attachment_bytes: int = 16 * 1024**2
+    max_json_bytes: int = 32 * 1024**2  # JSON and multipart request bodies (uploads stream separately)
     task_time_limit: int = 3600
     task_log_cap_bytes: int = 1024**2
     allow_task_network: bool = False

@@ -32,7 +32,7 @@ from flask import Response, g, jsonify, request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from helixgate import rbac
-from helixgate.errors import BadRequest, Forbidden, HelixGateError, Unauthorized
+from helixgate.errors import BadRequest, Forbidden, HelixGateError, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("helixgate.web")
 
@@ -417,8 +417,9 @@ class BodySanityMiddleware:
     """Refuse bodies connexion cannot parse (no Content-Type, multipart without boundary)
     with a 400 before validation, instead of letting the parser fail with a 500."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, max_body: Callable[[], int] = lambda: 32 * 1024**2) -> None:
         self.app = app
+        self.max_body = max_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
@@ -429,6 +430,11 @@ class BodySanityMiddleware:
                 raise BadRequest("request has a body but no Content-Type header")
             if ctype.lower().startswith("multipart/") and "boundary=" not in ctype.lower():
                 raise BadRequest("multipart Content-Type without a boundary")
+            # connexion parses JSON/form bodies whole before the handler: bound them up front
+            length = headers.get("content-length", "")
+            parsed = ctype.lower().startswith(("application/json", "multipart/", "application/x-www-form"))
+            if parsed and length.isdigit() and int(length) > self.max_body():
+                raise PayloadTooLarge(f"request body larger than {self.max_body()} bytes")
         await self.app(scope, receive, send)
 
 
@@ -447,7 +453,11 @@ def create_app(
     )
     app.app.config["MAX_CONTENT_LENGTH"] = None
     app.app.config["HELIXGATE_PLATFORM"] = get_platform
-    app.add_middleware(BodySanityMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION)
+    app.add_middleware(
+        BodySanityMiddleware,
+        position=MiddlewarePosition.BEFORE_VALIDATION,
+        max_body=lambda: get_platform().settings.max_json_bytes,
+    )
     for service in services:
         app.add_api(
             f"{service}.yaml",

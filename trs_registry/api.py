@@ -394,6 +394,31 @@ def set_tool_version_verification(id: str, version_id: str) -> Response:  # noqa
     return _json(shapes.tool_version(_base(), ver))
 
 
+def find_image_pins(reference: str) -> Response:
+    """The signed versions whose primary image is ``reference`` (newest first)."""
+    set_target(reference[:200])
+    registry = _registry()
+    found = registry.find_image_pins(reference)
+    return _json(
+        {
+            "reference": reference,
+            "pins": [
+                {
+                    "tool_id": ver.tool_id,
+                    "version_id": ver.version_id,
+                    "image_name": ver.images[0].pinned_name,
+                    "manifest_digest": ver.images[0].manifest_digest or None,
+                    "config_digest": ver.images[0].config_digest,
+                    "signed_digest": ver.signed_digest,
+                    "digest_kind": ver.digest_kind,
+                    "created_at": ver.created_at.isoformat(),
+                }
+                for ver in found
+            ],
+        }
+    )
+
+
 def get_tool_version_bundle(id: str, version_id: str) -> Response:  # noqa: A002
     _target(id, version_id)
     bundle = _registry().bundle(id, version_id)

@@ -563,6 +563,33 @@ class TrsRegistry:
             content = s.scalar(sa.select(ToolFileRow.content).where(ToolFileRow.pk == wanted.pk))
             return FileContent(_file_info(wanted), bytes(content or b""))
 
+    def find_image_pins(self, reference: str, limit: int = 20) -> list[VersionInfo]:
+        """Signed versions whose primary image (the signed subject) is ``reference``: the tag the
+        publisher wrote, the pinned ``name@sha256:<manifest>``, or a local ``sha256:<image id>``.
+        Newest first. WES uses this to find the signature that covers a task's image."""
+        ref = reference.strip()
+        cond: list[Any] = [ImageRow.reference == ref]
+        if "@sha256:" in ref:
+            name, _, digest = ref.partition("@")
+            host, _, repo = name.partition("/")
+            cond.append(
+                sa.and_(
+                    ImageRow.manifest_digest == digest, ImageRow.registry_host == host, ImageRow.repository == repo
+                )
+            )
+        elif ref.startswith("sha256:"):
+            cond.append(ImageRow.config_digest == ref)
+        with self.db.session() as s:
+            pks = s.scalars(
+                sa.select(ImageRow.version_pk)
+                .where(ImageRow.position == 0, sa.or_(*cond))
+                .order_by(ImageRow.version_pk.desc())
+                .limit(limit)
+            ).all()
+            rows = s.scalars(_version_query().where(ToolVersionRow.pk.in_(pks))).all() if pks else []
+            infos = [_version_info(r) for r in rows]
+        return sorted((i for i in infos if i.signed), key=lambda i: i.created_at, reverse=True)
+
     def bundle(self, tool_id: str, version_id: str) -> str:
         with self.db.session() as s:
             row = self._version_row(s, tool_id, version_id, metadata_only=True)

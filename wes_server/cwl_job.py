@@ -83,7 +83,9 @@ class VerifiedJob(JobBase):
             self.prepare_environment(runtimeContext, self._env_requirement())
             # --- gate step 1: the image
             try:
-                image = ex.executor.verify_image(reference)
+                src = ex.run.workflow_source
+                prefer = (src["tool_id"], src["version_id"]) if src.get("kind") == "trs" else None
+                image = ex.executor.verify_image(reference, prefer)
             except IntegrityError as exc:
                 raise self._refuse(task_id, exc) from None
             except HelixGateError as exc:

@@ -140,24 +140,31 @@ class Executor:
         self.work_root = self.settings.data_dir / "wes" / "work"
         self.work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._trust: Any = None
+        self._trust_at = 0.0
         self._trust_lock = threading.Lock()
 
     # ------------------------------------------------------------------ trust
     def trust_policy(self) -> Any:
         """The signature policy: configured locally, or the registry's published keys (cached)."""
+        import time
+
         from helixgate.signing import build_trust_policy
 
         with self._trust_lock:
-            if self._trust is None:
+            # short cache: a revoked key stops verifying within a minute on every worker
+            if self._trust is None or time.monotonic() - self._trust_at > 60:
                 material = self.wes.trs.trust_material() if self.settings.signer == "key" else None
                 self._trust = build_trust_policy(self.settings, material)
+                self._trust_at = time.monotonic()
             return self._trust
 
-    def verify_image(self, reference: str) -> VerifiedImage:
+    def verify_image(self, reference: str, prefer: tuple[str, str] | None = None) -> VerifiedImage:
         """Gate step 1: signature + pinned digest + local image id. Raises on any failure."""
         from helixgate.signing import verify_tool_bundle
 
-        pin = self.wes.trs.image_pin(reference)
+        if not reference:
+            raise VerificationError("the task names no container image", subject="DockerRequirement")
+        pin = self.wes.trs.image_pin(reference, prefer)
         bundle = self.wes.trs.bundle(pin["tool_id"], pin["version_id"])
         statement = verify_tool_bundle(
             bundle,

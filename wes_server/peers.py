@@ -154,8 +154,53 @@ class TrsPeer:
             raise IntegrityError(f"TRS version {tool_id}:{version_id} has no primary CWL descriptor", subject=tool_id)
         return out
 
+    def image_pin(self, reference: str, prefer: tuple[str, str] | None = None) -> dict[str, Any]:
+        """The signed TRS version covering ``reference``; refuses unsigned or ambiguous images.
+
+        A tag published in several versions with different digests is ambiguous unless the run
+        came from one of those versions (``prefer``) or the reference carries the digest.
+        """
+        from helixgate.errors import VerificationError
+
+        pins = self.client.get_json("/x-helixgate/images", params={"reference": reference}).get("pins") or []
+        if not pins:
+            raise VerificationError(
+                f"image {reference} is not the signed image of any TRS tool version: refusing an unsigned image",
+                subject=reference,
+            )
+        if prefer is not None:
+            for p in pins:
+                if (p["tool_id"], p["version_id"]) == prefer:
+                    return _pin(p)
+        digests = {p["signed_digest"] for p in pins}
+        if len(digests) > 1:
+            raise VerificationError(
+                f"image {reference} names different signed digests in several TRS versions "
+                f"({', '.join(sorted(digests))}); pin it as name@sha256:<digest>",
+                subject=reference,
+            )
+        return _pin(pins[0])
+
+    def bundle(self, tool_id: str, version_id: str) -> str:
+        t, v = quote(tool_id, safe=""), quote(version_id, safe="")
+        return self.client.request("GET", f"/x-helixgate/tools/{t}/versions/{v}/bundle").text
+
+    def trust_material(self) -> dict[str, Any]:
+        return self.client.get_json("/x-helixgate/signing/trust")
+
     def version(self, tool_id: str, version_id: str) -> dict[str, Any]:
         return self.client.get_json(f"/tools/{quote(tool_id, safe='')}/versions/{quote(version_id, safe='')}")
+
+
+def _pin(p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tool_id": p["tool_id"],
+        "version_id": p["version_id"],
+        "pinned_ref": p["image_name"],
+        "image_id": p["config_digest"],
+        "signed_digest": p["signed_digest"],
+        "digest_kind": p["digest_kind"],
+    }
 
 
 def _trs_checksum(entry: dict[str, Any], path: str) -> str:
