@@ -136,7 +136,7 @@ class Executor:
         self.platform = platform
         self.settings = platform.settings
         self.wes = platform.service("wes")
-        self.runner = runner or ContainerRunner()
+        self.runner = runner or ContainerRunner(scope=self.settings.container_scope)
         self.work_root = self.settings.data_dir / "wes" / "work"
         self.work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._trust: Any = None

@@ -184,7 +184,8 @@ class WorkerPool:
         try:
             from wes_server.containers import ContainerRunner
 
-            removed = len(ContainerRunner().remove_orphans(runs.live_run_ids()))
+            runner = ContainerRunner(scope=self.settings.container_scope)
+            removed = len(runner.remove_orphans(runs.live_run_ids()))
         except Exception as exc:  # docker down: try again next round
             log.warning("orphan container sweep failed: %s", type(exc).__name__)
         return {"requeued": requeued, "failed": failed, "containers_removed": removed}

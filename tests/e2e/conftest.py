@@ -1,0 +1,45 @@
+"""Shared set-up for end-to-end tests: a live server whose containers carry this test
+session's scope, and a published, signed text-processing tool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+from helixgate.demo_assets import workflow_files
+from helixgate.sdk import HelixGate
+from tests.fixtures.docker_images import PushedImage, session_scope
+
+
+@dataclass
+class World:
+    server: Any
+    dev: HelixGate
+    steward: HelixGate
+    analyst: HelixGate
+    tool_id: str
+    version_id: str
+    image: PushedImage
+    dataset_id: str
+    drs_host: str
+
+    def drs_uri(self, object_id: str) -> str:
+        return f"drs://{self.drs_host}/{object_id}"
+
+
+@pytest.fixture()
+def world(live_server_factory: Callable[..., Any], pushed_busybox: PushedImage, test_session_id: str) -> World:
+    server = live_server_factory(extra_env={"HELIXGATE_CONTAINER_SCOPE": session_scope(test_session_id)})
+    dev = HelixGate.connect(server.url, server.user("dev", "tool-developer"))
+    steward = HelixGate.connect(server.url, server.user("steward", "data-steward"))
+    analyst = HelixGate.connect(server.url, server.user("ann", "analyst"))
+    tag_ref = f"{pushed_busybox.repository}:{pushed_busybox.tag}"
+    tool = dev.create_tool("helixgate-test", f"textkit-{test_session_id}")
+    dev.publish_version(tool["id"], "1.0.0", workflow_files(tag_ref), [tag_ref], primary="workflow.cwl")
+    dataset = steward.create_dataset("reads")
+    steward.grant(dataset["id"], "ann")
+    return World(
+        server, dev, steward, analyst, tool["id"], "1.0.0", pushed_busybox, dataset["id"], server.url.split("://")[1]
+    )

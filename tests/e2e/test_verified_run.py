@@ -1,0 +1,142 @@
+"""A three-step CWL workflow whose inputs are DRS objects runs end to end on the real
+Docker engine; its outputs land in DRS with checksums and provenance; tampering is refused
+before the first task."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from helixgate.demo_assets import workflow_files
+from tests.e2e.conftest import World
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TEXT = b"banana\napple\ncherry\napple\nbanana\n"
+
+
+def _upload(world: World, data: bytes = TEXT) -> dict[str, Any]:
+    return world.steward.upload(data, name="fruit.txt", dataset_id=world.dataset_id)
+
+
+def _params(world: World, object_id: str) -> dict[str, Any]:
+    return {"text": {"class": "File", "location": world.drs_uri(object_id)}}
+
+
+def _containers_of(run_id: str) -> list[Any]:
+    client = docker.from_env()
+    return client.containers.list(all=True, filters={"label": f"helixgate.run_id={run_id}"})
+
+
+def _object_id(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+def test_three_step_workflow_runs_verified_and_outputs_verify_in_drs(world: World) -> None:
+    obj = _upload(world)
+    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"]))
+    state = world.analyst.wait(run_id, timeout=300)
+    log = world.analyst.run_log(run_id)
+    assert state == "COMPLETE", (log, world.server.log()[-3000:])
+    tasks = world.analyst.run_tasks(run_id)
+    assert [t["name"] for t in tasks] == ["upper", "sort", "count"]
+    assert all(t["exit_code"] == 0 for t in tasks)
+    # outputs are DRS objects whose checksums match their bytes
+    outputs = log["outputs"]
+    sorted_uri, count_uri = outputs["sorted"]["location"], outputs["count"]["location"]
+    assert sorted_uri.startswith("drs://") and count_uri.startswith("drs://")
+    sorted_bytes = b"".join(world.analyst.download(_object_id(sorted_uri)))
+    assert sorted_bytes == b"APPLE\nBANANA\nCHERRY\n"
+    assert b"".join(world.analyst.download(_object_id(count_uri))).strip() == b"3"
+    meta = world.analyst.get_object(_object_id(sorted_uri))
+    assert {"type": "sha-256", "checksum": hashlib.sha256(sorted_bytes).hexdigest()} in meta["checksums"]
+    assert outputs["sorted"]["checksum"] == "sha256$" + hashlib.sha256(sorted_bytes).hexdigest()
+    prov = meta["provenance"]
+    assert prov["run_id"] == run_id and prov["image_digest"] == world.image.image_id
+    assert prov["task_id"] == tasks[1]["id"]
+    # task logs are fetchable URLs; no container survives the run
+    r = requests.get(tasks[0]["stderr"], headers=world.analyst.api._headers(None), timeout=30)
+    assert r.status_code == 200
+    assert _containers_of(run_id) == []
+
+
+def test_unsigned_image_is_refused_before_any_task(world: World, docker_client: Any, test_session_id: str) -> None:
+    from helixgate.images import build_busybox_image, push_image
+
+    # same workflow, but an image nobody published in TRS
+    image_id = build_busybox_image(
+        docker_client, "helixgate-test/unsigned", f"s-{test_session_id}", labels={"helixgate.test": test_session_id},
+        extra_files={"/etc/unsigned": b"1"},
+    )
+    digest = push_image(docker_client, image_id, "127.0.0.1:5000", "helixgate-test/unsigned", f"s-{test_session_id}")
+    files = workflow_files(f"127.0.0.1:5000/helixgate-test/unsigned@{digest}")
+    obj = _upload(world)
+    run_id = world.analyst.submit_run(
+        "workflow.cwl", _params(world, obj["id"]), attachments={k: v.encode() for k, v in files.items()}
+    )
+    assert world.analyst.wait(run_id, timeout=300) == "EXECUTOR_ERROR"
+    log = world.analyst.run_log(run_id)
+    text = "\n".join(log["run_log"]["system_logs"])
+    assert "unsigned image" in text, text
+    tasks = world.analyst.run_tasks(run_id)
+    assert all(t["exit_code"] is None for t in tasks)  # nothing ran
+    assert _containers_of(run_id) == []
+
+
+def test_retagged_image_is_refused(world: World, docker_client: Any, test_session_id: str) -> None:
+    """The published tag is re-pointed to different content: the run still uses the pinned
+    digest, and a local image whose id differs from the signed one is refused."""
+    from helixgate.images import build_busybox_image, push_image
+
+    evil = build_busybox_image(
+        docker_client, "helixgate-test/busybox", f"evil-{test_session_id}", labels={"helixgate.test": test_session_id},
+        extra_files={"/etc/evil": b"1"},
+    )
+    # re-point the published tag in the registry to the evil image
+    push_image(docker_client, evil, "127.0.0.1:5000", "helixgate-test/busybox", world.image.tag)
+    obj = _upload(world)
+    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"]))
+    state = world.analyst.wait(run_id, timeout=300)
+    tasks = world.analyst.run_tasks(run_id)
+    # the pinned (signed) digest is what runs: the evil content never does
+    assert state == "COMPLETE"
+    assert all(t["exit_code"] == 0 for t in tasks)
+    drift = world.dev.api.get_json(
+        f"/ga4gh/trs/v2/x-helixgate/tools/{world.tool_id}/versions/{world.version_id}/image-status"
+    )
+    assert drift["current"] is False and drift["images"][0]["status"] == "drifted"
+
+
+def test_corrupted_drs_object_is_refused_before_first_task(world: World) -> None:
+    obj = _upload(world)
+    blobs = [p for p in Path(world.server.data_dir).rglob(f"{obj['id']}*") if p.is_file() and not p.name.endswith(".key")]
+    assert blobs, "stored blob not found"
+    blob = blobs[0]
+    raw = bytearray(blob.read_bytes())
+    raw[-20] ^= 0x01
+    blob.write_bytes(bytes(raw))
+    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"]))
+    state = world.analyst.wait(run_id, timeout=300)
+    assert state in ("EXECUTOR_ERROR", "SYSTEM_ERROR")
+    assert world.analyst.run_tasks(run_id) == []  # refused before any task
+    log = world.analyst.run_log(run_id)
+    assert any("integrity" in m.lower() or "sha256" in m.lower() or "failed" in m.lower() for m in log["run_log"]["system_logs"])
+
+
+def test_user_without_read_access_is_refused_at_submission(world: World) -> None:
+    obj = _upload(world)
+    outsider = world.server.user("olga", "analyst")
+    from helixgate.sdk import HelixGate
+    from helixgate.client import ClientError
+
+    with pytest.raises(ClientError) as info:
+        HelixGate.connect(world.server.url, outsider).submit_run(
+            f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"])
+        )
+    assert info.value.status == 403
+    assert obj["id"] in info.value.message
