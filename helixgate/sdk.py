@@ -144,8 +144,10 @@ class HelixGate:
             "workflow_params": json.dumps(dict(params)),
             "tags": json.dumps(dict(tags or {})),
         }
-        files = [("workflow_attachment", (name, content)) for name, content in (attachments or {}).items()]
-        resp = self.api.request("POST", f"{WES}/runs", data=form, files=files or None)
+        # always multipart/form-data (the WES contract), even without attachments
+        parts: list[tuple[str, tuple[str | None, Any]]] = [(k, (None, v)) for k, v in form.items()]
+        parts += [("workflow_attachment", (name, content)) for name, content in (attachments or {}).items()]
+        resp = self.api.request("POST", f"{WES}/runs", files=parts)
         return str(resp.json()["run_id"])
 
     def run_status(self, run_id: str) -> str:

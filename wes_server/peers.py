@@ -204,7 +204,8 @@ def _pin(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trs_checksum(entry: dict[str, Any], path: str) -> str:
-    for c in entry.get("checksum") or []:
+    raw = entry.get("checksum") or []
+    for c in [raw] if isinstance(raw, dict) else raw:
         if str(c.get("type", "")).lower() in ("sha-256", "sha256"):
             return normalize_sha256(c["checksum"])
     raise IntegrityError(f"TRS recorded no sha-256 checksum for {path}", subject=path)

@@ -114,8 +114,8 @@ def test_retagged_image_is_refused(world: World, docker_client: Any, test_sessio
 
 def test_corrupted_drs_object_is_refused_before_first_task(world: World) -> None:
     obj = _upload(world)
-    blobs = [p for p in Path(world.server.data_dir).rglob(f"{obj['id']}*") if p.is_file() and not p.name.endswith(".key")]
-    assert blobs, "stored blob not found"
+    blobs = list(Path(world.server.data_dir).rglob("*.blob"))
+    assert len(blobs) == 1, blobs  # the only object stored on this fresh server
     blob = blobs[0]
     raw = bytearray(blob.read_bytes())
     raw[-20] ^= 0x01
