@@ -96,6 +96,10 @@ class WorkerPool:
                 runs.append_system_log(lease.run_id, "run gave up: attempts exhausted")
                 self.wes.queue.ack(lease)
             return
+        if run.attempts > 1:
+            runs.append_system_log(
+                run.id, f"attempt {run.attempts}: the previous attempt did not finish; run re-queued and restarted"
+            )
         cancel = threading.Event()
         lost = threading.Event()
         done = threading.Event()
