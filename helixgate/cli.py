@@ -210,6 +210,13 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from helixgate.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -278,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--since")
     e.add_argument("--until")
     e.add_argument("--output", "-o")
+
+    d = add(sub, "demo", cmd_demo, "run the end-to-end demo on embedded defaults (needs Docker)")
+    d.add_argument("--keep", action="store_true", help="keep the temporary data directory")
 
     from helixgate import cli_groups
 

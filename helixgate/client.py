@@ -107,5 +107,7 @@ class ApiClient:
         resp = self.request("GET", path, stream=True, **kwargs)
         try:
             yield from resp.iter_content(chunk_size)
+        except requests.RequestException as exc:  # cut short: never hand out a partial object as whole
+            raise UpstreamError(f"download from {self.base_url} cut short: {type(exc).__name__}") from None
         finally:
             resp.close()

@@ -242,6 +242,8 @@ def authenticate(platform: Any, service: str, operation_id: str) -> Caller:
     if token is None:
         return Caller(None)
     principal = platform.verifier.verify(token)
+    # a verified identity is named in the audit even when registration or delegation checks refuse it
+    current().caller = Caller(principal.username)
     user = platform.users.get(principal.username)
     if user is None:
         raise Forbidden(f"user {principal.username} is not registered in HelixGate")
@@ -393,6 +395,9 @@ def _connexion_error(request: ConnexionRequest, exc: Exception) -> ConnexionResp
         status, message = exc.status, exc.message
     elif type(exc).__name__ == "MultiPartException":  # starlette's multipart parser
         status, message = 400, f"malformed multipart body: {exc}"
+    elif isinstance(exc, KeyError) and exc.args == ("Content-Type",):
+        # starlette's form parser on an empty POST without Content-Type (e.g. WES POST /runs)
+        status, message = 400, "request has no Content-Type header (expected multipart/form-data)"
     else:
         log.error("unhandled error before the handler on %s: %r", path, exc)
         status, message = 500, "internal server error"

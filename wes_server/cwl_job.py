@@ -62,6 +62,7 @@ class VerifiedJob(JobBase):
         runs = ex.executor.wes.runs
         status = "permanentFail"
         outputs: dict[str, Any] = {}
+        evidence: list[str] = []
         docker_req, _ = self.get_requirement("DockerRequirement")
         reference = str((docker_req or {}).get("dockerPull") or (docker_req or {}).get("dockerImageId") or "")
         runs.add_task(
@@ -95,6 +96,11 @@ class VerifiedJob(JobBase):
             # --- gate step 2: inputs, copied into a task-owned directory while hashed
             stage = Path(ex.workdir) / "tasks" / task_id
             mounts, checked = self._stage_inputs(task_id, stage)
+            evidence = [
+                f"image {reference} verified: signature by {image.signer} over tool "
+                f"{image.tool_id}:{image.version_id}; local image id {image.image_id} equals the signed digest",
+                *(f"input {i['path']}: sha256 {i['sha256']} matches {i['source']}" for i in checked),
+            ]
             runs.update_task(
                 ex.run.id,
                 task_id,
@@ -102,6 +108,7 @@ class VerifiedJob(JobBase):
                 image_id=image.image_id,
                 inputs=checked,
                 resources=self._resources(),
+                system_logs=evidence,
             )
             ex.executor._audit_exec(
                 ex,
@@ -120,7 +127,7 @@ class VerifiedJob(JobBase):
             result = self._run_container(task_id, image.image_id, mounts, stage)
             rcode = result.exit_code if not result.timed_out else 124
             if result.error:
-                runs.update_task(ex.run.id, task_id, system_logs=[result.error[:2000]])
+                runs.update_task(ex.run.id, task_id, system_logs=[*evidence, result.error[:2000]])
             status = self._status(rcode, result)
             produced = self._record_outputs(task_id)
             outputs = self.collect_outputs(self.outdir, rcode) if status == "success" else {}
@@ -139,17 +146,23 @@ class VerifiedJob(JobBase):
             status = "permanentFail"
         except GateRefusal as exc:
             runs.update_task(
-                ex.run.id, task_id, state="EXECUTOR_ERROR", end_time=utcnow(), system_logs=[exc.message[:2000]]
+                ex.run.id,
+                task_id,
+                state="EXECUTOR_ERROR",
+                end_time=utcnow(),
+                system_logs=[*evidence, exc.message[:2000]],
             )
             status = "permanentFail"
         except HelixGateError as exc:
             ex.fail(exc)
-            runs.update_task(ex.run.id, task_id, state="SYSTEM_ERROR", end_time=utcnow(), system_logs=[exc.message])
+            runs.update_task(
+                ex.run.id, task_id, state="SYSTEM_ERROR", end_time=utcnow(), system_logs=[*evidence, exc.message]
+            )
             runs.append_system_log(ex.run.id, f"task {task_id}: {exc.message}")
             status = "permanentFail"
         except WorkflowException as exc:
             runs.update_task(
-                ex.run.id, task_id, state="EXECUTOR_ERROR", end_time=utcnow(), system_logs=[str(exc)[:2000]]
+                ex.run.id, task_id, state="EXECUTOR_ERROR", end_time=utcnow(), system_logs=[*evidence, str(exc)[:2000]]
             )
             runs.append_system_log(ex.run.id, f"task {task_id}: {str(exc)[:500]}")
             status = "permanentFail"

@@ -32,6 +32,9 @@ from helixgate.integrity import CHUNK, check_sha256
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
 
 log = logging.getLogger("helixgate.executor")
+# cwltool narrates every step on stderr; the run and task logs carry what matters
+logging.getLogger("cwltool").setLevel(logging.ERROR)
+logging.getLogger("salad").setLevel(logging.ERROR)
 
 CONTAINER_OUTDIR = "/var/spool/cwl"
 CONTAINER_STAGEDIR = "/var/lib/cwl"
@@ -282,6 +285,7 @@ class Executor:
         from wes_server.cwl_job import make_verified_tool_class
 
         tool_cls = make_verified_tool_class(ex)
+        _quiet_cwltool()
 
         def make_tool(toolpath_object: Any, loading_context: Any) -> Any:
             if isinstance(toolpath_object, MutableMapping) and toolpath_object.get("class") == "CommandLineTool":
@@ -410,6 +414,14 @@ class Executor:
                 "actual": exc.actual,
             },
         )
+
+
+def _quiet_cwltool() -> None:
+    """cwltool narrates every step on its own stderr handler; route it through our logging."""
+    cwl_logger = logging.getLogger("cwltool")
+    cwl_logger.setLevel(logging.ERROR)
+    for handler in list(cwl_logger.handlers):
+        cwl_logger.removeHandler(handler)
 
 
 def _local_path(location: str) -> str:

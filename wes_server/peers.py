@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from helixgate.client import ApiClient, ClientError
-from helixgate.errors import IntegrityError
+from helixgate.errors import IntegrityError, UpstreamError
 from helixgate.integrity import check_sha256, normalize_sha256
 from helixgate.web import ON_BEHALF_HEADER
 
@@ -84,13 +84,25 @@ class DrsPeer:
         sha = hashlib.sha256()
         size = 0
         tmp = dest.with_name(dest.name + ".part")
-        with open(tmp, "wb") as out:
-            for chunk in self.client.stream(url, headers=self._as(user)):
-                sha.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        subject = f"input drs://{self.platform.settings.drs_host}/{object_id}"
         try:
-            check_sha256(f"input drs://{self.platform.settings.drs_host}/{object_id}", expected, sha.hexdigest())
+            with open(tmp, "wb") as out:
+                for chunk in self.client.stream(url, headers=self._as(user)):
+                    sha.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+        except ClientError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.status in (409, 422):  # DRS refused: integrity failure / quarantined object
+                raise IntegrityError(f"{subject} refused by DRS: {exc.message}", subject=subject) from None
+            raise
+        except UpstreamError:
+            tmp.unlink(missing_ok=True)  # the stream was cut: DRS aborts it on a digest mismatch
+            raise IntegrityError(
+                f"{subject}: download aborted before the end (integrity check failed?)", subject=subject
+            ) from None
+        try:
+            check_sha256(subject, expected, sha.hexdigest())
         except IntegrityError:
             tmp.unlink(missing_ok=True)
             raise

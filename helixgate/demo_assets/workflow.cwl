@@ -4,8 +4,8 @@ label: upper-case, de-duplicate and count the lines of a text file
 inputs:
   text: File
 outputs:
-  sorted: {type: File, outputSource: sort/out}
-  count: {type: File, outputSource: count/out}
+  sorted_lines: {type: File, outputSource: sort/out}
+  line_count: {type: File, outputSource: count/out}
 steps:
   upper:
     run: upper.cwl

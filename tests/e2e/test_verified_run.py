@@ -48,14 +48,14 @@ def test_three_step_workflow_runs_verified_and_outputs_verify_in_drs(world: Worl
     assert all(t["exit_code"] == 0 for t in tasks)
     # outputs are DRS objects whose checksums match their bytes
     outputs = log["outputs"]
-    sorted_uri, count_uri = outputs["sorted"]["location"], outputs["count"]["location"]
+    sorted_uri, count_uri = outputs["sorted_lines"]["location"], outputs["line_count"]["location"]
     assert sorted_uri.startswith("drs://") and count_uri.startswith("drs://")
     sorted_bytes = b"".join(world.analyst.download(_object_id(sorted_uri)))
     assert sorted_bytes == b"APPLE\nBANANA\nCHERRY\n"
     assert b"".join(world.analyst.download(_object_id(count_uri))).strip() == b"3"
     meta = world.analyst.get_object(_object_id(sorted_uri))
     assert {"type": "sha-256", "checksum": hashlib.sha256(sorted_bytes).hexdigest()} in meta["checksums"]
-    assert outputs["sorted"]["checksum"] == "sha256$" + hashlib.sha256(sorted_bytes).hexdigest()
+    assert outputs["sorted_lines"]["checksum"] == "sha256$" + hashlib.sha256(sorted_bytes).hexdigest()
     prov = meta["provenance"]
     assert prov["run_id"] == run_id and prov["image_digest"] == world.image.image_id
     assert prov["task_id"] == tasks[1]["id"]
