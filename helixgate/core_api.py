@@ -27,7 +27,7 @@ def get_me() -> dict[str, Any]:
 
 
 def list_users() -> dict[str, Any]:
-    return {"users": [u.to_dict() for u in platform().users.list()]}
+    return {"users": [u.to_dict() for u in platform().users.all()]}
 
 
 def create_user() -> tuple[dict[str, Any], int]:

@@ -38,7 +38,7 @@ def run(owner: str) -> None:
         render_as_batch=True,
         compare_type=True,
     )
-    engine = config.attributes.get("connection_engine") or create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = config.attributes.get("connection_engine") or create_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.begin() as conn:
         context.configure(connection=conn, **opts)
         with context.begin_transaction():

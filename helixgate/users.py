@@ -105,7 +105,7 @@ class UserDirectory:
             row = s.get(UserRow, username)
             return _to_user(row) if row else None
 
-    def list(self) -> list[User]:
+    def all(self) -> list[User]:
         with self.db.session() as s:
             return [_to_user(r) for r in s.scalars(select(UserRow).order_by(UserRow.username))]
 

@@ -130,7 +130,7 @@ class VerifiedJob(JobBase):
                 runs.update_task(ex.run.id, task_id, system_logs=[*evidence, result.error[:2000]])
             status = self._status(rcode, result)
             produced = self._record_outputs(task_id)
-            outputs = self.collect_outputs(self.outdir, rcode) if status == "success" else {}
+            outputs = dict(self.collect_outputs(self.outdir, rcode)) if status == "success" else {}
             runs.update_task(
                 ex.run.id,
                 task_id,
@@ -240,7 +240,8 @@ class VerifiedJob(JobBase):
         req, _ = self.get_requirement("EnvVarRequirement")
         if not req:
             return {}
-        return {e["envName"]: str(self.builder.do_eval(e["envValue"])) for e in req.get("envDef", [])}
+        defs: list[Any] = list(req.get("envDef", []))  # type: ignore[arg-type]
+        return {str(e["envName"]): str(self.builder.do_eval(e["envValue"])) for e in defs}
 
     def _resources(self) -> dict[str, Any]:
         r = self.builder.resources

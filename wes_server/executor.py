@@ -289,7 +289,7 @@ class Executor:
 
         def make_tool(toolpath_object: Any, loading_context: Any) -> Any:
             if isinstance(toolpath_object, MutableMapping) and toolpath_object.get("class") == "CommandLineTool":
-                return tool_cls(toolpath_object, loading_context)
+                return tool_cls(toolpath_object, loading_context)  # type: ignore[arg-type]
             return default_make_tool(toolpath_object, loading_context)
 
         loading = LoadingContext({"construct_tool_object": make_tool, "relax_path_checks": False})

@@ -137,7 +137,7 @@ class RunStore:
                 for a in s.scalars(select(AttachmentRow).where(AttachmentRow.run_id == run_id))
             ]
 
-    def list(
+    def page(
         self,
         *,
         owner: str | None,
@@ -259,7 +259,7 @@ class RunStore:
 
     def live_run_ids(self) -> set[str]:
         with self.db.session() as s:
-            return set(s.scalars(select(RunRow.id).where(RunRow.state.in_(tuple(ACTIVE) | {"QUEUED"}))))
+            return set(s.scalars(select(RunRow.id).where(RunRow.state.in_((*ACTIVE, "QUEUED")))))
 
     def requeue(self, run_id: str, message: str) -> bool:
         with self.db.session() as s:

@@ -135,7 +135,7 @@ class WorkflowService:
         self, viewer: Viewer, page_size: int | None, page_token: str | None, state: str | None, tags: dict[str, str]
     ) -> dict[str, Any]:
         size = check_page_size(page_size)
-        rows, token = self.runs.list(
+        rows, token = self.runs.page(
             owner=None if viewer.see_all else viewer.username,
             page_size=size,
             page_token=page_token,
