@@ -393,6 +393,8 @@ def _connexion_error(request: ConnexionRequest, exc: Exception) -> ConnexionResp
         )
     elif isinstance(exc, HelixGateError):
         status, message = exc.status, exc.message
+    elif isinstance(exc, UnicodeDecodeError):  # connexion decodes JSON bodies before the handler
+        status, message = 400, "request body is not valid UTF-8 JSON"
     elif type(exc).__name__ == "MultiPartException":  # starlette's multipart parser
         status, message = 400, f"malformed multipart body: {exc}"
     elif isinstance(exc, KeyError) and exc.args == ("Content-Type",):
@@ -418,6 +420,9 @@ def _clean(message: str) -> str:
 
 
 # --------------------------------------------------------------------------- body sanity
+_CONTROL_IN_PATH = re.compile("[\x00-\x1f\x7f]")
+
+
 class BodySanityMiddleware:
     """Refuse bodies connexion cannot parse (no Content-Type, multipart without boundary)
     with a 400 before validation, instead of letting the parser fail with a 500."""
@@ -427,6 +432,9 @@ class BodySanityMiddleware:
         self.max_body = max_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and _CONTROL_IN_PATH.search(scope.get("path", "")):
+            # a decoded CR/LF/NUL in a path parameter escapes connexion's routing (500 otherwise)
+            raise BadRequest("request path contains control characters")
         if scope.get("type") == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from sqlalchemy import and_, delete, func, or_, select, update
 
 from helixgate.db import Database
-from helixgate.errors import BadRequest, Conflict, NotFound
+from helixgate.errors import BadRequest, NotFound
 from wes_server.models import AttachmentRow, RunRow, RunTagRow, TaskRow
 
 STATES = (
@@ -181,7 +181,7 @@ class RunStore:
             if row is None:
                 raise NotFound(f"run not found: {run_id}")
             if row.state in TERMINAL:
-                raise Conflict(f"run {run_id} already ended ({row.state})")
+                return row.state  # cancelling an ended run is a no-op (WES declares no 409 here)
             row.cancel_requested = True
             if row.state == "QUEUED":
                 row.state, row.end_time = "CANCELED", utcnow()
