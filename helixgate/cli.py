@@ -162,6 +162,28 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_ERROR
 
 
+def cmd_audit_purge(args: argparse.Namespace) -> int:
+    """Retention: export records older than the retention period, then delete them (local)."""
+    from helixgate.audit import AuditTrail, retention_cutoff
+    from helixgate.db import Database
+
+    settings = load(args)
+    days = args.days if args.days is not None else settings.audit_retention_days
+    db = Database(settings.effective_database_url)
+    try:
+        purged = AuditTrail(db, settings.data_dir / "audit").purge(
+            older_than=retention_cutoff(days), export_path=Path(args.export)
+        )
+    finally:
+        db.dispose()
+    emit(
+        args,
+        {"purged": purged, "export": args.export, "retention_days": days},
+        lambda d: f"purged {d['purged']} records older than {days} days (exported to {d['export']})",
+    )
+    return 0
+
+
 def cmd_audit_query(args: argparse.Namespace) -> int:
     params = {
         k: v
@@ -276,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="auditors: query, verify, export").add_subparsers(dest="sub", required=True)
     v = add(audit, "verify", cmd_audit_verify, "verify the hash chain and checkpoints (local database by default)")
     v.add_argument("--remote", action="store_true", help="ask the server instead of reading the database")
+    pg = add(audit, "purge", cmd_audit_purge, "export, then delete records past the retention period (local)")
+    pg.add_argument("--export", required=True, help="JSON-lines file to export purged records to (must not exist)")
+    pg.add_argument("--days", type=int, help="retention in days (default: audit_retention_days, 270)")
     q = add(audit, "query", cmd_audit_query, "query audit events")
     for f in ("category", "action", "actor", "outcome", "target", "since", "until"):
         q.add_argument(f"--{f}")

@@ -220,3 +220,26 @@ def test_token_endpoint_mints_short_lived_tokens(harness: Any) -> None:
     r = harness.client.post("/helixgate/v1/tokens", headers=admin, json={"username": "dora", "ttl": "3d"})
     assert r.status_code == 400
     assert json.dumps(r.json()).count("token") >= 1
+
+
+def test_audit_purge_cli_keeps_records_inside_retention(
+    harness: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI wires retention to AuditTrail.purge (whose export/delete/anchor logic is unit-tested
+    in tests/unit/test_audit_chain.py): records younger than the retention period stay."""
+    admin = harness.auth("root", "admin")
+    for _ in range(3):
+        harness.client.get(ADMIN_USERS, headers=admin)
+    settings = harness.platform.settings
+    export = tmp_path / "audit-export.jsonl"
+    before = len(harness.platform.audit.query(page_size=1000)[0])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HELIXGATE_DATABASE_URL", settings.effective_database_url)
+        base = ["--data-dir", str(settings.data_dir)]
+        capsys.readouterr()
+        assert cli_main(["audit", "purge", "--export", str(export), "--json", *base]) == 0
+        out = capsys.readouterr().out
+        assert '"purged": 0' in out and '"retention_days": 270' in out
+        assert cli_main(["audit", "purge", "--export", str(export), "--days", "0", *base]) == 1  # refused: not positive
+        assert cli_main(["audit", "verify", *base]) == 0
+    assert len(harness.platform.audit.query(page_size=1000)[0]) >= before
