@@ -140,3 +140,26 @@ def test_user_without_read_access_is_refused_at_submission(world: World) -> None
         )
     assert info.value.status == 403
     assert obj["id"] in info.value.message
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1", "v1.2"])
+def test_each_cwl_version_runs_verified(world: World, version: str) -> None:
+    tool = f"""cwlVersion: {version}
+class: CommandLineTool
+requirements:
+  DockerRequirement: {{dockerPull: "{world.image.pinned_ref}"}}
+baseCommand: [sort]
+inputs:
+  src: {{type: File, inputBinding: {{position: 1}}}}
+outputs:
+  out: {{type: stdout}}
+stdout: sorted.txt
+"""
+    obj = _upload(world)
+    run_id = world.analyst.submit_run(
+        "sort.cwl", {"src": {"class": "File", "location": world.drs_uri(obj["id"])}},
+        attachments={"sort.cwl": tool.encode()}, workflow_type_version=version,
+    )
+    assert world.analyst.wait(run_id, timeout=120) == "COMPLETE", world.analyst.run_log(run_id)
+    out = world.analyst.run_log(run_id)["outputs"]["out"]
+    assert b"".join(world.analyst.download(_object_id(out["location"]))) == b"".join(sorted(TEXT.splitlines(True)))
