@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--database-url")
-    s.add_argument("--workers", type=int, default=2, help="worker threads (serve all / serve worker)")
+    s.add_argument("--workers", type=int, default=2, help="worker threads (serve all / serve worker); 0 with serve all: API only")
 
     tok = sub.add_parser("token", help="tokens from the built-in issuer").add_subparsers(dest="sub", required=True)
     t = add(tok, "issue", cmd_token_issue, "mint a token for a user (local: needs the data directory)")

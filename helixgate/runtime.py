@@ -26,7 +26,7 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     platform = Platform(settings)
     pool: Any = None
-    if service in ("all", "worker"):
+    if service == "worker" or (service == "all" and workers > 0):
         from wes_server.worker import WorkerPool
 
         pool = WorkerPool(platform, concurrency=workers)
