@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -144,13 +145,12 @@ class Executor:
         self.work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._trust: Any = None
         self._trust_at = 0.0
+        self._bundles: dict[tuple[str, str], tuple[float, str]] = {}
         self._trust_lock = threading.Lock()
 
     # ------------------------------------------------------------------ trust
     def trust_policy(self) -> Any:
         """The signature policy: configured locally, or the registry's published keys (cached)."""
-        import time
-
         from helixgate.signing import build_trust_policy
 
         with self._trust_lock:
@@ -168,7 +168,12 @@ class Executor:
         if not reference:
             raise VerificationError("the task names no container image", subject="DockerRequirement")
         pin = self.wes.trs.image_pin(reference, prefer)
-        bundle = self.wes.trs.bundle(pin["tool_id"], pin["version_id"])
+        # a version's bundle changes only when its key is revoked (re-signed): a short cache
+        key = (pin["tool_id"], pin["version_id"])
+        cached = self._bundles.get(key)
+        if cached is None or time.monotonic() - cached[0] > 60:
+            cached = self._bundles[key] = (time.monotonic(), self.wes.trs.bundle(*key))
+        bundle = cached[1]
         statement = verify_tool_bundle(
             bundle,
             policy=self.trust_policy(),

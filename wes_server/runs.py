@@ -130,6 +130,16 @@ class RunStore:
         with self.db.session() as s:
             return {t.key: t.value for t in s.scalars(select(RunTagRow).where(RunTagRow.run_id == run_id))}
 
+    def tags_for(self, run_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Tags of many runs in one query (a page of GET /runs)."""
+        out: dict[str, dict[str, str]] = {r: {} for r in run_ids}
+        if not run_ids:
+            return out
+        with self.db.session() as s:
+            for t in s.scalars(select(RunTagRow).where(RunTagRow.run_id.in_(list(run_ids)))):
+                out[t.run_id][t.key] = t.value
+        return out
+
     def attachments(self, run_id: str) -> list[Attachment]:
         with self.db.session() as s:
             return [

@@ -4,10 +4,12 @@ them, cancel them. Execution happens in ``wes_server.worker``."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from helixgate.errors import BadRequest, Forbidden
+from helixgate.errors import BadRequest, Forbidden, HelixGateError
 from helixgate.service_info import base_service_info
 from wes_server.peers import DrsPeer, TrsPeer, parse_trs_reference
 from wes_server.queue import RunQueue, make_queue
@@ -40,6 +42,9 @@ class WorkflowService:
         self.queue: RunQueue = make_queue(platform.settings, platform.db)
         self.drs = DrsPeer(platform)
         self.trs = TrsPeer(platform)
+        self._counts: tuple[float, dict[str, int]] | None = None
+        # wakes this process's idle workers at once; workers elsewhere poll the queue
+        self.submitted = threading.Event()
 
     # ------------------------------------------------------------------ service-info
     def service_info(self) -> dict[str, Any]:
@@ -55,7 +60,7 @@ class WorkflowService:
                 "supported_filesystem_protocols": ["drs"],
                 "workflow_engine_versions": {"cwltool": {"workflow_engine_version": [engine_version]}},
                 "default_workflow_engine_parameters": [],
-                "system_state_counts": self.runs.state_counts(),
+                "system_state_counts": self._state_counts(),
                 "auth_instructions_url": f"{s.effective_public_url}/docs#tokens",
                 "tags": {
                     "verification": "image signature, image digest and input checksums before every task",
@@ -64,6 +69,13 @@ class WorkflowService:
             }
         )
         return info
+
+    def _state_counts(self) -> dict[str, int]:
+        """Counting every run costs O(runs): computed at most every few seconds."""
+        now = time.monotonic()
+        if self._counts is None or now - self._counts[0] > 5.0:
+            self._counts = (now, self.runs.state_counts())
+        return self._counts[1]
 
     # ------------------------------------------------------------------ submission
     def submit(self, user: str, form: Mapping[str, str], files: list[tuple[str, bytes]]) -> str:
@@ -79,7 +91,13 @@ class WorkflowService:
             attachments=req.attachments,
             workflow_source=source,
         )
-        self.queue.enqueue(row.id)
+        try:
+            self.queue.enqueue(row.id)
+        except HelixGateError as exc:
+            # the client gets an error and no run id: the row must not linger as QUEUED forever
+            self.runs.set_state(row.id, "SYSTEM_ERROR")
+            self.runs.append_system_log(row.id, f"run could not be queued: {exc.message}")
+            raise
         return row.id
 
     def _resolve_workflow(self, req: RunRequest) -> dict[str, Any]:
@@ -142,13 +160,14 @@ class WorkflowService:
             state=state,
             tags=tags,
         )
+        run_tags = self.runs.tags_for([r.id for r in rows])
         runs = [
             {
                 "run_id": r.id,
                 "state": r.state,
                 "start_time": iso(r.start_time) or "",
                 "end_time": iso(r.end_time) or "",
-                "tags": self.runs.tags(r.id),
+                "tags": run_tags[r.id],
             }
             for r in rows
         ]

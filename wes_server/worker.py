@@ -71,7 +71,8 @@ class WorkerPool:
                 self._stop.wait(2.0)
                 continue
             if lease is None:
-                self._stop.wait(self.poll_interval)
+                if self.wes.submitted.wait(self.poll_interval):
+                    self.wes.submitted.clear()
                 continue
             try:
                 self.process(lease)
