@@ -465,13 +465,16 @@ class HelixGate:
                 time.sleep(min(backoff * 2 ** (attempt - 1), 30.0))
 
     def _landed(self, digest: str, name: str, dataset_id: str | None, since: datetime) -> dict[str, Any] | None:
+        # DRS objects do not name their dataset: same bytes + same name + created after this upload
+        # began is the match (the newest, should an identical upload have landed in the same second).
+        landed: list[tuple[datetime, dict[str, Any]]] = []
         for obj in self.find_objects(digest):
             if obj.get("name") != name or ("dataset_id" in obj and obj["dataset_id"] != dataset_id):
                 continue
             created = _rfc3339(obj.get("created_time"))
             if created is not None and created >= since:
-                return obj
-        return None
+                landed.append((created, obj))
+        return max(landed, key=lambda pair: pair[0])[1] if landed else None
 
     # ------------------------------------------------------------------ platform
     def me(self) -> dict[str, Any]:
@@ -479,10 +482,10 @@ class HelixGate:
         return self.api.get_json("/helixgate/v1/me")
 
     def server_time(self) -> datetime:
-        """The server's clock (HTTP Date header, whole seconds; the local clock if absent)."""
+        """The server's clock, rounded down to the second (HTTP Date header; the local clock if absent)."""
         resp = self.api.request("GET", f"{DRS}/service-info")
         try:
-            return parsedate_to_datetime(resp.headers["Date"]) - timedelta(seconds=1)
+            return parsedate_to_datetime(resp.headers["Date"])
         except (KeyError, TypeError, ValueError):
             return datetime.now(timezone.utc) - timedelta(minutes=5)
 
