@@ -90,25 +90,29 @@ def test_unsigned_image_is_refused_before_any_task(world: World, docker_client: 
 
 def test_retagged_image_is_refused(world: World, docker_client: Any, test_session_id: str) -> None:
     """The published tag is re-pointed to different content: the run still uses the pinned
-    digest, and a local image whose id differs from the signed one is refused."""
+    digest, and the re-pointed content never runs. Uses its own tag so other tests keep theirs."""
     from helixgate.images import build_busybox_image, push_image
 
+    tag = f"rt-{test_session_id}"
+    repo = "helixgate-test/busybox"
+    push_image(docker_client, world.image.image_id, "127.0.0.1:5000", repo, tag)
+    ref = f"127.0.0.1:5000/{repo}:{tag}"
+    world.dev.publish_version(world.tool_id, "2.0.0", workflow_files(ref), [ref], primary="workflow.cwl")
     evil = build_busybox_image(
-        docker_client, "helixgate-test/busybox", f"evil-{test_session_id}", labels={"helixgate.test": test_session_id},
+        docker_client, repo, f"evil-{test_session_id}", labels={"helixgate.test": test_session_id},
         extra_files={"/etc/evil": b"1"},
     )
-    # re-point the published tag in the registry to the evil image
-    push_image(docker_client, evil, "127.0.0.1:5000", "helixgate-test/busybox", world.image.tag)
+    push_image(docker_client, evil, "127.0.0.1:5000", repo, tag)  # re-point the published tag
     obj = _upload(world)
-    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"]))
+    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/2.0.0", _params(world, obj["id"]))
     state = world.analyst.wait(run_id, timeout=300)
     tasks = world.analyst.run_tasks(run_id)
-    # the pinned (signed) digest is what runs: the evil content never does
     assert state == "COMPLETE"
     assert all(t["exit_code"] == 0 for t in tasks)
-    drift = world.dev.api.get_json(
-        f"/ga4gh/trs/v2/x-helixgate/tools/{world.tool_id}/versions/{world.version_id}/image-status"
-    )
+    # every task ran the signed image, never the re-pointed content
+    assert all(world.image.image_id in "\n".join(t["system_logs"]) for t in tasks)
+    assert not any(evil in "\n".join(t["system_logs"]) for t in tasks)
+    drift = world.dev.api.get_json(f"/ga4gh/trs/v2/x-helixgate/tools/{world.tool_id}/versions/2.0.0/image-status")
     assert drift["current"] is False and drift["images"][0]["status"] == "drifted"
 
 
