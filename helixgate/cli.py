@@ -241,18 +241,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML configuration file (or HELIXGATE_CONFIG)")
-    common.add_argument("--data-dir", help="data directory (default ~/.local/share/helixgate)")
-    common.add_argument(
-        "--url", default=os.environ.get("HELIXGATE_URL", "http://127.0.0.1:8080"), help="HelixGate base URL"
-    )
-    common.add_argument("--token", help="bearer token (or HELIXGATE_TOKEN)")
-    common.add_argument(
-        "--token-file", default=os.environ.get("HELIXGATE_TOKEN_FILE"), help="file holding the bearer token"
-    )
-    common.add_argument("--ca-bundle", default=os.environ.get("HELIXGATE_CA_BUNDLE"), help="CA bundle to verify HTTPS")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    def common_options(defaults: bool) -> argparse.ArgumentParser:
+        """The global options. Subcommands repeat them so they work after the command too, but
+        without defaults: a default there would overwrite a value given before the command."""
+        c = argparse.ArgumentParser(add_help=False, argument_default=None if defaults else argparse.SUPPRESS)
+
+        def d(value: Any) -> dict[str, Any]:
+            return {"default": value} if defaults else {}
+
+        c.add_argument("--config", help="TOML configuration file (or HELIXGATE_CONFIG)")
+        c.add_argument("--data-dir", help="data directory (default ~/.local/share/helixgate)")
+        c.add_argument("--url", **d(os.environ.get("HELIXGATE_URL", "http://127.0.0.1:8080")), help="base URL")
+        c.add_argument("--token", help="bearer token (or HELIXGATE_TOKEN)")
+        c.add_argument("--token-file", **d(os.environ.get("HELIXGATE_TOKEN_FILE")), help="file holding the token")
+        c.add_argument("--ca-bundle", **d(os.environ.get("HELIXGATE_CA_BUNDLE")), help="CA bundle to verify HTTPS")
+        c.add_argument("--json", action="store_true", **d(False), help="machine-readable output")
+        return c
+
+    common = common_options(defaults=True)
+    sub_common = common_options(defaults=False)
 
     p = argparse.ArgumentParser(
         prog="helixgate", description="HelixGate: GA4GH WES/TRS/DRS with verified execution", parents=[common]
@@ -260,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(parent: Any, name: str, func: Handler, help_: str) -> argparse.ArgumentParser:
-        sp = parent.add_parser(name, help=help_, parents=[common])
+        sp = parent.add_parser(name, help=help_, parents=[sub_common])
         sp.set_defaults(func=func)
         return sp
 
@@ -271,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--database-url")
-    s.add_argument("--workers", type=int, default=2, help="worker threads (serve all / serve worker); 0 with serve all: API only")
+    s.add_argument(
+        "--workers", type=int, default=2, help="worker threads (serve all / serve worker); 0 with serve all: API only"
+    )
 
     tok = sub.add_parser("token", help="tokens from the built-in issuer").add_subparsers(dest="sub", required=True)
     t = add(tok, "issue", cmd_token_issue, "mint a token for a user (local: needs the data directory)")

@@ -55,3 +55,15 @@ def test_issuer_algorithms_must_be_asymmetric() -> None:
         load_settings(env=env)
     ok = load_settings(env={**env, "HELIXGATE_ISSUERS": env["HELIXGATE_ISSUERS"].replace("HS256", "RS256")})
     assert ok.issuers[0].algorithms == ("RS256",)
+
+
+def test_cli_global_options_work_before_and_after_the_command() -> None:
+    from helixgate.cli import build_parser
+
+    parser = build_parser()
+    before = parser.parse_args(["--url", "http://a:1", "--json", "run", "status", "r1"])
+    after = parser.parse_args(["run", "status", "r1", "--url", "http://b:2"])
+    neither = parser.parse_args(["run", "status", "r1"])
+    assert before.url == "http://a:1" and before.json is True
+    assert after.url == "http://b:2" and after.json is False
+    assert neither.url.startswith("http")
