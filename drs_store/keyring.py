@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from helixgate.errors import ConfigurationError, IntegrityError
+from helixgate.fsutil import write_private
 
 ENV_KEY = "HELIXGATE_MASTER_KEY"
 ENV_KEY_ID = "HELIXGATE_MASTER_KEY_ID"
@@ -256,22 +257,14 @@ class Keyring:
 
     def _create_initial(self) -> None:
         mk = _MasterKey(_new_key_id(), secrets.token_bytes(KEY_BYTES), "file", _now())
-        tmp = self._write_tmp({mk.key_id: mk}, mk.key_id)
-        try:
-            # link() fails if another process created the keyring first: then we use theirs.
-            os.link(tmp, self._path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        # if another process created the keyring first, we use theirs
+        write_private(self._path, self._serialize({mk.key_id: mk}, mk.key_id), first_writer_wins=True)
 
     def _save(self, keys: dict[str, _MasterKey], active: str) -> None:
-        tmp = self._write_tmp(keys, active)
-        os.replace(tmp, self._path)
-        _fsync_dir(self._path.parent)
+        write_private(self._path, self._serialize(keys, active))
         self._load(create=False)
 
-    def _write_tmp(self, keys: dict[str, _MasterKey], active: str) -> Path:
+    def _serialize(self, keys: dict[str, _MasterKey], active: str) -> bytes:
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         doc = {
             "version": _FILE_VERSION,
@@ -281,18 +274,6 @@ class Keyring:
                 for k in keys.values()
             ],
         }
-        tmp = self._path.with_name(f".{self._path.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return tmp
+        return json.dumps(doc, indent=1).encode()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

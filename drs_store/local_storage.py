@@ -28,7 +28,6 @@ AAD = key id | object id | blob header, so a key file swapped between objects fa
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import json
 import os
@@ -37,7 +36,7 @@ import secrets
 import struct
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,6 +55,7 @@ from drs_store.storage import (
     verify_stream,
 )
 from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, NotFound
+from helixgate.fsutil import file_lock, fsync_dir, write_private
 from helixgate.integrity import check_sha256
 
 MAGIC = b"HGXDRS\x00\x01"
@@ -122,7 +122,7 @@ class LocalStorage:
                 self._keyring.reload_if_changed()
                 key_id = self._write_key_file(key_path, location, header, data_key)
                 os.replace(tmp, blob_path)
-            _fsync_dir(blob_path.parent)
+            fsync_dir(blob_path.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -302,36 +302,14 @@ class LocalStorage:
     def _write_key_file(self, key_path: Path, location: str, header: bytes, data_key: bytes) -> str:
         key_id, wrapped = self._keyring.wrap(data_key, _wrap_context(location, header))
         payload = json.dumps({"v": _KEYFILE_VERSION, "key_id": key_id, "wrapped": base64.b64encode(wrapped).decode()})
-        tmp = key_path.with_name(f".{key_path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, key_path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_private(key_path, payload.encode())
         return key_id
 
-    @contextmanager
-    def _file_lock(self, *, exclusive: bool) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # closing releases the flock
+    def _file_lock(self, *, exclusive: bool) -> AbstractContextManager[None]:
+        return file_lock(self._lock_path, exclusive=exclusive)
 
 
 def _wrap_context(location: str, header: bytes) -> bytes:
     return location.encode() + b"\x00" + header
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

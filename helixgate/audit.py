@@ -60,6 +60,7 @@ from sqlalchemy.types import TypeDecorator
 from helixgate.cef import record_to_cef
 from helixgate.db import Base, Database
 from helixgate.errors import BadRequest, ConfigurationError, Conflict, IntegrityError
+from helixgate.fsutil import write_private
 
 log = logging.getLogger(__name__)
 
@@ -490,19 +491,7 @@ class _SigningKey:
         )
         # Write a private temp file, then link it into place: concurrent first starts never
         # see a half-written key, and exactly one key wins.
-        tmp = self.path.with_name(f".{KEY_FILENAME}.{os.getpid()}.{os.urandom(4).hex()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, self.path)
-            except FileExistsError:
-                pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_private(self.path, pem, first_writer_wins=True)
 
     def _load(self) -> Ed25519PrivateKey:
         mode = stat.S_IMODE(self.path.stat().st_mode)

@@ -97,3 +97,13 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def copy_hashing(src: str, dst: str) -> str:
+    """Copy ``src`` to ``dst`` reading it once; return the SHA-256 of the bytes copied."""
+    sha = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        for chunk in iter(lambda: fin.read(CHUNK), b""):
+            sha.update(chunk)
+            fout.write(chunk)
+    return sha.hexdigest()

@@ -21,7 +21,6 @@ notices a rotation made by another one on its next call.
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from helixgate.errors import BadRequest, ConfigurationError
+from helixgate.fsutil import file_lock, write_private
 
 __all__ = ["ALGORITHM", "REGISTERED_CLAIMS", "BuiltinIssuer", "parse_duration"]
 
@@ -308,30 +308,11 @@ class BuiltinIssuer:
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
         self._ensure_dir()
-        fd = os.open(self.key_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.key_dir / _LOCK_FILE):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.key_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private(path, data)
 
 
 def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:

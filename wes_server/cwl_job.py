@@ -15,14 +15,13 @@ from cwltool.errors import WorkflowException
 from cwltool.job import JobBase
 
 from helixgate.errors import HelixGateError, IntegrityError
+from helixgate.integrity import check_sha256, copy_hashing, sha256_file
 from wes_server.containers import TaskCancelled, TaskContainerSpec
 from wes_server.executor import (
     CONTAINER_OUTDIR,
     GateRefusal,
     Recorded,
     RunExecution,
-    copy_hashing,
-    hash_file,
     utcnow,
 )
 
@@ -215,8 +214,6 @@ class VerifiedJob(JobBase):
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 actual = copy_hashing(src, str(dst))
                 try:
-                    from helixgate.integrity import check_sha256
-
                     check_sha256(f"input {os.path.basename(src)} ({rec.source})", rec.sha256, actual)
                 except IntegrityError as exc:
                     raise self._refuse(task_id, exc) from None
@@ -314,7 +311,7 @@ class VerifiedJob(JobBase):
                 if os.path.islink(path):
                     os.unlink(path)  # a task may not point outputs at files it does not own
                     continue
-                sha = hash_file(path)
+                sha = sha256_file(path)
                 ex.registry.record(path, Recorded(sha, task_id, f"task {task_id}"))
                 produced.append(
                     {"path": os.path.relpath(path, self.outdir), "sha256": sha, "size": os.path.getsize(path)}

@@ -15,7 +15,6 @@ with expected and actual values.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, MutableMapping
 
 from helixgate.errors import HelixGateError, IntegrityError, VerificationError
-from helixgate.integrity import CHUNK, check_sha256
+from helixgate.integrity import check_sha256, sha256_bytes
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
 
 log = logging.getLogger("helixgate.executor")
@@ -86,27 +85,6 @@ class ChecksumRegistry:
     def get(self, path: str) -> Recorded | None:
         with self._lock:
             return self._items.get(os.path.realpath(path))
-
-
-def copy_hashing(src: str, dst: str) -> str:
-    """Copy ``src`` to ``dst`` reading it once; return the SHA-256 of the bytes copied."""
-    sha = hashlib.sha256()
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while True:
-            chunk = fin.read(CHUNK)
-            if not chunk:
-                break
-            sha.update(chunk)
-            fout.write(chunk)
-    return sha.hexdigest()
-
-
-def hash_file(path: str) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 class RunExecution:
@@ -242,8 +220,8 @@ class Executor:
         for a in self.wes.runs.attachments(run.id):
             dest = att_dir / a.path
             dest.parent.mkdir(parents=True, exist_ok=True)
+            check_sha256(f"attachment {a.path}", a.sha256, sha256_bytes(a.content))
             dest.write_bytes(a.content)
-            check_sha256(f"attachment {a.path}", a.sha256, hashlib.sha256(dest.read_bytes()).hexdigest())
             ex.registry.record(str(dest), Recorded(a.sha256, None, f"attachment {a.path}"))
         main = att_dir / run.workflow_source["main"]
         params = json.loads(json.dumps(run.request.get("workflow_params") or {}))
@@ -452,7 +430,5 @@ __all__ = [
     "TaskCancelled",
     "TaskContainerSpec",
     "VerificationError",
-    "copy_hashing",
-    "hash_file",
     "utcnow",
 ]

@@ -48,6 +48,7 @@ from sigstore_models.common.v1 import PublicKeyIdentifier
 from sigstore_models.intoto import Envelope, Signature
 
 from helixgate.errors import ConfigurationError, NotFound, VerificationError
+from helixgate.fsutil import write_private
 from helixgate.signing.base import BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES, SignerIdentity, b64, pae
 from helixgate.signing.statement import PAYLOAD_TYPE, ToolVersionClaim
 
@@ -304,17 +305,7 @@ class KeySigner:
         return state
 
     def _write_json(self, path: Path, value: Any, *, mode: int) -> None:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(value, fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_private(path, json.dumps(value, indent=2, sort_keys=True).encode(), mode=mode)
 
     def _key_path(self, key_id: str) -> Path:
         return self._dir / f"{key_id}.key.json"
