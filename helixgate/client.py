@@ -43,7 +43,8 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.session = requests.Session()
-        self.session.verify = verify
+        # passed on every request: a session-level value loses to REQUESTS_CA_BUNDLE in the environment
+        self.verify = verify
         self.timeout = timeout
         self.retries = retries
         if headers:
@@ -74,7 +75,13 @@ class ApiClient:
         while True:
             try:
                 resp = self.session.request(
-                    method, url, headers=self._headers(headers), timeout=self.timeout, stream=stream, **kwargs
+                    method,
+                    url,
+                    headers=self._headers(headers),
+                    timeout=self.timeout,
+                    stream=stream,
+                    verify=self.verify,
+                    **kwargs,
                 )
             except requests.RequestException as exc:
                 if idempotent and attempt < self.retries:

@@ -1,0 +1,144 @@
+"""Encryption in transit: the services serve TLS 1.2+ only, and WES verifies DRS's
+certificate against the configured CA bundle when it calls DRS on a user's behalf."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from helixgate.sdk import HelixGate
+
+pytestmark = pytest.mark.integration
+
+
+def _cert(tmp: Path, name: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a leaf for 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    tmp.mkdir(parents=True, exist_ok=True)
+    paths = (tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    paths[2].chmod(0o600)
+    return paths
+
+
+@pytest.fixture()
+def tls_server(live_server_factory: Callable[..., Any], tmp_path: Path) -> Any:
+    ca, cert, key = _cert(tmp_path / "pki", "helixgate")
+    env = {
+        "HELIXGATE_TLS_CERT": str(cert),
+        "HELIXGATE_TLS_KEY": str(key),
+        "HELIXGATE_TLS_CA_BUNDLE": str(ca),
+        "HELIXGATE_CA_BUNDLE": str(ca),  # for the CLI
+    }
+    return live_server_factory(extra_env=env)
+
+
+def _handshake(port: int, ca: str, *, maximum: ssl.TLSVersion) -> str:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = maximum
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+            return str(tls.version())
+
+
+def test_only_tls_12_and_newer_are_accepted(tls_server: Any) -> None:
+    ca = str(tls_server.verify)
+    assert _handshake(tls_server.port, ca, maximum=ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    assert _handshake(tls_server.port, ca, maximum=ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    with pytest.raises(ssl.SSLError):
+        _handshake(tls_server.port, ca, maximum=ssl.TLSVersion.TLSv1_1)
+    # clients verify the certificate: without the CA it is refused
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{tls_server.url}/ga4gh/drs/v1/service-info", timeout=5)
+
+
+def test_wes_calls_drs_over_verified_tls(tls_server: Any) -> None:
+    steward = HelixGate.connect(tls_server.url, tls_server.user("steward", "data-steward"), verify=tls_server.verify)
+    ann_token = tls_server.user("ann", "analyst")
+    dataset = steward.create_dataset("d")
+    steward.grant(dataset["id"], "ann")
+    obj = steward.upload(b"x\n", name="x.txt", dataset_id=dataset["id"])
+    assert steward.get_object(obj["id"])["self_uri"] == f"drs://127.0.0.1:{tls_server.port}/{obj['id']}"
+    analyst = HelixGate.connect(tls_server.url, ann_token, verify=tls_server.verify)
+    wf = (
+        b"cwlVersion: v1.2\nclass: ExpressionTool\nrequirements: {InlineJavascriptRequirement: {}}\n"
+        b"inputs: {f: File}\noutputs: {}\nexpression: '${return {};}'\n"
+    )
+    # submission makes WES check ann's read access at DRS over https (service identity + CA bundle)
+    run_id = analyst.submit_run(
+        "wf.cwl",
+        {"f": {"class": "File", "location": f"drs://127.0.0.1:{tls_server.port}/{obj['id']}"}},
+        attachments={"wf.cwl": wf},
+    )
+    assert analyst.run_status(run_id) in {"QUEUED", "INITIALIZING", "RUNNING", "COMPLETE"}
+    # the CLI verifies the certificate too
+    r = tls_server.cli("run", "status", run_id, token=ann_token)
+    assert r.returncode == 0, r.stderr
+
+
+def test_wes_refuses_a_drs_certificate_it_cannot_verify(
+    live_server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    ca, cert, key = _cert(tmp_path / "pki", "real")
+    other_ca, _, _ = _cert(tmp_path / "other", "other")
+    server = live_server_factory(
+        extra_env={
+            "HELIXGATE_TLS_CERT": str(cert),
+            "HELIXGATE_TLS_KEY": str(key),
+            "HELIXGATE_TLS_CA_BUNDLE": str(other_ca),  # WES trusts a CA that did not sign DRS's certificate
+            "HELIXGATE_CA_BUNDLE": str(ca),
+        }
+    )
+    server.verify = str(ca)
+    analyst = HelixGate.connect(server.url, server.user("ann", "analyst"), verify=str(ca))
+    from helixgate.client import ClientError
+
+    with pytest.raises(ClientError) as info:
+        analyst.submit_run(
+            "wf.cwl",
+            {"f": {"class": "File", "location": f"drs://127.0.0.1:{server.port}/" + "a" * 32}},
+            attachments={"wf.cwl": b"cwlVersion: v1.2\nclass: Workflow\ninputs: []\noutputs: []\nsteps: []\n"},
+        )
+    assert info.value.status == 502 and "cannot reach" in info.value.message
