@@ -523,10 +523,10 @@ class TokenVerifier:
 
 # ------------------------------------------------------------------ factories
 def builtin_issuer_for(settings: Settings) -> BuiltinIssuer:
-    """The built-in issuer of this deployment: keys under ``<data_dir>/issuer``, URL ``<public_url>/oidc``."""
+    """The built-in issuer: keys under ``<data_dir>/issuer``, URL ``builtin_issuer_url`` or ``<public_url>/oidc``."""
     return BuiltinIssuer(
         settings.data_dir / "issuer",
-        issuer_url=f"{settings.effective_public_url}/oidc",
+        issuer_url=settings.builtin_issuer_url or f"{settings.effective_public_url}/oidc",
         audience=settings.audience,
         max_ttl_seconds=settings.token_max_lifetime,
     )

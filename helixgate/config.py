@@ -59,6 +59,7 @@ class Settings:
     trs_url: str = ""
     # -- authentication
     builtin_issuer: bool = True
+    builtin_issuer_url: str = ""  # "" -> <public_url>/oidc; set one value for all processes of a split deployment
     audience: str = "helixgate"
     issuers: tuple[IssuerConfig, ...] = ()
     token_max_lifetime: int = 3600  # seconds; tokens living longer are refused

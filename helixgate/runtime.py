@@ -43,7 +43,10 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
 
             server = make_server(settings, platform, SERVICES[service])
             log.info("serving %s on %s", ", ".join(SERVICES[service]), settings.effective_public_url)
-            server.run()  # handles SIGINT/SIGTERM itself
+            try:
+                server.run()  # handles SIGINT/SIGTERM, then re-raises the signal once shut down
+            except KeyboardInterrupt:
+                log.info("interrupted: shut down cleanly")
     finally:
         if pool is not None:
             pool.stop()
