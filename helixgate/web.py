@@ -448,7 +448,25 @@ class BodySanityMiddleware:
             parsed = ctype.lower().startswith(("application/json", "multipart/", "application/x-www-form"))
             if parsed and length.isdigit() and int(length) > self.max_body():
                 raise PayloadTooLarge(f"request body larger than {self.max_body()} bytes")
+            if parsed and not length.isdigit():
+                receive = _bounded_receive(receive, self.max_body())  # chunked: count while streaming
         await self.app(scope, receive, send)
+
+
+def _bounded_receive(receive: Callable[[], Any], limit: int) -> Callable[[], Any]:
+    """An ASGI ``receive`` that raises PayloadTooLarge once more than ``limit`` body bytes arrived."""
+    seen = 0
+
+    async def bounded() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(f"request body larger than {limit} bytes")
+        return message
+
+    return bounded
 
 
 # --------------------------------------------------------------------------- app factory
