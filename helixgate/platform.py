@@ -35,6 +35,9 @@ class Platform:
         self.verifier = make_verifier(settings, self.issuer)
         self.session_seen = _SessionSeen()
         self._services: dict[str, Any] = {}
+        # the APIs this process serves (set by whoever mounts them): peers that live here are
+        # called in-process, so a request never waits on a second request to its own server
+        self.served: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         # the identity WES workers use to read data on behalf of users
         self.users.ensure(settings.service_user, roles=("service",))

@@ -28,6 +28,7 @@ def build_app(platform: Platform, services: Iterable[str]) -> Any:
     from helixgate.oidc_routes import add_oidc_routes
 
     services = tuple(services)
+    platform.served = frozenset(services)
     return create_app(lambda: platform, services, extra_routes=lambda app: add_oidc_routes(app, platform))
 
 

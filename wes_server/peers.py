@@ -57,6 +57,9 @@ class DrsPeer:
         return self.client.get_json(f"/objects/{quote(object_id, safe='')}", headers=self._as(user))
 
     def unreadable(self, user: str, object_ids: list[str]) -> list[str]:
+        """The ids ``user`` may not read (checked on their behalf, audited with both identities)."""
+        if "drs" in self.platform.served:
+            return self._unreadable_here(user, object_ids)
         refused = []
         for object_id in object_ids:
             try:
@@ -66,6 +69,35 @@ class DrsPeer:
                     refused.append(object_id)
                 else:
                     raise
+        return refused
+
+    def _unreadable_here(self, user: str, object_ids: list[str]) -> list[str]:
+        """Same check against the DRS domain of this process: the same read policy, no HTTP
+        self-call (which could exhaust the request threads under concurrent submissions)."""
+        from drs_store.access import Principal
+        from helixgate.errors import HelixGateError
+
+        account = self.platform.users.get(user)
+        who = Principal(user, account.roles if account else (), self.platform.settings.service_user)
+        drs = self.platform.service("drs")
+        refused = []
+        for object_id in object_ids:
+            try:
+                drs.get_object(who, object_id)
+                outcome = "success"
+            except HelixGateError:
+                refused.append(object_id)
+                outcome = "denied"
+            self.platform.audit.record(
+                category="request",
+                action="drs.GetObject",
+                outcome=outcome,
+                actor=self.platform.settings.service_user,
+                on_behalf_of=user,
+                service="drs",
+                target=object_id,
+                details={"in_process": True, "purpose": "wes submission check"},
+            )
         return refused
 
     def download(self, user: str, object_id: str, dest: Path) -> tuple[str, int, dict[str, Any]]:
@@ -149,6 +181,8 @@ class TrsPeer:
 
     def fetch_descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
         """Every CWL descriptor file of a version, each checked against the checksum TRS recorded."""
+        if "trs" in self.platform.served:
+            return self._descriptors_here(tool_id, version_id)
         t, v = quote(tool_id, safe=""), quote(version_id, safe="")
         listing = self.client.get_json(f"/tools/{t}/versions/{v}/CWL/files")
         out = []
@@ -162,6 +196,20 @@ class TrsPeer:
             actual = hashlib.sha256(content).hexdigest()
             check_sha256(f"descriptor {path} of {tool_id}:{version_id}", recorded, actual)
             out.append(DescriptorFile(path, content, actual, entry["file_type"] == "PRIMARY_DESCRIPTOR"))
+        if not any(f.primary for f in out):
+            raise IntegrityError(f"TRS version {tool_id}:{version_id} has no primary CWL descriptor", subject=tool_id)
+        return out
+
+    def _descriptors_here(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
+        """The TRS domain of this process: same files, same checksum re-verification, no HTTP self-call."""
+        files = self.platform.service("trs").version_files(tool_id, version_id, "CWL", with_content=True)
+        out = []
+        for f in files:
+            if f.info.file_type not in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR"):
+                continue
+            actual = hashlib.sha256(f.content).hexdigest()
+            check_sha256(f"descriptor {f.info.path} of {tool_id}:{version_id}", f.info.sha256, actual)
+            out.append(DescriptorFile(f.info.path, f.content, actual, f.info.file_type == "PRIMARY_DESCRIPTOR"))
         if not any(f.primary for f in out):
             raise IntegrityError(f"TRS version {tool_id}:{version_id} has no primary CWL descriptor", subject=tool_id)
         return out

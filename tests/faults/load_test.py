@@ -214,13 +214,6 @@ def test_bounded_load_is_held_with_zero_errors_and_everything_accounted_for(
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve all: WES checks DRS read access over HTTP to its own process; with >= 10 concurrent "
-    "submissions every a2wsgi worker thread (10) waits on a DRS request queued behind them, so "
-    "submissions stall until the client timeout (fix: call the in-process DRS domain from "
-    "wes_server/peers.py DrsPeer when DRS is served by the same process)",
-)
 def test_more_concurrent_submissions_than_server_threads_do_not_stall(
     live_server_factory: Callable[..., LiveServer]
 ) -> None:
