@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import struct
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -90,7 +91,23 @@ class LocalStorage:
     def from_data_dir(cls, data_dir: Path, env: Mapping[str, str] | None = None) -> LocalStorage:
         root = Path(data_dir) / "drs"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return cls(root, keyring=Keyring(root / "keyring.json", env=env))
+        storage = cls(root, keyring=Keyring(root / "keyring.json", env=env))
+        storage.sweep_stale_temporaries()
+        return storage
+
+    def sweep_stale_temporaries(self, max_age: float = 3600.0) -> int:
+        """Remove temp files of uploads that died (SIGKILL, power loss): never visible as objects,
+        but they take disk. A live upload keeps touching its file, so only old ones go."""
+        cutoff = time.time() - max_age
+        removed = 0
+        for tmp in self._objects.glob("*/.*.tmp"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     @property
     def keyring(self) -> Keyring:

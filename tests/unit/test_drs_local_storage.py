@@ -424,3 +424,21 @@ def test_make_storage_s3_does_not_touch_the_network(tmp_path: Path) -> None:
     assert isinstance(storage, S3Storage) and storage.name == "s3"
     with pytest.raises(ConfigurationError, match="s3_bucket"):
         make_storage(Settings(data_dir=tmp_path, storage_backend="s3"))
+
+
+def test_stale_upload_temporaries_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time as _time
+
+    from drs_store.local_storage import LocalStorage
+
+    storage = LocalStorage.from_data_dir(tmp_path)
+    folder = tmp_path / "drs" / "objects" / "ab"
+    folder.mkdir(parents=True)
+    dead, live = folder / ".abc.blob.tmp", folder / ".abd.blob.tmp"
+    dead.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    old = _time.time() - 7200
+    os.utime(dead, (old, old))
+    assert storage.sweep_stale_temporaries() == 1
+    assert not dead.exists() and live.exists()
