@@ -9,9 +9,24 @@ each one lives in its own virtualenv under a cache directory:
     python scripts/clients/install.py --list
     HELIXGATE_CLIENTS_DIR=/var/cache/hg python scripts/clients/install.py trs-cli
 
-The environment is rebuilt when its requirement list changes (a stamp file records it) and
-concurrent callers (parallel test sessions) serialise on a lock file. Packages come from the
-configured package index only (pip's normal configuration); nothing is installed by hand.
+The environment is rebuilt when its requirement list or its fix-ups change (a stamp file
+records both) and concurrent callers (parallel test sessions) serialise on a lock file. Packages
+come from the configured package index only (pip's normal configuration); nothing is installed
+by hand.
+
+Dependencies a wheel imports without declaring (or declares without a needed upper bound) are
+added to its requirement list in ``CLIENTS``, each with a comment saying why.
+
+Fix-ups: some published wheels import modules they do not ship. ``FIXUPS`` maps a client to the
+files written into its venv's site-packages after ``pip install`` (path relative to
+site-packages -> exact content). Each entry is the smallest stand-in for what the wheel omits,
+with the reason beside it; a fix-up never overwrites a file pip installed (that would mean the
+upstream packaging changed and the fix-up must be revisited), so the install fails instead.
+
+    drs-compliance-suite 1.0.3: compliance_suite/helper.py does
+        ``from supported_drs_versions import SUPPORTED_DRS_VERSIONS``, a top-level module that
+        lives at the root of the upstream repository but is not in the wheel. Written with the
+        one version this release has schemas for (compliance_suite/schemas/v1.2.0).
 """
 
 from __future__ import annotations
@@ -35,8 +50,16 @@ CLIENTS: dict[str, tuple[str, ...]] = {
     "ga4gh-drs-client": ("ga4gh-drs-client==0.1.7",),
     # trs-cli 0.7.0 imports pydantic.main.ModelMetaclass (pydantic 1) but does not cap pydantic
     "trs-cli": ("trs-cli==0.7.0", "pydantic>=1.8,<2"),
-    # drs-compliance-suite 1.0.3 imports jsonschema without declaring it
-    "drs-compliance-suite": ("drs-compliance-suite==1.0.3", "jsonschema>=3,<5"),
+    # drs-compliance-suite 1.0.3 imports jsonschema without declaring it (pinned to the version of
+    # upstream's requirements.txt: RefResolver-era); it pins Flask 2.2.0, which imports
+    # werkzeug.urls.url_quote (gone in Werkzeug 3) but does not cap Werkzeug.
+    "drs-compliance-suite": ("drs-compliance-suite==1.0.3", "jsonschema==4.12.1", "werkzeug>=2.2,<2.3"),
+}
+# name -> {path relative to site-packages: content}; see "Fix-ups" in the module docstring.
+FIXUPS: dict[str, dict[str, str]] = {
+    "drs-compliance-suite": {
+        "supported_drs_versions.py": 'SUPPORTED_DRS_VERSIONS = ["1.2.0"]\n',
+    },
 }
 STAMP = ".helixgate-client.json"
 
@@ -54,7 +77,35 @@ def bin_path(env_dir: Path, executable: str) -> Path:
 
 
 def _stamp(name: str) -> dict[str, object]:
-    return {"client": name, "requirements": list(CLIENTS[name]), "python": sys.version.split()[0]}
+    stamp: dict[str, object] = {"client": name, "requirements": list(CLIENTS[name]), "python": sys.version.split()[0]}
+    if FIXUPS.get(name):  # only then: clients without fix-ups keep their existing environments
+        stamp["fixups"] = FIXUPS[name]
+    return stamp
+
+
+def _site_packages(env_dir: Path, timeout: float) -> Path:
+    python = str(bin_path(env_dir, "python"))
+    proc = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise ClientInstallError(f"cannot locate site-packages of {env_dir}:\n{proc.stderr[-2000:]}")
+    return Path(proc.stdout.strip())
+
+
+def _apply_fixups(name: str, env_dir: Path, timeout: float) -> None:
+    fixups = FIXUPS.get(name, {})
+    if not fixups:
+        return
+    site = _site_packages(env_dir, timeout).resolve()
+    for rel, content in fixups.items():
+        target = (site / rel).resolve()
+        if not target.is_relative_to(site):
+            raise ClientInstallError(f"fix-up path {rel!r} of {name} escapes site-packages")
+        if target.exists():
+            raise ClientInstallError(f"fix-up {rel!r} of {name} already exists after pip install: "
+                                     "the upstream packaging changed, revisit FIXUPS")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
 
 
 def _is_current(env_dir: Path, name: str) -> bool:
@@ -83,6 +134,11 @@ def ensure(name: str, *, root: Path | None = None, timeout: float = 900) -> Path
             shutil.rmtree(env_dir, ignore_errors=True)
             errors = [line for line in proc.stderr.splitlines() if not line.startswith("WARNING: Location")]
             raise ClientInstallError(f"pip install {' '.join(CLIENTS[name])} failed:\n" + "\n".join(errors[-30:]))
+        try:
+            _apply_fixups(name, env_dir, timeout)
+        except (ClientInstallError, OSError, subprocess.SubprocessError):
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise
         (env_dir / STAMP).write_text(json.dumps(_stamp(name)))
     return env_dir
 
@@ -96,7 +152,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.list or not args.client:
         for name, reqs in sorted(CLIENTS.items()):
-            print(f"{name}: {' '.join(reqs)}")
+            fixes = f" (+ fix-ups: {', '.join(FIXUPS[name])})" if FIXUPS.get(name) else ""
+            print(f"{name}: {' '.join(reqs)}{fixes}")
         return 0
     try:
         print(ensure(args.client, root=args.root))
