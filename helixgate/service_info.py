@@ -17,10 +17,27 @@ ARTIFACTS = {
 }
 
 
+def service_id(service: str, host: str) -> str:
+    """Reverse-domain id: ``org.example.hg.helixgate.drs`` for hg.example.org; IPs stay whole."""
+    import ipaddress
+
+    if host.startswith("["):  # [v6]:port
+        name = host[1 : host.find("]")].lower()
+    elif host.count(":") == 1:  # name:port
+        name = host.split(":", 1)[0].lower()
+    else:  # name, or a bare v6 address
+        name = host.lower()
+    try:
+        ipaddress.ip_address(name)
+        return f"dev.helixgate.{service}.{name.replace('.', '-').replace(':', '-')}"
+    except ValueError:
+        return f"{'.'.join(reversed(name.split('.')))}.helixgate.{service}"
+
+
 def base_service_info(service: str, public_url: str, host_id: str) -> dict[str, Any]:
     group, artifact, spec_version, name = ARTIFACTS[service]
     return {
-        "id": f"{'.'.join(reversed(host_id.split('.')))}.helixgate.{service}".replace(":", "-").lower(),
+        "id": service_id(service, host_id),
         "name": name,
         "type": {"group": group, "artifact": artifact, "version": spec_version},
         "description": f"{name}: every tool signed, every object hashed, every task verified.",

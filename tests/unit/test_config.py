@@ -67,3 +67,11 @@ def test_cli_global_options_work_before_and_after_the_command() -> None:
     assert before.url == "http://a:1" and before.json is True
     assert after.url == "http://b:2" and after.json is False
     assert neither.url.startswith("http")
+
+
+def test_service_info_ids_are_reverse_domain() -> None:
+    from helixgate.service_info import service_id
+
+    assert service_id("wes", "hg.example.org:443") == "org.example.hg.helixgate.wes"
+    assert service_id("drs", "127.0.0.1:8080") == "dev.helixgate.drs.127-0-0-1"
+    assert service_id("core", "[::1]:80") == "dev.helixgate.core.--1"
