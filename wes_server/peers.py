@@ -36,19 +36,23 @@ def parse_trs_reference(url: str, settings: Any) -> tuple[str, str] | None:
     return None
 
 
-def _checksum(obj: dict[str, Any]) -> str:
-    for c in obj.get("checksums") or []:
+def sha256_of(checksums: Any, subject: str) -> str:
+    """The sha-256 value from a GA4GH checksum list (DRS) or single checksum object (TRS)."""
+    for c in [checksums] if isinstance(checksums, dict) else checksums or []:
         if str(c.get("type", "")).lower() in ("sha-256", "sha256"):
             return normalize_sha256(c["checksum"])
-    raise IntegrityError(f"DRS object {obj.get('id')} carries no sha-256 checksum", subject=str(obj.get("id")))
+    raise IntegrityError(f"{subject} carries no sha-256 checksum", subject=subject)
+
+
+def service_client(platform: Any, base_url: str) -> ApiClient:
+    """A client for a peer service, authenticated as the service identity, verifying TLS."""
+    return ApiClient(base_url, lambda: platform.service_token(), verify=platform.settings.tls_ca_bundle or True)
 
 
 class DrsPeer:
     def __init__(self, platform: Any) -> None:
         self.platform = platform
-        base = platform.settings.effective_drs_url + "/ga4gh/drs/v1"
-        ca = platform.settings.tls_ca_bundle or True
-        self.client = ApiClient(base, lambda: platform.service_token(), verify=ca)
+        self.client = service_client(platform, platform.settings.effective_drs_url + "/ga4gh/drs/v1")
 
     def _as(self, user: str) -> dict[str, str]:
         return {ON_BEHALF_HEADER: user}
@@ -103,7 +107,7 @@ class DrsPeer:
     def download(self, user: str, object_id: str, dest: Path) -> tuple[str, int, dict[str, Any]]:
         """Stream an object to ``dest`` while hashing; refuse it unless the hash equals DRS's checksum."""
         obj = self.get_object(user, object_id)
-        expected = _checksum(obj)
+        expected = sha256_of(obj.get("checksums"), f"DRS object {object_id}")
         access = next((m for m in obj.get("access_methods") or [] if m.get("type") == "https"), None)
         if access is None:
             raise IntegrityError(f"DRS object {object_id} has no https access method", subject=object_id)
@@ -175,9 +179,7 @@ class DescriptorFile:
 class TrsPeer:
     def __init__(self, platform: Any) -> None:
         self.platform = platform
-        base = platform.settings.effective_trs_url + "/ga4gh/trs/v2"
-        ca = platform.settings.tls_ca_bundle or True
-        self.client = ApiClient(base, lambda: platform.service_token(), verify=ca)
+        self.client = service_client(platform, platform.settings.effective_trs_url + "/ga4gh/trs/v2")
 
     def fetch_descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
         """Every CWL descriptor file of a version, each checked against the checksum TRS recorded."""
@@ -190,7 +192,7 @@ class TrsPeer:
             if entry.get("file_type") not in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR"):
                 continue
             path = entry["path"]
-            recorded = _trs_checksum(entry, path)
+            recorded = sha256_of(entry.get("checksum"), f"TRS file {path}")
             wrapper = self.client.get_json(f"/tools/{t}/versions/{v}/CWL/descriptor/{quote(path)}")
             content = (wrapper.get("content") or "").encode()
             actual = hashlib.sha256(content).hexdigest()
@@ -261,11 +263,3 @@ def _pin(p: dict[str, Any]) -> dict[str, Any]:
         "signed_digest": p["signed_digest"],
         "digest_kind": p["digest_kind"],
     }
-
-
-def _trs_checksum(entry: dict[str, Any], path: str) -> str:
-    raw = entry.get("checksum") or []
-    for c in [raw] if isinstance(raw, dict) else raw:
-        if str(c.get("type", "")).lower() in ("sha-256", "sha256"):
-            return normalize_sha256(c["checksum"])
-    raise IntegrityError(f"TRS recorded no sha-256 checksum for {path}", subject=path)
