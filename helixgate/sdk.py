@@ -10,8 +10,6 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
 from urllib.parse import quote
@@ -200,14 +198,6 @@ def output_files(outputs: Mapping[str, Any]) -> list[OutputFile]:
     for key, value in (outputs or {}).items():
         walk(str(key), value)
     return found
-
-
-def _rfc3339(value: Any) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _retryable(exc: HelixGateError) -> bool:
@@ -440,19 +430,19 @@ class HelixGate:
         ``sha256`` (computed from the file when not given) travels as the expected checksum, so
         the server refuses bytes corrupted in transit. Connection errors and 502/503/504 are
         retried up to ``retries`` times with exponential backoff; before each retry the store is
-        searched for an object with the same bytes and name created since the first attempt
-        started (by the server's clock): an earlier attempt that did land is returned, not repeated.
+        searched for an object with the same bytes and name that did not exist before the first
+        attempt: an earlier attempt that did land is returned, not repeated.
         """
         digest = normalize_sha256(sha256) if sha256 else sha256_path(path)
         name = name or path.name
-        since: datetime | None = None
+        existing: set[str] | None = None  # objects with these bytes before our first attempt
         attempt = 0
         while True:
             attempt += 1
             try:
-                if since is None:
-                    since = self.server_time()
-                elif (landed := self._landed(digest, name, dataset_id, since)) is not None:
+                if existing is None:
+                    existing = {str(o.get("id")) for o in self.find_objects(digest)}
+                elif (landed := self._landed(digest, name, dataset_id, existing)) is not None:
                     return UploadResult(landed, True, attempt)
                 obj = self.upload_file(path, name=name, dataset_id=dataset_id, sha256=digest, progress=progress)
                 return UploadResult(obj, False, attempt)
@@ -464,30 +454,22 @@ class HelixGate:
                     raise
                 time.sleep(min(backoff * 2 ** (attempt - 1), 30.0))
 
-    def _landed(self, digest: str, name: str, dataset_id: str | None, since: datetime) -> dict[str, Any] | None:
-        # DRS objects do not name their dataset: same bytes + same name + created after this upload
-        # began is the match (the newest, should an identical upload have landed in the same second).
-        landed: list[tuple[datetime, dict[str, Any]]] = []
-        for obj in self.find_objects(digest):
-            if obj.get("name") != name or ("dataset_id" in obj and obj["dataset_id"] != dataset_id):
-                continue
-            created = _rfc3339(obj.get("created_time"))
-            if created is not None and created >= since:
-                landed.append((created, obj))
-        return max(landed, key=lambda pair: pair[0])[1] if landed else None
+    def _landed(self, digest: str, name: str, dataset_id: str | None, existing: set[str]) -> dict[str, Any] | None:
+        # An earlier attempt landed if an object with the same bytes and name exists now that did
+        # not exist before the first attempt (the newest, should there be several).
+        landed = [
+            obj
+            for obj in self.find_objects(digest)
+            if str(obj.get("id")) not in existing
+            and obj.get("name") == name
+            and ("dataset_id" not in obj or obj["dataset_id"] == dataset_id)
+        ]
+        return max(landed, key=lambda o: str(o.get("created_time") or "")) if landed else None
 
     # ------------------------------------------------------------------ platform
     def me(self) -> dict[str, Any]:
         """The calling user: username, roles and permissions."""
         return self.api.get_json("/helixgate/v1/me")
-
-    def server_time(self) -> datetime:
-        """The server's clock, rounded down to the second (HTTP Date header; the local clock if absent)."""
-        resp = self.api.request("GET", f"{DRS}/service-info")
-        try:
-            return parsedate_to_datetime(resp.headers["Date"])
-        except (KeyError, TypeError, ValueError):
-            return datetime.now(timezone.utc) - timedelta(minutes=5)
 
     # ------------------------------------------------------------------ WES
     def submit_run(

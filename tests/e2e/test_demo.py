@@ -6,15 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import docker
 import pytest
+
+from tests.fixtures.docker_images import labelled_containers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
     helixgate = str(Path(sys.executable).parent / "helixgate")
-    before = {c.id for c in docker.from_env().containers.list(all=True, filters={"label": "helixgate.managed=true"})}
+    before = set(labelled_containers("helixgate.managed=true"))
     r = subprocess.run([helixgate, "demo"], capture_output=True, text=True, timeout=600)
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
@@ -25,5 +26,5 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     assert "refused by DRS" in out and "refusing an unsigned image" in out
     assert "hash chain verified" in out
     assert r.stderr.strip() == ""  # nothing but the evidence
-    after = {c.id for c in docker.from_env().containers.list(all=True, filters={"label": "helixgate.managed=true"})}
+    after = set(labelled_containers("helixgate.managed=true"))
     assert after <= before  # the demo left no container behind

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import boto3
-import docker
 import pytest
 
 from helixgate.sdk import HelixGate
 from tests.e2e.conftest import World
-from tests.fixtures.docker_images import PushedImage, session_scope
+from tests.fixtures.docker_images import PushedImage, labelled_containers, session_scope
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,7 +23,9 @@ TEXT = b"beta\nalpha\n"
 
 
 def _tool(name: str, image: str, command: str, inputs: dict[str, str], stdout: str) -> str:
-    ins = "\n".join(f"  {k}:\n    type: {t}\n    inputBinding: {{position: {i + 1}}}" for i, (k, t) in enumerate(inputs.items()))
+    ins = "\n".join(
+        f"  {k}:\n    type: {t}\n    inputBinding: {{position: {i + 1}}}" for i, (k, t) in enumerate(inputs.items())
+    )
     return f"""cwlVersion: v1.2
 class: CommandLineTool
 requirements:
@@ -42,7 +43,7 @@ def _slow_workflow(image: str, sleep: int) -> dict[str, bytes]:
     """A (upper) and B (sleep) run in parallel; C reads A's output only after B finished."""
     files = {
         "a.cwl": _tool("a", image, 'tr a-z A-Z < "$0"', {"src": "File"}, "a.txt"),
-        "b.cwl": _tool("b", image, f'sleep {sleep}; echo done', {"src": "File"}, "b.txt"),
+        "b.cwl": _tool("b", image, f"sleep {sleep}; echo done", {"src": "File"}, "b.txt"),
         "c.cwl": _tool("c", image, 'cat "$0"', {"src": "File", "after": "File"}, "c.txt"),
         "wf.cwl": """cwlVersion: v1.2
 class: Workflow
@@ -64,7 +65,7 @@ def _pinned(world: World) -> str:
 
 
 def _containers(run_id: str) -> list[Any]:
-    return docker.from_env().containers.list(all=True, filters={"label": f"helixgate.run_id={run_id}"})
+    return labelled_containers(f"helixgate.run_id={run_id}")
 
 
 def _wait_task(world: World, run_id: str, name: str, states: set[str], timeout: float = 120) -> None:
@@ -173,7 +174,8 @@ def test_sqs_queue_runs_the_same_verified_workflow(
     world = _world(live_server_factory(extra_env=env), pushed_busybox, test_session_id)
     obj = world.steward.upload(b"b\na\n", name="t.txt", dataset_id=world.dataset_id)
     run_id = world.analyst.submit_run(
-        f"trs://{world.drs_host}/{world.tool_id}/1.0.0", {"text": {"class": "File", "location": world.drs_uri(obj["id"])}}
+        f"trs://{world.drs_host}/{world.tool_id}/1.0.0",
+        {"text": {"class": "File", "location": world.drs_uri(obj["id"])}},
     )
     assert world.analyst.wait(run_id, timeout=180) == "COMPLETE"
     assert world.analyst.api.get_json("/ga4gh/wes/v1/service-info")["tags"]["queue"] == "sqs"

@@ -8,12 +8,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import requests
 
 from helixgate.demo_assets import workflow_files
 from tests.e2e.conftest import World
+from tests.fixtures.docker_images import labelled_containers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,8 +29,7 @@ def _params(world: World, object_id: str) -> dict[str, Any]:
 
 
 def _containers_of(run_id: str) -> list[Any]:
-    client = docker.from_env()
-    return client.containers.list(all=True, filters={"label": f"helixgate.run_id={run_id}"})
+    return labelled_containers(f"helixgate.run_id={run_id}")
 
 
 def _object_id(uri: str) -> str:
@@ -39,7 +38,9 @@ def _object_id(uri: str) -> str:
 
 def test_three_step_workflow_runs_verified_and_outputs_verify_in_drs(world: World) -> None:
     obj = _upload(world)
-    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"]))
+    run_id = world.analyst.submit_run(
+        f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"])
+    )
     state = world.analyst.wait(run_id, timeout=300)
     log = world.analyst.run_log(run_id)
     assert state == "COMPLETE", (log, world.server.log()[-3000:])
@@ -70,7 +71,10 @@ def test_unsigned_image_is_refused_before_any_task(world: World, docker_client: 
 
     # same workflow, but an image nobody published in TRS
     image_id = build_busybox_image(
-        docker_client, "helixgate-test/unsigned", f"s-{test_session_id}", labels={"helixgate.test": test_session_id},
+        docker_client,
+        "helixgate-test/unsigned",
+        f"s-{test_session_id}",
+        labels={"helixgate.test": test_session_id},
         extra_files={"/etc/unsigned": b"1"},
     )
     digest = push_image(docker_client, image_id, "127.0.0.1:5000", "helixgate-test/unsigned", f"s-{test_session_id}")
@@ -99,7 +103,10 @@ def test_retagged_image_is_refused(world: World, docker_client: Any, test_sessio
     ref = f"127.0.0.1:5000/{repo}:{tag}"
     world.dev.publish_version(world.tool_id, "2.0.0", workflow_files(ref), [ref], primary="workflow.cwl")
     evil = build_busybox_image(
-        docker_client, repo, f"evil-{test_session_id}", labels={"helixgate.test": test_session_id},
+        docker_client,
+        repo,
+        f"evil-{test_session_id}",
+        labels={"helixgate.test": test_session_id},
         extra_files={"/etc/evil": b"1"},
     )
     push_image(docker_client, evil, "127.0.0.1:5000", repo, tag)  # re-point the published tag
@@ -124,19 +131,24 @@ def test_corrupted_drs_object_is_refused_before_first_task(world: World) -> None
     raw = bytearray(blob.read_bytes())
     raw[-20] ^= 0x01
     blob.write_bytes(bytes(raw))
-    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"]))
+    run_id = world.analyst.submit_run(
+        f"trs://{world.drs_host}/{world.tool_id}/{world.version_id}", _params(world, obj["id"])
+    )
     state = world.analyst.wait(run_id, timeout=300)
     assert state in ("EXECUTOR_ERROR", "SYSTEM_ERROR")
     assert world.analyst.run_tasks(run_id) == []  # refused before any task
     log = world.analyst.run_log(run_id)
-    assert any("integrity" in m.lower() or "sha256" in m.lower() or "failed" in m.lower() for m in log["run_log"]["system_logs"])
+    assert any(
+        "integrity" in m.lower() or "sha256" in m.lower() or "failed" in m.lower()
+        for m in log["run_log"]["system_logs"]
+    )
 
 
 def test_user_without_read_access_is_refused_at_submission(world: World) -> None:
     obj = _upload(world)
     outsider = world.server.user("olga", "analyst")
-    from helixgate.sdk import HelixGate
     from helixgate.client import ClientError
+    from helixgate.sdk import HelixGate
 
     with pytest.raises(ClientError) as info:
         HelixGate.connect(world.server.url, outsider).submit_run(
@@ -161,8 +173,10 @@ stdout: sorted.txt
 """
     obj = _upload(world)
     run_id = world.analyst.submit_run(
-        "sort.cwl", {"src": {"class": "File", "location": world.drs_uri(obj["id"])}},
-        attachments={"sort.cwl": tool.encode()}, workflow_type_version=version,
+        "sort.cwl",
+        {"src": {"class": "File", "location": world.drs_uri(obj["id"])}},
+        attachments={"sort.cwl": tool.encode()},
+        workflow_type_version=version,
     )
     assert world.analyst.wait(run_id, timeout=120) == "COMPLETE", world.analyst.run_log(run_id)
     out = world.analyst.run_log(run_id)["outputs"]["out"]

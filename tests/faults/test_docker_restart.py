@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from tests.faults.conftest import make_world, tool_cwl
-from tests.fixtures.docker_images import PushedImage, session_scope
+from tests.fixtures.docker_images import PushedImage, labelled_containers, session_scope
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,7 +48,10 @@ def _start_dockerd() -> None:
     with open(STATE / "dockerd.log", "ab") as log:
         subprocess.Popen(  # noqa: S603 - same command line as scripts/services.sh
             ["dockerd", "--containerd=/run/containerd/containerd.sock"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not _engine_up():
@@ -80,7 +83,7 @@ def engine_outage() -> Iterator[float]:
 
 
 def _containers(run_id: str) -> list[Any]:
-    return docker.from_env().containers.list(all=True, filters={"label": f"helixgate.run_id={run_id}"})
+    return labelled_containers(f"helixgate.run_id={run_id}")
 
 
 def test_docker_engine_restart_during_a_task_fails_cleanly_and_resubmission_completes(

@@ -20,6 +20,7 @@ import requests
 
 from helixgate.sdk import HelixGate
 from tests.e2e.conftest import World, world  # noqa: F401 - the e2e world fixture
+from tests.fixtures.docker_images import labelled_containers
 from tests.fixtures.live import LiveServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -84,11 +85,13 @@ def listener() -> Iterator[Listener]:
 
 
 def _containers(run_id: str) -> list[Any]:
-    return docker.from_env().containers.list(all=True, filters={"label": f"helixgate.run_id={run_id}"})
+    return labelled_containers(f"helixgate.run_id={run_id}")
 
 
 def test_tasks_attacking_their_sandbox_fail_contained_through_wes(
-    world: World, listener: Listener, tmp_path: Path  # noqa: F811
+    world: World,  # noqa: F811 - the e2e fixture imported above
+    listener: Listener,
+    tmp_path: Path,  # noqa: F811
 ) -> None:
     image = world.image.pinned_ref
     secret = tmp_path / f"host-secret-{uuid.uuid4().hex}"
@@ -165,8 +168,12 @@ def test_another_analyst_cannot_fetch_task_log_urls(world: World) -> None:  # no
     viewer = HelixGate.connect(world.server.url, world.server.user("vic", "viewer"))
     for intruder in (bob, viewer):
         h = intruder.api._headers(None)
-        for url in (task["stdout"], task["stderr"], f"{world.server.url}{WES}/runs/{run_id}",
-                    f"{world.server.url}{WES}/x-helixgate/runs/{run_id}/log/stdout"):
+        for url in (
+            task["stdout"],
+            task["stderr"],
+            f"{world.server.url}{WES}/runs/{run_id}",
+            f"{world.server.url}{WES}/x-helixgate/runs/{run_id}/log/stdout",
+        ):
             r = requests.get(url, headers=h, timeout=30)
             assert r.status_code in (403, 404), (url, r.status_code)
             assert "private-output" not in r.text
@@ -183,8 +190,12 @@ def test_trs_zip_and_relative_paths_stay_inside_the_tool(world: World) -> None: 
         names = z.namelist()
         assert names and all(not n.startswith("/") and ".." not in n.split("/") for n in names), names
         assert sum(i.file_size for i in z.infolist()) < 1024 * 1024  # our own archive is no bomb
-    for rel in ("../../../../etc/passwd", "%2e%2e/%2e%2e/%2e%2e/etc/passwd", "..%2F..%2Fetc%2Fpasswd",
-                "workflow.cwl/../../../etc/passwd"):
+    for rel in (
+        "../../../../etc/passwd",
+        "%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "..%2F..%2Fetc%2Fpasswd",
+        "workflow.cwl/../../../etc/passwd",
+    ):
         r = requests.get(f"{base}/descriptor/{rel}", headers=h, timeout=30, allow_redirects=False)
         assert r.status_code in (400, 404), (rel, r.status_code)
         assert "root:" not in r.text
