@@ -497,12 +497,13 @@ class DrsStore:
         blob = self.storage.register_external(url, expected_sha256=meta.sha256)
         return self._insert_blob(who, blob, meta)
 
-    def _insert_blob(self, who: Principal, blob: StoredBlob, meta: ObjectMeta) -> dict[str, Any]:
+    def _new_row(self, who: Principal, kind: str, meta: ObjectMeta, **content: Any) -> ObjectRow:
+        """A new object row: ``meta`` describes it, ``content`` is its size/checksum/storage."""
         owner, actor = self._owner(who)
         now = utcnow()
-        row = ObjectRow(
+        return ObjectRow(
             id=_new_id(),
-            kind="blob",
+            kind=kind,
             name=meta.name,
             description=meta.description,
             mime_type=meta.mime_type,
@@ -510,15 +511,23 @@ class DrsStore:
             public=meta.public,
             owner=owner,
             created_by=actor,
+            provenance=meta.provenance,
+            created_at=now,
+            updated_at=now,
+            **content,
+        )
+
+    def _insert_blob(self, who: Principal, blob: StoredBlob, meta: ObjectMeta) -> dict[str, Any]:
+        row = self._new_row(
+            who,
+            "blob",
+            meta,
             size=blob.size,
             sha256=blob.sha256,
             backend=blob.backend,
             location=blob.location,
             key_id=blob.key_id,
             external=blob.external,
-            provenance=meta.provenance,
-            created_at=now,
-            updated_at=now,
         )
         try:
             with self.db.session() as s:
@@ -539,8 +548,6 @@ class DrsStore:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise BadRequest(f"contents names must be unique within a bundle: {', '.join(dupes)[:200]}")
-        owner, actor = self._owner(who)
-        now = utcnow()
         with self.db.session() as s:
             self._check_dataset_write(s, who, meta.dataset_id)
             children = []
@@ -550,21 +557,12 @@ class DrsStore:
                 except (ObjectHidden, Forbidden, Unauthorized):
                     raise Forbidden(f"contents {name!r}: you may not read object {member_id}") from None
                 children.append(child)
-            row = ObjectRow(
-                id=_new_id(),
-                kind="bundle",
-                name=meta.name,
-                description=meta.description,
-                mime_type=meta.mime_type,
-                dataset_id=meta.dataset_id,
-                public=meta.public,
-                owner=owner,
-                created_by=actor,
+            row = self._new_row(
+                who,
+                "bundle",
+                meta,
                 size=sum(c.size for c in children),
                 sha256=bundle_checksum(c.sha256 for c in children),
-                provenance=meta.provenance,
-                created_at=now,
-                updated_at=now,
             )
             s.add(row)
             s.flush()
