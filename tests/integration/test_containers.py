@@ -289,7 +289,8 @@ def test_time_limit_kills_a_throttled_multi_process_task(
     t0 = time.monotonic()
     result = run_task(container_runner, spec, docker_client)
     assert result.timed_out and result.exit_code == 137
-    assert stdout_of(spec) == "spinning\n"
+    # (whether "spinning" got printed before the limit depends on the host's load: not asserted)
+    assert stdout_of(spec) in ("", "spinning\n")
     assert time.monotonic() - t0 < 20
 
 
