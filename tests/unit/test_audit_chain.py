@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from helixgate.audit import (
     KEY_FILENAME,
     AuditRecord,
     AuditTrail,
+    VerifyReport,
     retention_cutoff,
     sanitize_details,
 )
@@ -242,6 +244,7 @@ class AuditChainContract:
         fill(trail, 3)
         stop = threading.Event()
         errors: list[BaseException] = []
+        appended: list[int] = []
 
         def writer() -> None:
             db = Database(audit_db.url)
@@ -249,6 +252,7 @@ class AuditChainContract:
                 own = AuditTrail(db, tmp_path / "keys", checkpoint_every=7)
                 while not stop.is_set():
                     own.record(category="request", action="x", outcome="success", actor="w", service="core")
+                    appended.append(1)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
             finally:
@@ -257,7 +261,11 @@ class AuditChainContract:
         t = threading.Thread(target=writer)
         t.start()
         try:
-            reports = [trail.verify() for _ in range(10)]
+            # at least 10 verifications, and some of them while the writer's records arrive
+            reports: list[VerifyReport] = []
+            deadline = time.monotonic() + 60
+            while (len(reports) < 10 or len(appended) < 20) and time.monotonic() < deadline and not errors:
+                reports.append(trail.verify())
         finally:
             stop.set()
             t.join(timeout=60)
