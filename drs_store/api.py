@@ -26,6 +26,7 @@ from flask import Response, jsonify, request
 
 from drs_store.access import Principal
 from drs_store.service import DrsStore, ObjectHidden, RangeNotSatisfiable, RequestInfo, parse_meta
+from helixgate.body_pipe import pipe_from_environ
 from helixgate.errors import BadRequest, IntegrityError
 from helixgate.service_info import base_service_info
 from helixgate.web import audit_change, caller, current, error_body, json_body, platform, security_event, set_target
@@ -147,6 +148,9 @@ def get_bulk_access_url() -> dict[str, Any]:
 # ------------------------------------------------------------------------ write extension
 def _request_stream() -> tuple[BinaryIO, int | None]:
     length = request.content_length
+    pipe = pipe_from_environ(request.environ)
+    if pipe is not None:  # batches assembled by the event loop (helixgate/body_pipe.py)
+        return cast(BinaryIO, pipe), length
     if length is not None:
         return cast(BinaryIO, request.stream), length
     return cast(BinaryIO, request.environ["wsgi.input"]), None

@@ -56,7 +56,7 @@ from drs_store.storage import (
     verify_stream,
 )
 from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, NotFound
-from helixgate.fsutil import file_lock, fsync_dir, write_private
+from helixgate.fsutil import DirectAppender, file_lock, fsync_dir, write_private
 from helixgate.integrity import check_sha256
 
 MAGIC = b"HGXDRS\x00\x01"
@@ -64,6 +64,7 @@ HEADER_SIZE = 16
 TAG_SIZE = 16
 MIN_CHUNK = 4096
 MAX_CHUNK = 64 * 1024 * 1024
+_BATCH_BYTES = 8 * 1024 * 1024  # plaintext per read/hash/write step of an upload or a download
 _KEYFILE_VERSION = 1
 _LOCATION = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK_AAD = struct.Struct(">QB")
@@ -127,11 +128,10 @@ class LocalStorage:
         header = MAGIC + struct.pack(">I", self._chunk) + secrets.token_bytes(4)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(header)
-                digest, size = self._encrypt_stream(stream, fh, AESGCM(data_key), header, max_bytes)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                digest, size = self._encrypt_stream(stream, fd, AESGCM(data_key), header, max_bytes)
+            finally:
+                os.close(fd)
             if expected is not None:
                 check_sha256("uploaded object", expected, digest)
             with self._file_lock(exclusive=False):
@@ -146,31 +146,59 @@ class LocalStorage:
         return StoredBlob("local", location, size, digest, key_id)
 
     def _encrypt_stream(
-        self, stream: BinaryIO, fh: BinaryIO, aes: AESGCM, header: bytes, max_bytes: int | None
+        self, stream: BinaryIO, fd: int, aes: AESGCM, header: bytes, max_bytes: int | None
     ) -> tuple[str, int]:
-        # One read, one hash update, one encrypt and one write per chunk; one chunk of
-        # look-ahead tells us which chunk is final.
+        """Write header + sealed chunks to ``fd`` and fsync; returns (sha256 hex, plaintext size)."""
+        # Whole batches of chunks: one read, one hash update and one write per batch. Each of
+        # those releases the GIL, and taking it back costs up to the interpreter's switch
+        # interval while the event loop is busy receiving the body (docs/benchmarks.md):
+        # few, large steps keep an upload from queueing behind the loop thousands of times.
+        # Chunks are sealed straight into the writer's staging buffer (no extra copy). The
+        # last chunk read is held back (copied, so its batch can go) until the next read
+        # tells whether it is the final one.
         chunk_size = self._chunk
+        batch_size = max(1, _BATCH_BYTES // chunk_size) * chunk_size
+        out = DirectAppender(fd, HEADER_SIZE + batch_size + (batch_size // chunk_size + 1) * TAG_SIZE)
         sha = hashlib.sha256()
         prefix = header[12:16]
-        size = 0
         index = 0
-        current = read_full(stream, chunk_size)
-        size += len(current)
-        check_limit(size, max_bytes)
-        while True:
-            following = read_full(stream, chunk_size) if len(current) == chunk_size else b""
-            if following:
-                size += len(following)
-                check_limit(size, max_bytes)
-            final = not following
-            sha.update(current)
-            nonce = prefix + _NONCE_INDEX.pack(index)
-            fh.write(aes.encrypt(nonce, current, header + _CHUNK_AAD.pack(index, final)))
-            if final:
-                return sha.hexdigest(), size
-            current = following
+
+        def seal(piece: bytes | memoryview, final: bool) -> None:
+            nonlocal index
+            sealed = len(piece) + TAG_SIZE
+            aad = header + _CHUNK_AAD.pack(index, final)
+            aes.encrypt_into(prefix + _NONCE_INDEX.pack(index), piece, aad, out.reserve(sealed))
+            out.commit(sealed)
             index += 1
+
+        try:
+            out.append(header)
+            held: bytes | None = None
+            size = 0
+            while True:
+                data = read_full(stream, batch_size)  # short only at the end of the stream
+                size += len(data)
+                check_limit(size, max_bytes)
+                if not data:
+                    seal(held if held is not None else b"", final=True)  # an empty object is one empty chunk
+                    break
+                if held is not None:
+                    seal(held, final=False)
+                sha.update(data)
+                with memoryview(data) as view:
+                    starts = range(0, len(data), chunk_size)
+                    for start in starts[:-1]:
+                        seal(view[start : start + chunk_size], final=False)
+                    held = bytes(view[starts[-1] :])
+                del data
+                if held is not None and len(held) < chunk_size:
+                    seal(held, final=True)  # a short chunk can only be the last one
+                    break
+                out.flush()
+            out.finish()
+            return sha.hexdigest(), size
+        finally:
+            out.close()
 
     def register_external(self, url: str, *, expected_sha256: str | None = None) -> StoredBlob:
         raise BadRequest("registering external objects in place needs the s3 storage backend; upload the data instead")
@@ -215,6 +243,10 @@ class LocalStorage:
             first, last = (0, count - 1) if whole else (start // chunk_size, (stop - 1) // chunk_size)
             prefix = header[12:16]
             fh.seek(HEADER_SIZE + first * stride)
+            # Plaintext leaves in pieces of about _BATCH_BYTES: each piece is one hand-off to the
+            # event loop and one hash update downstream (see _encrypt_stream on GIL hand-offs).
+            pieces: list[bytes] = []
+            held = 0
             for index in range(first, last + 1):
                 final = index == count - 1
                 sealed = fh.read(last_len + TAG_SIZE if final else stride)
@@ -232,7 +264,12 @@ class LocalStorage:
                 base = index * chunk_size
                 lo, hi = max(start - base, 0), min(stop - base, len(plain))
                 if hi > lo:
-                    yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]
+                    pieces.append(plain if (lo == 0 and hi == len(plain)) else plain[lo:hi])
+                    held += hi - lo
+                if held >= _BATCH_BYTES or index == last:
+                    if pieces:
+                        yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    pieces, held = [], 0
 
     # ------------------------------------------------------------ management
     def delete(self, blob: StoredBlob) -> None:
@@ -328,5 +365,3 @@ class LocalStorage:
 
 def _wrap_context(location: str, header: bytes) -> bytes:
     return location.encode() + b"\x00" + header
-
-

@@ -7,7 +7,10 @@ same directory, flushed and fsynced, then renamed into place (``replace``) or ha
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
+import mmap
 import os
 import secrets
 from collections.abc import Iterator
@@ -57,3 +60,93 @@ def file_lock(path: Path, *, exclusive: bool = True) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+class DirectAppender:
+    """Appends to a new file, bypassing the page cache (``O_DIRECT``) where the filesystem allows.
+
+    Large objects written once and read rarely should not evict hot data, and on virtual
+    machines fresh page-cache pages cost more than the device write itself (measured in
+    docs/benchmarks.md: a 1 GiB buffered write + fsync took 2.2-3.1 s, the same through
+    O_DIRECT 0.6-0.7 s). Callers fill the page-aligned staging buffer in place
+    (``reserve`` + ``commit``), ``flush`` writes out the whole aligned blocks, and ``finish``
+    writes the tail and fsyncs. Filesystems without O_DIRECT (tmpfs, some network mounts) get
+    ordinary writes; nothing else changes.
+    """
+
+    ALIGN = 4096
+
+    def __init__(self, fd: int, capacity: int) -> None:
+        self._fd = fd
+        self._buffer = mmap.mmap(-1, capacity + self.ALIGN)  # anonymous maps are page-aligned
+        self._view = memoryview(self._buffer)
+        self._filled = 0
+        self._direct = self._set_direct(True)
+
+    @property
+    def direct(self) -> bool:
+        return self._direct
+
+    def reserve(self, size: int) -> memoryview:
+        """A writable view of the next ``size`` bytes of the staging buffer."""
+        if self._filled + size > len(self._buffer):
+            raise ValueError(f"staging buffer full: {self._filled} + {size} > {len(self._buffer)} bytes")
+        return self._view[self._filled : self._filled + size]
+
+    def commit(self, size: int) -> None:
+        self._filled += size
+
+    def append(self, data: bytes) -> None:
+        self.reserve(len(data))[:] = data
+        self.commit(len(data))
+
+    def flush(self) -> None:
+        """Write every whole aligned block; the remainder moves to the front of the buffer."""
+        whole = self._filled - self._filled % self.ALIGN if self._direct else self._filled
+        if whole:
+            self._write(whole)
+            rest = self._filled - whole
+            self._view[:rest] = self._view[whole : self._filled]
+            self._filled = rest
+
+    def finish(self) -> None:
+        """Write what is left (the unaligned tail through the page cache) and fsync."""
+        self.flush()
+        if self._filled:
+            self._buffered()
+            self._write(self._filled)
+            self._filled = 0
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Free the staging buffer (the caller owns and closes the file descriptor)."""
+        self._view.release()
+        with contextlib.suppress(BufferError):  # a view still referenced (by a traceback): freed by GC
+            self._buffer.close()
+
+    def _write(self, size: int) -> None:
+        done = 0
+        while done < size:
+            try:
+                done += os.write(self._fd, self._view[done:size])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self._direct:
+                    raise
+                self._buffered()  # accepted by fcntl, refused at write
+            if self._direct and done % self.ALIGN:
+                self._buffered()  # a short write broke the alignment
+
+    def _buffered(self) -> None:
+        if self._direct:
+            self._set_direct(False)
+            self._direct = False
+
+    def _set_direct(self, on: bool) -> bool:
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return False
+        return on

@@ -32,6 +32,7 @@ from flask import Response, g, jsonify, request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from helixgate import rbac
+from helixgate.body_pipe import BodyPipeMiddleware
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("helixgate.web")
@@ -349,10 +350,13 @@ def _guard(
 class GuardedResolver(Resolver):
     """Resolves operationIds to ``<module>.<snake_case(operationId)>`` and wraps each in the guard."""
 
-    def __init__(self, service: str, get_platform: Callable[[], Any]) -> None:
+    def __init__(
+        self, service: str, get_platform: Callable[[], Any], streaming_routes: set[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__()
         self.service = service
         self.get_platform = get_platform
+        self.streaming_routes = streaming_routes if streaming_routes is not None else set()
         self.module = __import__(HANDLER_MODULES[service], fromlist=["_"])
 
     def resolve(self, operation: Any) -> Resolution:
@@ -363,6 +367,10 @@ class GuardedResolver(Resolver):
             raise RuntimeError(
                 f"{self.service}: operation {op_id} declares no valid x-helixgate-permission ({permission!r})"
             )
+        if spec.get("x-helixgate-streaming-body"):
+            if "{" in operation.path:
+                raise RuntimeError(f"{self.service}: streaming-body operation {op_id} must have a fixed path")
+            self.streaming_routes.add((operation.method.upper(), BASE_PATHS[self.service] + operation.path))
         name = snake_case(op_id)
         func = getattr(self.module, name, None)
         if func is None:
@@ -489,11 +497,13 @@ def create_app(
         position=MiddlewarePosition.BEFORE_VALIDATION,
         max_body=lambda: get_platform().settings.max_json_bytes,
     )
+    streaming_routes: set[tuple[str, str]] = set()  # filled by the resolvers below
+    app.add_middleware(BodyPipeMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, routes=streaming_routes)
     for service in services:
         app.add_api(
             f"{service}.yaml",
             base_path=BASE_PATHS[service],
-            resolver=GuardedResolver(service, get_platform),
+            resolver=GuardedResolver(service, get_platform, streaming_routes),
             validate_responses=False,
             strict_validation=False,
             swagger_ui_options=SwaggerUIOptions(swagger_ui=False, spec_path="/openapi.json"),

@@ -4,10 +4,13 @@ archive and path handling, and request bodies that lie about or exceed their siz
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import select
 import socket
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -263,3 +266,36 @@ def test_endless_chunked_multipart_is_cut_off_at_the_body_limit(world: World) ->
     assert status == 413, (sent, answer[:300])
     # cut off near the limit; kernel socket buffers let a few more MiB through before the reset
     assert sent <= int(limit) + 16 * 1024**2, sent
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_an_upload_cut_off_mid_body_stores_nothing(world: World, framing: str) -> None:  # noqa: F811
+    """A client that disconnects part-way must not leave a (shorter) object behind."""
+    token = world.server.user("steward", "data-steward")
+    name = f"cut-{framing}-{uuid.uuid4().hex[:8]}"
+    block = os.urandom(1024 * 1024)
+    sent_blocks = 20  # several of the server's read batches
+    framing_header = "Transfer-Encoding: chunked" if framing == "chunked" else f"Content-Length: {64 * len(block)}"
+    head = (
+        f"POST /ga4gh/drs/v1/x-helixgate/objects?name={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n{framing_header}\r\n\r\n"
+    ).encode()
+    piece = b"%x\r\n%s\r\n" % (len(block), block) if framing == "chunked" else block
+    sock = socket.create_connection(("127.0.0.1", world.server.port), timeout=20)
+    try:
+        sock.sendall(head)
+        for _ in range(sent_blocks):
+            sock.sendall(piece)
+    finally:
+        sock.close()  # no terminating chunk / short of Content-Length
+    steward = HelixGate.connect(world.server.url, token, verify=world.server.verify)
+    prefix = hashlib.sha256(block * sent_blocks).hexdigest()
+    deadline = time.monotonic() + 30
+    leftovers: list[Path] = []
+    while time.monotonic() < deadline:
+        leftovers = list((world.server.data_dir / "drs" / "objects").glob("*/.*.tmp"))
+        if not leftovers:
+            break
+        time.sleep(0.2)
+    assert steward.find_objects(prefix) == []  # the bytes that did arrive were not stored as an object
+    assert not leftovers, leftovers  # and their temporary file is gone
