@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -78,3 +79,20 @@ def test_reserving_past_the_staging_buffer_is_refused(tmp_path: Path) -> None:
     finally:
         out.close()
         os.close(fd)
+
+
+def test_a_failed_background_write_is_raised_by_the_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)  # every write fails (EBADF), in the writer thread
+    out = DirectAppender(fd, 16_384)
+    try:
+        out.append(b"z" * 8192)
+        out.flush()  # only starts the write
+        with pytest.raises(OSError) as info:
+            out.finish()
+        assert info.value.errno == errno.EBADF
+    finally:
+        out.close()
+        os.close(fd)
+    assert path.read_bytes() == b""
