@@ -1,7 +1,7 @@
 # Small convenience targets; the README's test command stays the reference.
 PYTEST ?= .venv/bin/pytest
 
-.PHONY: conformance conformance-long
+.PHONY: conformance conformance-long bench bench-quick
 
 # GA4GH conformance: spec comparison, official-schema validation, schemathesis (bounded), real clients
 conformance:
@@ -11,3 +11,10 @@ conformance:
 conformance-long:
 	HELIXGATE_CONFORMANCE_EXAMPLES=300 HELIXGATE_CONFORMANCE_BUDGET=3000 \
 		$(PYTEST) -q -s tests/conformance/test_schemathesis.py --timeout=3600
+
+# Benchmarks, side by side with their baselines (docs/benchmarks.md); needs scripts/services.sh
+bench:
+	.venv/bin/python -m bench
+
+bench-quick:
+	.venv/bin/python -m bench --quick

@@ -1,9 +1,11 @@
 """Ingest: a DRS upload (stream over HTTP, SHA-256, AES-256-GCM, fsync, commit) of a large file
 through a real ``helixgate serve`` process, against ``hashlib.sha256`` over the same file.
 
-Also measured, to locate the cost: the storage layer alone in this process
-(``LocalStorage.put``: hash + encrypt + write, no HTTP), and the server's peak RSS during an
-upload (``VmHWM`` after resetting it through ``/proc/<pid>/clear_refs``).
+Also measured, to locate the cost: the HTTP floor (the same client uploading to a bare ASGI
+app under the same uvicorn that only hashes the body, ``bench/http_floor.py``), the storage
+layer alone in this process (``LocalStorage.put``: hash + encrypt + write, no HTTP), and the
+server's peak RSS during an upload (``VmHWM`` after resetting it through
+``/proc/<pid>/clear_refs``).
 
     .venv/bin/python -m bench.ingest [--quick]
 """
@@ -12,8 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import requests
 
 from bench.common import (
     BenchContext,
@@ -60,6 +67,35 @@ def copy_hash_fsync(src: Path, dst: Path) -> str:
     return sha.hexdigest()
 
 
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """What ``HelixGate.upload_file`` sends: 1 MiB reads, chunked transfer encoding."""
+    with open(path, "rb") as fh:
+        while block := fh.read(READ_CHUNK):
+            yield block
+
+
+def start_http_floor(ctx: BenchContext) -> str:
+    from tests.fixtures.live import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.http_floor:app", "--port", str(port), "--log-level", "warning"],
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    ctx.cleanups.callback(proc.wait, 30)
+    ctx.cleanups.callback(proc.terminate)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.post(url, data=b"", timeout=5)
+            return url
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the HTTP floor server did not start") from None
+            time.sleep(0.1)
+
+
 def sizes(opts: Options) -> tuple[int, int]:
     """(file size, repeats)."""
     return (128 * MiB, 2) if opts.quick else (1 * GiB, 3)
@@ -99,6 +135,28 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
     ctx.log(f"{NAME}: {repeats} upload(s) vs hashlib, interleaved")
     uploads, hashes = alternate(repeats, upload, hashlib_pass)
 
+    floor_url = start_http_floor(ctx)
+
+    def floor_upload(hashing: bool) -> Callable[[], float]:
+        def go() -> float:
+            answer: dict[str, object] = {}
+            url = floor_url + ("?hash=1" if hashing else "")
+            seconds = timed(lambda: answer.update(requests.post(url, data=file_chunks(data), timeout=600).json()))
+            if answer.get("size") != size or (hashing and answer.get("sha256") != expected):
+                raise RuntimeError(f"the HTTP baseline received something else: {answer}")
+            return seconds
+
+        return go
+
+    ctx.log(f"{NAME}: {repeats} upload(s) vs the HTTP baselines (bare ASGI app), interleaved")
+    floors: list[float] = []
+    hashing_floors: list[float] = []
+    uploads_again: list[float] = []
+    for _ in range(repeats):
+        floors.append(floor_upload(False)())
+        uploads_again.append(upload())
+        hashing_floors.append(floor_upload(True)())
+
     # the storage layer alone, in this process (no HTTP, no request parsing)
     storage = LocalStorage(ctx.tmp / "local-drs")
 
@@ -115,6 +173,7 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
 
     puts, copies = alternate(repeats, put, copy_pass)
     t_up, t_hash, t_put, t_copy = median(uploads), median(hashes), median(puts), median(copies)
+    t_up2, t_floor, t_hfloor = median(uploads_again), median(floors), median(hashing_floors)
     speed = ratio(t_hash, t_up)  # upload speed as a fraction of hashlib's
     peak = max(peaks) * 1024
     rss_note = "" if can_reset else " (VmHWM not resettable: lifetime peak)"
@@ -123,6 +182,12 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
         Row(b, "DRS upload (HTTP, hash+encrypt+store) vs hashlib.sha256",
             f"{fmt_seconds(t_up)} ({fmt_rate(size, t_up)})",
             f"{fmt_seconds(t_hash)} ({fmt_rate(size, t_hash)})", f"{fmt_ratio(speed)} speed", "≥ 0.80× speed"),
+        Row(b, "DRS upload vs HTTP transfer floor (same client and uvicorn, bare ASGI app: receive only)",
+            f"{fmt_seconds(t_up2)} ({fmt_rate(size, t_up2)})", f"{fmt_seconds(t_floor)} ({fmt_rate(size, t_floor)})",
+            f"{fmt_ratio(ratio(t_floor, t_up2))} speed"),
+        Row(b, "DRS upload vs bare ASGI app hashing on the event loop (receive + sha256, nothing else)",
+            f"{fmt_seconds(t_up2)}", f"{fmt_seconds(t_hfloor)} ({fmt_rate(size, t_hfloor)})",
+            f"{fmt_ratio(ratio(t_hfloor, t_up2))} speed"),
         Row(b, "storage layer alone (LocalStorage.put, no HTTP) vs hashlib",
             f"{fmt_seconds(t_put)} ({fmt_rate(size, t_put)})", f"{fmt_seconds(t_hash)}",
             f"{fmt_ratio(ratio(t_hash, t_put))} speed"),

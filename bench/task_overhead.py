@@ -100,11 +100,11 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
     import docker
 
     from helixgate.config import load_settings
-    from helixgate.integrity import check_sha256
+    from helixgate.integrity import check_sha256, copy_hashing, sha256_file
     from helixgate.platform import Platform
     from helixgate.signing import verify_tool_bundle
     from wes_server.containers import TaskContainerSpec
-    from wes_server.executor import Executor, RunExecution, copy_hashing, hash_file
+    from wes_server.executor import Executor, RunExecution
 
     repeats = 5 if opts.quick else 15
     wes_repeats = 2 if opts.quick else 5
@@ -170,7 +170,7 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
         result = clock.time(PHASES[5], lambda: executor.runner.run(spec))
         if not result.succeeded:
             raise RuntimeError(f"verified task failed: exit {result.exit_code} {result.error}")
-        digest = clock.time(PHASES[6], lambda: hash_file(str(outdir / "out.txt")))
+        digest = clock.time(PHASES[6], lambda: sha256_file(str(outdir / "out.txt")))
         clock.time(PHASES[4], lambda: wes.runs.update_task(
             run_row.id, task_id, state="COMPLETE", exit_code=0, outputs=[{"path": "out.txt", "sha256": digest}]))
         seconds = time.perf_counter() - start

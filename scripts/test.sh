@@ -13,6 +13,6 @@ set -a
 set +a
 export HELIXGATE_GA4GH_SPECS=${HELIXGATE_GA4GH_SPECS:-$(cd .. && pwd)/shared/ga4gh-specs}
 .venv/bin/python scripts/build_openapi.py --check
-.venv/bin/ruff check helixgate wes_server trs_registry drs_store
-.venv/bin/mypy helixgate wes_server trs_registry drs_store
+.venv/bin/ruff check helixgate wes_server trs_registry drs_store bench
+.venv/bin/mypy helixgate wes_server trs_registry drs_store bench
 exec .venv/bin/pytest -p no:cacheprovider "$@"
