@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_LABEL = "helixgate.bench"  # on every image and container a benchmark creates
@@ -271,6 +274,32 @@ def start_live_server(
     server = start_server(ctx.tmp / name, extra_env=env, workers=workers)
     ctx.cleanups.callback(stop_server, server)
     return server
+
+
+def start_http_floor(ctx: BenchContext, serve_file: Path | None = None) -> str:
+    """``bench/http_floor.py`` under uvicorn on a free loopback port, stopped at clean-up."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.fixtures.live import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.http_floor:app", "--port", str(port), "--log-level", "warning"],
+        cwd=str(ROOT),
+        env={**os.environ, "HELIXGATE_BENCH_FLOOR_FILE": str(serve_file or "")},
+    )
+    ctx.cleanups.callback(proc.wait, 30)
+    ctx.cleanups.callback(proc.terminate)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.post(url, data=b"", timeout=5)
+            return url
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the HTTP floor server did not start") from None
+            time.sleep(0.1)
 
 
 def write_random_file(path: Path, size: int) -> None:

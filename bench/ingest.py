@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from bench.common import (
     ratio,
     reset_peak_rss,
     run_standalone,
+    start_http_floor,
     start_live_server,
     timed,
     write_random_file,
@@ -72,28 +70,6 @@ def file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while block := fh.read(READ_CHUNK):
             yield block
-
-
-def start_http_floor(ctx: BenchContext) -> str:
-    from tests.fixtures.live import free_port
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.http_floor:app", "--port", str(port), "--log-level", "warning"],
-        cwd=str(Path(__file__).resolve().parent.parent),
-    )
-    ctx.cleanups.callback(proc.wait, 30)
-    ctx.cleanups.callback(proc.terminate)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.post(url, data=b"", timeout=5)
-            return url
-        except requests.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the HTTP floor server did not start") from None
-            time.sleep(0.1)
 
 
 def sizes(opts: Options) -> tuple[int, int]:

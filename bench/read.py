@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import requests
+
 from bench.common import (
     BenchContext,
     GiB,
@@ -24,6 +26,7 @@ from bench.common import (
     median,
     ratio,
     run_standalone,
+    start_http_floor,
     start_live_server,
     timed,
     write_random_file,
@@ -86,14 +89,33 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
 
         return timed(read)
 
+    floor_url = start_http_floor(ctx, serve_file=data)
+
+    def floor() -> float:
+        """The same client code against a bare ASGI app streaming the plain file (no decrypt, no hash)."""
+        received = 0
+
+        def pull() -> None:
+            nonlocal received
+            with requests.get(floor_url, stream=True, timeout=600) as resp:
+                resp.raise_for_status()
+                for chunk in resp.iter_content(READ_CHUNK):
+                    received += len(chunk)
+
+        seconds = timed(pull)
+        if received != size:
+            raise RuntimeError(f"the HTTP floor sent {received} bytes, not {size}")
+        return seconds
+
     download(check=True)  # untimed: proves the stream carries the object's bytes
-    ctx.log(f"{NAME}: {repeats} download(s) vs plain reads, interleaved")
-    downloads, plains, hashed = [], [], []
+    ctx.log(f"{NAME}: {repeats} download(s) vs plain reads and the HTTP floor, interleaved")
+    downloads, plains, hashed, floors = [], [], [], []
     for _ in range(repeats):
         plains.append(plain())
         hashed.append(plain_hashed())
+        floors.append(floor())
         downloads.append(download())
-    t_dl, t_plain, t_hashed = median(downloads), median(plains), median(hashed)
+    t_dl, t_plain, t_hashed, t_floor = median(downloads), median(plains), median(hashed), median(floors)
     b = f"read {fmt_bytes(size)}"
     return [
         Row(b, "verified download (decrypt + re-hash on server, HTTP) vs plain read",
@@ -101,6 +123,9 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
             f"{fmt_ratio(ratio(t_dl, t_plain))} time"),
         Row(b, "verified download vs plain read + client-side sha256", f"{fmt_seconds(t_dl)}",
             f"{fmt_seconds(t_hashed)} ({fmt_rate(size, t_hashed)})", f"{fmt_ratio(ratio(t_dl, t_hashed))} time"),
+        Row(b, "verified download vs HTTP transfer floor (same client and uvicorn, bare ASGI app streaming the file)",
+            f"{fmt_seconds(t_dl)}", f"{fmt_seconds(t_floor)} ({fmt_rate(size, t_floor)})",
+            f"{fmt_ratio(ratio(t_dl, t_floor))} time"),
     ]
 
 
