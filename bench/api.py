@@ -2,10 +2,12 @@
 ``GET /runs/{id}/status``, ``GET /runs`` pages and DRS ``GET /objects/{id}`` latency (median,
 p99) with a small and a large number of records stored — the cost must not grow with the count.
 
-Records are seeded in bulk straight into the live server's SQLite database (SQLAlchemy Core
-inserts on the services' own tables: runs with a tag each, spread over 10 owners; blob objects
-in a dataset the reader holds a grant on), then measured over HTTP against the running server.
-The server runs without workers, so accepted runs stay queued and no container starts.
+Two live servers side by side, one holding the small and one the large number of records,
+seeded in bulk straight into each server's SQLite database (SQLAlchemy Core inserts on the
+services' own tables: runs with a tag each, spread over 10 owners; blob objects in a dataset
+the reader holds a grant on). Reads alternate between the two servers request by request
+(in alternating order), so drift on the machine touches both sides alike. The servers run
+without workers, so accepted runs stay queued and no container starts.
 
     .venv/bin/python -m bench.api [--quick]      # quick: 2,000 and 20,000 records; full: 10,000 and 100,000
 """
@@ -110,7 +112,7 @@ class Seeder:
                 conn.execute(insert(ObjectRow), rows)
 
 
-def latencies(samples: int, call: Callable[[int], Any]) -> list[float]:
+def latencies(samples: int, call: Callable[[int], Any]) -> list[float]:  # POST /runs
     out = []
     for i in range(samples):
         start = time.perf_counter()
@@ -119,7 +121,8 @@ def latencies(samples: int, call: Callable[[int], Any]) -> list[float]:
     return out
 
 
-def measure_reads(api: Any, seeder: Seeder, samples: int) -> dict[str, list[float]]:
+def read_calls(api: Any, seeder: Seeder, samples: int) -> dict[str, tuple[int, Callable[[int], Any]]]:
+    """Each read measure: (number of samples, the call for sample i) against one server."""
     from wes_server.runs import encode_token
 
     rnd = random.Random(7)
@@ -134,16 +137,37 @@ def measure_reads(api: Any, seeder: Seeder, samples: int) -> dict[str, list[floa
         top = int(conn.execute(select(func.max(RunRow.seq))).scalar_one())
     middle = encode_token(top // 2)  # a page from the middle of the reader's history (keyset paging)
     return {
-        "GET /runs/{id}/status": latencies(samples, lambda i: api.get_json(f"/ga4gh/wes/v1/runs/{runs[i]}/status")),
-        "GET /runs (first page of 50)": latencies(page_samples, lambda i: api.get_json("/ga4gh/wes/v1/runs")),
-        "GET /runs (page of 50 in the middle)": latencies(
-            page_samples, lambda i: api.get_json("/ga4gh/wes/v1/runs", params={"page_token": middle})
+        "GET /runs/{id}/status": (samples, lambda i: api.get_json(f"/ga4gh/wes/v1/runs/{runs[i]}/status")),
+        "GET /runs (first page of 50)": (page_samples, lambda i: api.get_json("/ga4gh/wes/v1/runs")),
+        "GET /runs (page of 50 in the middle)": (
+            page_samples,
+            lambda i: api.get_json("/ga4gh/wes/v1/runs", params={"page_token": middle}),
         ),
-        "DRS GET /objects/{id}": latencies(samples, lambda i: api.get_json(f"/ga4gh/drs/v1/objects/{objects[i]}")),
-        "GET /service-info (counts runs by state)": latencies(
-            max(10, samples // 20), lambda i: api.get_json("/ga4gh/wes/v1/service-info")
+        "DRS GET /objects/{id}": (samples, lambda i: api.get_json(f"/ga4gh/drs/v1/objects/{objects[i]}")),
+        "GET /service-info (counts runs by state)": (
+            max(10, samples // 20),
+            lambda i: api.get_json("/ga4gh/wes/v1/service-info"),
         ),
     }
+
+
+def measure_side_by_side(
+    small: dict[str, tuple[int, Callable[[int], Any]]], large: dict[str, tuple[int, Callable[[int], Any]]]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Latencies of every measure on both servers, one request each in turn."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for measure, (n, call_small) in small.items():
+        call_large = large[measure][1]
+        lo: list[float] = []
+        hi: list[float] = []
+        for i in range(n):
+            pair = ((call_small, lo), (call_large, hi)) if i % 2 == 0 else ((call_large, hi), (call_small, lo))
+            for call, sink in pair:
+                start = time.perf_counter()
+                call(i)
+                sink.append(time.perf_counter() - start)
+        out[measure] = (lo, hi)
+    return out
 
 
 def run(opts: Options, ctx: BenchContext) -> list[Row]:
@@ -193,20 +217,30 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
             f"{4 * (submissions // 4) / wall:.1f} runs/s"),
     ]
 
-    # -- reads at the small and the large count
-    settings = load_settings(env=server.env)
-    seeder = Seeder(settings.effective_database_url, dataset["id"])
-    ctx.cleanups.callback(seeder.close)
-    results: dict[int, dict[str, list[float]]] = {}
-    for count in (small, large):
-        ctx.log(f"{NAME}: seeding {count:,} runs and {count:,} DRS objects")
+    # -- reads: a second server holds the large count; both are read in turn
+    large_server = start_live_server(ctx, "server-large", workers=0)
+    large_reader = HelixGate.connect(large_server.url, large_server.user("ann", "analyst"))  # registers ann
+    large_steward = HelixGate.connect(large_server.url, large_server.user("steward", "data-steward"))
+    large_dataset = large_steward.create_dataset("bench-seeded")
+    large_steward.grant(large_dataset["id"], "ann")
+    readers: dict[int, tuple[Any, Seeder]] = {}
+    for count, srv, dataset_id, api in (
+        (small, server, dataset["id"], world.analyst.api),
+        (large, large_server, large_dataset["id"], large_reader.api),
+    ):
+        seeder = Seeder(load_settings(env=srv.env).effective_database_url, dataset_id)
+        ctx.cleanups.callback(seeder.close)
+        ctx.log(f"{NAME}: seeding {count:,} runs and {count:,} DRS objects into {srv.url}")
         seeder.runs_to(count)
         seeder.objects_to(count)
-        ctx.log(f"{NAME}: measuring reads with {count:,} of each stored")
-        measure_reads(world.analyst.api, seeder, max(10, samples // 10))  # warm-up (caches, connection)
-        results[count] = measure_reads(world.analyst.api, seeder, samples)
-    for measure in results[small]:
-        lo, hi = results[small][measure], results[large][measure]
+        readers[count] = (api, seeder)
+    ctx.log(f"{NAME}: measuring reads, {small:,} and {large:,} records side by side")
+    warm = {c: read_calls(api, seeder, max(10, samples // 10)) for c, (api, seeder) in readers.items()}
+    measure_side_by_side(warm[small], warm[large])  # warm-up (caches, connections)
+    results = measure_side_by_side(
+        read_calls(*readers[small], samples), read_calls(*readers[large], samples)
+    )
+    for measure, (lo, hi) in results.items():
         rows.append(Row(
             "api", f"{measure}: median / p99 at {large:,} (HelixGate) vs {small:,} (Baseline)",
             f"{fmt_seconds(median(hi))} / {fmt_seconds(percentile(hi, 99))}",
