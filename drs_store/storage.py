@@ -19,14 +19,13 @@ ConfigurationError (missing master key, wrong backend).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, PayloadTooLarge
-from helixgate.integrity import check_sha256, normalize_sha256
+from helixgate.integrity import OverlappedSha256, check_sha256, normalize_sha256
 
 if TYPE_CHECKING:
     from helixgate.config import Settings
@@ -130,24 +129,31 @@ def resolve_range(blob: StoredBlob, start: int, end: int | None) -> tuple[int, i
 
 
 def verify_stream(blob: StoredBlob, chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Re-hash ``chunks`` and hold the last one back until size and digest are proven."""
-    sha = hashlib.sha256()
+    """Re-hash ``chunks`` and hold the last one back until size and digest are proven.
+
+    Each piece is hashed on a helper thread while the next one is read and decrypted; only
+    the last piece has to wait for the digest, earlier ones leave as soon as the next arrives.
+    """
+    sha = OverlappedSha256()
     size = 0
     pending: bytes | None = None
-    for chunk in chunks:
-        if pending is not None:
-            yield pending
-        sha.update(chunk)
-        size += len(chunk)
-        pending = chunk
-    if size != blob.size:
-        raise IntegrityError(
-            f"size mismatch for {blob.location}: expected {blob.size} bytes, got {size}",
-            subject=blob.location,
-            expected=str(blob.size),
-            actual=str(size),
-        )
-    check_sha256(blob.location, blob.sha256, sha.hexdigest())
+    try:
+        for chunk in chunks:
+            if pending is not None:
+                yield pending
+            sha.update(chunk)
+            size += len(chunk)
+            pending = chunk
+        if size != blob.size:
+            raise IntegrityError(
+                f"size mismatch for {blob.location}: expected {blob.size} bytes, got {size}",
+                subject=blob.location,
+                expected=str(blob.size),
+                actual=str(size),
+            )
+        check_sha256(blob.location, blob.sha256, sha.hexdigest())
+    finally:
+        sha.close()
     if pending:
         yield pending
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from helixgate.errors import BadRequest, IntegrityError, PayloadTooLarge
@@ -73,6 +74,46 @@ class HashingReader:
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
+
+
+_HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-hasher")
+_INLINE_BELOW = 1024 * 1024
+
+
+class OverlappedSha256:
+    """SHA-256 of pieces hashed on a helper thread while the caller produces the next piece.
+
+    SHA-256 releases the GIL on large buffers, so a stream that also decrypts or reads
+    (a verified download) runs both at once instead of in series. Pieces are hashed strictly
+    in order, at most one at a time per hasher; small pieces are hashed inline (a thread
+    hand-off would cost more than it saves). ``hexdigest`` waits for every piece.
+    """
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._pending: Future[None] | None = None
+
+    def update(self, piece: bytes) -> None:
+        self._wait()
+        if len(piece) < _INLINE_BELOW:
+            self._sha.update(piece)
+        else:
+            self._pending = _HASHERS.submit(self._sha.update, piece)
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        """Wait for the piece in flight (a stream abandoned half-way must not leave work behind)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.cancel():
+            pending.exception()  # waits; an error no longer matters to anyone
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
 
 def hash_chunks(chunks: Iterable[bytes], sink: Callable[[bytes], object] | None = None) -> tuple[str, int]:
