@@ -218,7 +218,7 @@ def test_flipped_stored_byte_is_refused_quarantined_and_audited(env: Env) -> Non
 def test_tampered_large_object_stream_aborts(env: Env) -> None:
     h = env.h
     steward = h.auth("steward", "data-steward")
-    data = os.urandom(3 * MIB + 100)
+    data = os.urandom(20 * MIB + 100)  # several 8 MiB read pieces (local) / 1 MiB parts (S3)
     object_id = env.upload(h, steward, data).json()["id"]
     url = _https_url(h, steward, object_id)
     env.tamper(h, object_id, offset_from_end=40)  # damage the end: the first pieces stream out first
