@@ -191,7 +191,7 @@ class LocalStorage:
                         seal(view[start : start + chunk_size], final=False)
                     held = bytes(view[starts[-1] :])
                 del data
-                if held is not None and len(held) < chunk_size:
+                if len(held) < chunk_size:
                     seal(held, final=True)  # a short chunk can only be the last one
                     break
                 out.flush()

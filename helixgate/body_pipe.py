@@ -36,8 +36,6 @@ SCOPE_KEY = "helixgate.body_pipe"
 BATCH_BYTES = 4 * 1024 * 1024
 DEPTH = 2
 
-_EOF = b""
-
 
 class BodyIncomplete(BadRequest):
     """The client went away before sending its whole body."""
@@ -117,7 +115,7 @@ class BodyPipe:
                     await self._slots.acquire()
                     self._batches.put(batch)
                     batch = bytearray()
-            self._batches.put(bytearray(_EOF))
+            self._batches.put(bytearray())  # empty: the end of the body
         except asyncio.CancelledError:
             self._batches.put(BodyIncomplete("the request ended before its body was read"))
             raise

@@ -1,4 +1,5 @@
-"""Crash-safe writes of private files (keys, keyrings, wrapped data keys) and file locks.
+"""Crash-safe writes of private files (keys, keyrings, wrapped data keys), file locks, and
+page-cache-bypassing appends for large blobs (``DirectAppender``).
 
 Every key file in HelixGate is written the same way: a private (0600) temporary file in the
 same directory, flushed and fsynced, then renamed into place (``replace``) or hard-linked
