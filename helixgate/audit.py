@@ -61,6 +61,7 @@ from helixgate.cef import record_to_cef
 from helixgate.db import Base, Database
 from helixgate.errors import BadRequest, ConfigurationError, Conflict, IntegrityError
 from helixgate.fsutil import write_private
+from helixgate.limits import bounded_int
 
 log = logging.getLogger(__name__)
 
@@ -1062,9 +1063,9 @@ def _encode_token(seq: int, order: str) -> str:
 def _decode_token(token: str, order: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-        if raw[:1] != order[0] or not raw[1:].isdigit():
+        if raw[:1] != order[0] or not raw[1:].isdigit() or len(raw) > 20:
             raise ValueError
-        return int(raw[1:])
+        return bounded_int(int(raw[1:]), "page_token", 0)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest(
             f"invalid page_token for order {order!r}: use the token returned by the previous page"

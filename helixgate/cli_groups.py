@@ -21,6 +21,7 @@ from helixgate.cli import api, emit, table
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
 from helixgate.integrity import check_sha256, normalize_sha256
 from helixgate.sdk import HelixGate, output_files, sha256_of, sha256_path
+from helixgate.uris import has_scheme
 
 _TEXT_LIMIT = 16 * 1024 * 1024
 # run: / $import: / $include: references to sibling CWL documents (same line only: `run:` may be inline)
@@ -334,8 +335,8 @@ def workflow_attachments(main: Path) -> dict[str, bytes]:
 
 def _cli_input(value: str) -> Any:
     """``drs://`` -> File; an existing or path-looking value -> local File; else a JSON literal or a string."""
-    if value.startswith("drs://"):
-        return {"class": "File", "location": value}
+    if has_scheme(value, "drs"):
+        return {"class": "File", "location": value.strip()}
     if value.startswith(("./", "../", "/", "~")) or Path(value).is_file():
         return {"class": "File", "location": str(Path(value).expanduser().resolve()), "_local": True}
     try:

@@ -54,6 +54,7 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca_bundle: str = ""  # CA bundle used to verify inter-service HTTPS calls
+    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For is believed; () -> none
     # -- peer services (WES calls DRS and TRS over HTTP); "" -> this process's public_url
     drs_url: str = ""
     trs_url: str = ""
@@ -244,5 +245,15 @@ def _validate(s: Settings) -> None:
     for name in ("token_max_lifetime", "lease_seconds", "max_upload_bytes", "drs_bulk_limit", "signed_url_ttl"):
         if getattr(s, name) <= 0:
             raise ConfigurationError(f"invalid setting {name} ({ENV_PREFIX}{name.upper()}): must be positive")
+    import ipaddress
+
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"invalid setting trusted_proxies ({ENV_PREFIX}TRUSTED_PROXIES): {proxy[:60]!r} is not an IP address "
+                "or CIDR network"
+            ) from None
     if not s.builtin_issuer and not s.issuers:
         raise ConfigurationError("invalid setting issuers: no token issuer configured and builtin_issuer is off")

@@ -8,7 +8,8 @@ from typing import Any
 from flask import Response
 
 from helixgate import rbac
-from helixgate.errors import BadRequest, NotFound
+from helixgate.errors import BadRequest, Forbidden, NotFound
+from helixgate.limits import parse_datetime
 from helixgate.service_info import base_service_info
 from helixgate.web import audit_change, caller, json_body, platform, set_target
 
@@ -30,8 +31,19 @@ def list_users() -> dict[str, Any]:
     return {"users": [u.to_dict() for u in platform().users.all()]}
 
 
+def _refuse_service_role(roles: Any) -> None:
+    """The ``service`` role is never granted over the API: service identities are configured
+    (``service_user``) and get credentials only through their own configured path."""
+    if isinstance(roles, list) and "service" in roles:
+        raise Forbidden(
+            "the service role cannot be granted over the API (it belongs to the configured service identity)"
+        )
+
+
 def create_user() -> tuple[dict[str, Any], int]:
     body = json_body()
+    set_target(str(body.get("username", ""))[:128])
+    _refuse_service_role(body.get("roles"))
     user = platform().users.register(
         body["username"],
         roles=tuple(body.get("roles", [])),
@@ -58,6 +70,9 @@ def update_user(username: str) -> dict[str, Any]:
     if user is None:
         raise NotFound(f"user not found: {username}")
     if "roles" in body:
+        _refuse_service_role(body["roles"])
+        if username == platform().settings.service_user:
+            raise Forbidden("the roles of the configured service identity are not managed over the API")
         user = users.set_roles(username, list(body["roles"]))
         audit_change("core.user.roles", username, details={"roles": list(user.roles)})
     if "active" in body:
@@ -80,6 +95,12 @@ def issue_token() -> tuple[dict[str, Any], int]:
     body = json_body()
     username = body["username"]
     set_target(username)
+    if username != caller().username:
+        # no silent impersonation: a token names only the person who asked for it
+        raise Forbidden(
+            "tokens are issued only for the caller; other users sign in themselves and the service "
+            "identity uses its configured credentials"
+        )
     if p.issuer is None:
         raise BadRequest("the built-in token issuer is disabled; tokens come from the configured identity provider")
     user = p.users.get(username)
@@ -96,10 +117,7 @@ def issue_token() -> tuple[dict[str, Any], int]:
 def _when(value: str | None, name: str) -> datetime | None:
     if not value:
         return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} must be an ISO 8601 date-time") from None
+    return parse_datetime(value, name)
 
 
 def list_audit_events(

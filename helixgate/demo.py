@@ -77,6 +77,7 @@ def embedded_platform(data_dir: Path, port: int, scope: str) -> Iterator[Any]:
             port=port,
             log_level="error",
             access_log=False,
+            proxy_headers=False,
         )
     )
     thread = threading.Thread(target=server.run, name="hg-demo-server", daemon=True)

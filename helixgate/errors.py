@@ -47,6 +47,21 @@ class NotFound(HelixGateError):
     kind = "not_found"
 
 
+class Hidden(NotFound):
+    """A refusal answered as 'not found' so the caller learns nothing about existence.
+
+    The client sees only ``message``; the guard records a security event with
+    ``internal_reason`` (unless the raiser audits it itself: ``audit_here=False``).
+    """
+
+    audit_here = True
+
+    def __init__(self, message: str, internal_reason: str, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.internal_reason = internal_reason
+        self.subject = subject
+
+
 class Conflict(HelixGateError):
     status = 409
     kind = "conflict"

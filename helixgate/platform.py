@@ -39,10 +39,19 @@ class Platform:
         # called in-process, so a request never waits on a second request to its own server
         self.served: frozenset[str] = frozenset()
         self._lock = threading.Lock()
-        # the identity WES workers use to read data on behalf of users
+        # the identity WES workers use to read data on behalf of users (created if missing,
+        # never modified: its state is the administrators' decision)
         self.users.ensure(settings.service_user, roles=("service",))
-        if settings.bootstrap_admin:
-            self.users.ensure(settings.bootstrap_admin, roles=("admin",))
+        if settings.bootstrap_admin and self.users.bootstrap_admin(settings.bootstrap_admin):
+            self.audit.record(
+                category="change",
+                action="core.user.bootstrap",
+                outcome="success",
+                actor=None,
+                service="core",
+                target=settings.bootstrap_admin,
+                details={"roles": ["admin"], "first_start": True},
+            )
 
     def service(self, name: str) -> Any:
         """The domain object of one service (``drs``, ``trs``, ``wes``), built once."""

@@ -19,12 +19,12 @@ import requests
 from helixgate.client import ApiClient, ClientError
 from helixgate.errors import BadRequest, HelixGateError, IntegrityError, UpstreamError, VerificationError
 from helixgate.integrity import CHUNK, check_sha256, normalize_sha256
+from helixgate.uris import has_scheme, parse_drs
 
 WES = "/ga4gh/wes/v1"
 TRS = "/ga4gh/trs/v2"
 DRS = "/ga4gh/drs/v1"
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
-_DRS_URI = re.compile(r"^drs://([^/]+)/([^/?#]+)$")
 
 
 _RETRYABLE_STATUS = (502, 503, 504)
@@ -69,11 +69,9 @@ class OutputFile:
 def object_id_of(ref: str) -> str:
     """The object id of ``drs://<host>/<id>`` or of a bare id."""
     ref = ref.strip()
-    if ref.startswith("drs://"):
-        m = _DRS_URI.match(ref)
-        if not m:
-            raise BadRequest(f"malformed DRS URI {ref[:120]!r}: expected drs://<host>/<id>")
-        return m.group(2)
+    drs = parse_drs(ref)
+    if drs is not None:
+        return drs.object_id
     if not ref or "/" in ref or ":" in ref:
         raise BadRequest(f"not a DRS object id or drs:// URI: {ref[:120]!r}")
     return ref
@@ -183,7 +181,7 @@ def output_files(outputs: Mapping[str, Any]) -> list[OutputFile]:
     def walk(name: str, value: Any) -> None:
         if isinstance(value, dict):
             location = value.get("location")
-            if value.get("class") == "File" and isinstance(location, str) and location.startswith("drs://"):
+            if value.get("class") == "File" and isinstance(location, str) and has_scheme(location, "drs"):
                 checksum = value.get("checksum")
                 hex_ = checksum.split("$", 1)[1] if isinstance(checksum, str) and checksum.startswith("sha") else None
                 basename = str(value.get("basename") or location.rsplit("/", 1)[-1])

@@ -44,5 +44,7 @@ def make_server(settings: Settings, platform: Platform, services: Iterable[str])
         access_log=False,
         timeout_graceful_shutdown=10,
         limit_concurrency=512,
+        # X-Forwarded-* are handled by helixgate.web.PublicOriginMiddleware (trusted_proxies only)
+        proxy_headers=False,
     )
     return uvicorn.Server(config)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, String, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from helixgate.db import Base, Database
@@ -45,6 +46,16 @@ class UserRoleRow(Base):
     )
     role: Mapped[str] = mapped_column(String(32), primary_key=True)
     user: Mapped[UserRow] = relationship(back_populates="roles")
+
+
+class BootstrapRow(Base):
+    """A one-time start-up step that has happened (e.g. the bootstrap admin was created)."""
+
+    __tablename__ = "core_bootstrap"
+
+    step: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(128))
+    done_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 @dataclass(frozen=True)
@@ -124,19 +135,38 @@ class UserDirectory:
             return _to_user(row)
 
     def ensure(self, username: str, *, roles: tuple[str, ...], active: bool = True) -> User:
-        """Idempotently make sure a (bootstrap/service) user exists with at least these roles."""
+        """Create ``username`` with these roles if it does not exist. An existing user is left
+        exactly as administrators made it: a restart never re-activates or re-promotes anyone."""
         with self.db.session() as s:
             row = s.get(UserRow, username)
             if row is None:
                 row = UserRow(username=validate_username(username), active=active)
+                row.roles = [UserRoleRow(username=username, role=r) for r in validate_roles(roles)]
                 s.add(row)
-            have = {r.role for r in row.roles}
-            for role in validate_roles(roles):
-                if role not in have:
-                    row.roles.append(UserRoleRow(username=username, role=role))
-            row.active = row.active or active
-            s.flush()
+                s.flush()
             return _to_user(row)
+
+    def bootstrap_admin(self, username: str) -> bool:
+        """Create the first administrator once per deployment (first start only).
+
+        Whether it happened is recorded in ``core_bootstrap``: later starts (and concurrent
+        first starts of other processes) do nothing, even if the admin was deactivated,
+        demoted or deleted since. Returns True when this call created it.
+        """
+        try:
+            with self.db.session() as s:
+                if s.get(BootstrapRow, "admin") is not None:
+                    return False
+                s.add(BootstrapRow(step="admin", subject=validate_username(username)))
+                s.flush()  # a concurrent first start fails here on the primary key
+                created = s.get(UserRow, username) is None
+                if created:
+                    row = UserRow(username=username, active=True)
+                    row.roles = [UserRoleRow(username=username, role="admin")]
+                    s.add(row)
+                return created
+        except IntegrityError:
+            return False
 
     def set_active(self, username: str, active: bool) -> User:
         with self.db.session() as s:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import ipaddress
 import logging
 import re
 import threading
@@ -19,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import connexion
 from connexion.exceptions import ProblemException
@@ -31,9 +33,9 @@ from connexion.resolver import Resolution, Resolver
 from flask import Response, g, jsonify, request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from helixgate import rbac
+from helixgate import limits, rbac
 from helixgate.body_pipe import BodyPipeMiddleware
-from helixgate.errors import BadRequest, Forbidden, HelixGateError, PayloadTooLarge, Unauthorized
+from helixgate.errors import BadRequest, Forbidden, HelixGateError, Hidden, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("helixgate.web")
 
@@ -253,7 +255,8 @@ def authenticate(platform: Any, service: str, operation_id: str) -> Caller:
     c = Caller(principal.username, user.roles)
     behalf = request.headers.get(ON_BEHALF_HEADER)
     if behalf:
-        if not rbac.allows(user.roles, "drs:delegate"):
+        # only the configured service identity delegates (admins never act as someone else)
+        if principal.username != platform.settings.service_user or not rbac.allows(user.roles, "drs:delegate"):
             raise Forbidden(f"{principal.username} may not act on behalf of another user")
         delegate = platform.users.get(behalf)
         if delegate is None or not delegate.active:
@@ -297,6 +300,7 @@ def _guard(
                         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
                 elif not rbac.allows(state.caller.roles, permission):
                     raise Forbidden(f"permission denied: {operation_id} needs {permission}")
+            _check_parameters(kwargs)
             result = func(*args, **kwargs)
             if isinstance(result, tuple) and len(result) >= 2 and isinstance(result[1], int):
                 status = result[1]
@@ -305,16 +309,23 @@ def _guard(
             return result
         except HelixGateError as exc:
             status, message = exc.status, exc.message
-            outcome = "denied" if exc.status in (401, 403) else "failure"
-            if exc.status in (401, 403):
+            outcome = "denied" if exc.status in (401, 403) or isinstance(exc, Hidden) else "failure"
+            if exc.status in (401, 403) or (isinstance(exc, Hidden) and exc.audit_here):
+                # a 404 that hides existence is a refused probe too: same record as a 403
                 platform.audit.security_event(
-                    "auth.denied" if exc.status == 403 else "auth.failed",
+                    "auth.failed" if exc.status == 401 else "auth.denied",
                     actor=state.caller.username,
+                    on_behalf_of=state.caller.on_behalf_of,
                     service=service,
-                    target=state.target,
+                    target=state.target or getattr(exc, "subject", None),
                     request_id=rid,
                     client_addr=state.client_addr,
-                    details={"operation": operation_id, "reason": exc.message, "status": exc.status},
+                    details={
+                        "operation": operation_id,
+                        "reason": exc.internal_reason if isinstance(exc, Hidden) else exc.message,
+                        "status": exc.status,
+                        **({"hidden": True} if isinstance(exc, Hidden) else {}),
+                    },
                 )
             return _flask_error(service, exc, rid)
         except Exception:  # never a stack trace to the client
@@ -345,6 +356,18 @@ def _guard(
             _state.reset(token)
 
     return wrapper
+
+
+def _check_parameters(kwargs: Mapping[str, Any]) -> None:
+    """Path and query parameters as connexion converted them: bounded integers, valid strings."""
+    for name, value in kwargs.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool):
+                continue
+            if isinstance(item, int):
+                limits.bounded_int(item, f"parameter {name}")
+            elif isinstance(item, str):
+                limits.check_text(item, f"parameter {name}")
 
 
 class GuardedResolver(Resolver):
@@ -443,6 +466,8 @@ class BodySanityMiddleware:
         if scope.get("type") == "http" and _CONTROL_IN_PATH.search(scope.get("path", "")):
             # a decoded CR/LF/NUL in a path parameter escapes connexion's routing (500 otherwise)
             raise BadRequest("request path contains control characters")
+        if scope.get("type") == "http":
+            _check_target(scope)
         if scope.get("type") == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
@@ -458,7 +483,56 @@ class BodySanityMiddleware:
                 raise PayloadTooLarge(f"request body larger than {self.max_body()} bytes")
             if parsed and not length.isdigit():
                 receive = _bounded_receive(receive, self.max_body())  # chunked: count while streaming
+            if _is_json(ctype) and has_body:
+                receive = await _checked_json_body(receive)
         await self.app(scope, receive, send)
+
+
+def _is_json(ctype: str) -> bool:
+    media = ctype.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _check_target(scope: Any) -> None:
+    """Path and query must percent-decode to valid UTF-8 without NUL (lone surrogates cannot
+    be spelled in valid UTF-8; the servers' lenient decoding would otherwise smuggle U+FFFD)."""
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogatepass")
+    for what, raw in (("request path", raw_path), ("query string", scope.get("query_string", b""))):
+        if not raw:
+            continue
+        text = raw.decode("latin-1")
+        if what == "query string":
+            text = text.replace("+", " ")
+        try:
+            decoded = unquote_to_bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{what} is not valid percent-encoded UTF-8") from None
+        limits.check_text(decoded, what)
+
+
+async def _checked_json_body(receive: Callable[[], Any]) -> Callable[[], Any]:
+    """Read a (size-bounded) JSON body whole, check it against the input limits, replay it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message.get("type") != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    if body.strip():
+        limits.loads(body, "request body")
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _bounded_receive(receive: Callable[[], Any], limit: int) -> Callable[[], Any]:
@@ -477,6 +551,90 @@ def _bounded_receive(receive: Callable[[], Any], limit: int) -> Callable[[], Any
     return bounded
 
 
+# --------------------------------------------------------------------------- proxies and public URL
+class PublicOriginMiddleware:
+    """Outermost: who the client is and what URL the service has are configuration, not headers.
+
+    ``X-Forwarded-For`` is believed only when the TCP peer is one of ``trusted_proxies`` (the
+    rightmost address that is not itself a trusted proxy becomes the client). The scheme and
+    ``Host`` every absolute URL is built from (redirects included) are those of ``public_url``.
+    """
+
+    def __init__(self, app: Any, settings: Callable[[], Any]) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") in ("http", "websocket"):
+            s = self.settings()
+            scope = dict(scope)
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"host"]
+            client = scope.get("client")
+            proxies = _networks(tuple(s.trusted_proxies))
+            forwarded = [v for k, v in headers if k.lower() == b"x-forwarded-for"]
+            if client and forwarded and _in(client[0], proxies):
+                real = _client_from_forwarded(b",".join(forwarded).decode("latin-1"), proxies)
+                if real:
+                    scope["client"] = (real, 0)
+            public = urlsplit(s.effective_public_url)
+            scope["scheme"] = public.scheme + ("s" if scope["type"] == "websocket" and public.scheme == "https" else "")
+            headers.append((b"host", public.netloc.encode("idna" if not public.netloc.isascii() else "ascii")))
+            scope["headers"] = headers
+        await self.app(scope, receive, send)
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(entries: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+
+def _in(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def _client_from_forwarded(value: str, proxies: tuple[Any, ...]) -> str | None:
+    hops = [h.strip() for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return None  # garbage in the chain: keep the proxy's own address
+        if not _in(hop, proxies):
+            return hop
+    return hops[0] if hops else None
+
+
+# --------------------------------------------------------------------------- OpenAPI documents
+def _add_spec_routes(app: connexion.FlaskApp, services: Iterable[str], get_platform: Callable[[], Any]) -> None:
+    """Serve each API's document as written (``$ref`` kept: DRS's schemas are recursive, so the
+    resolved form connexion would serve cannot be encoded), with ``servers`` set to the public URL."""
+    import yaml
+
+    for service in services:
+        raw = yaml.safe_load((openapi_dir() / f"{service}.yaml").read_text(encoding="utf-8"))
+        base = BASE_PATHS[service]
+
+        def document(raw: dict[str, Any] = raw, base: str = base) -> dict[str, Any]:
+            doc = dict(raw)
+            doc["servers"] = [{"url": get_platform().settings.effective_public_url + base}]
+            return doc
+
+        def as_json(document: Callable[[], dict[str, Any]] = document) -> Response:
+            import json
+
+            return Response(json.dumps(document(), default=str), mimetype="application/json")
+
+        def as_yaml(document: Callable[[], dict[str, Any]] = document) -> Response:
+            return Response(yaml.safe_dump(document(), sort_keys=False), mimetype="application/yaml")
+
+        app.app.add_url_rule(f"{base}/openapi.json", f"openapi_json_{service}", as_json, methods=["GET"])
+        app.app.add_url_rule(f"{base}/openapi.yaml", f"openapi_yaml_{service}", as_yaml, methods=["GET"])
+
+
 # --------------------------------------------------------------------------- app factory
 def create_app(
     get_platform: Callable[[], Any],
@@ -493,6 +651,9 @@ def create_app(
     app.app.config["MAX_CONTENT_LENGTH"] = None
     app.app.config["HELIXGATE_PLATFORM"] = get_platform
     app.add_middleware(
+        PublicOriginMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, settings=lambda: get_platform().settings
+    )
+    app.add_middleware(
         BodySanityMiddleware,
         position=MiddlewarePosition.BEFORE_VALIDATION,
         max_body=lambda: get_platform().settings.max_json_bytes,
@@ -506,7 +667,7 @@ def create_app(
             resolver=GuardedResolver(service, get_platform, streaming_routes),
             validate_responses=False,
             strict_validation=False,
-            swagger_ui_options=SwaggerUIOptions(swagger_ui=False, spec_path="/openapi.json"),
+            swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),
         )
     for exc_type in (ProblemException, StarletteHTTPException, HelixGateError, Exception):
         app.add_error_handler(exc_type, _connexion_error)
@@ -528,6 +689,7 @@ def create_app(
             resp.headers.setdefault("X-Request-ID", rid)
         return resp
 
+    _add_spec_routes(app, services, get_platform)
     if extra_routes:
         extra_routes(app)
     return app

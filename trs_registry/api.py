@@ -19,6 +19,7 @@ from flask import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from helixgate.errors import BadRequest, IntegrityError, NotFound, PayloadTooLarge, Unauthorized
+from helixgate.limits import bounded_int
 from helixgate.service_info import base_service_info
 from helixgate.web import BASE_PATHS, audit_change, caller, platform, security_event, set_target
 from trs_registry import shapes
@@ -26,6 +27,7 @@ from trs_registry.service import PublisherSignatureRefused, ToolQuery, TrsRegist
 from trs_registry.validation import ALL_DESCRIPTOR_TYPES, MAX_REQUEST_BYTES
 
 MAX_PAGE = 1000
+MAX_OFFSET = 2**31 - 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _ALIAS_PREFIXES = ("#workflow/", "#tool/")
 
@@ -126,12 +128,10 @@ def tools_get(
     offset: str | None = None,
     limit: int | None = None,
 ) -> Response:
-    try:
-        start = int(offset) if offset not in (None, "") else 0
-    except ValueError:
-        raise BadRequest(f"offset must be a non-negative integer, got {str(offset)[:40]!r}") from None
-    if start < 0:
-        raise BadRequest("offset must be a non-negative integer")
+    text = "" if offset is None else str(offset)
+    if text and (not text.isascii() or not text.isdigit() or len(text) > 10):
+        raise BadRequest(f"offset must be an integer between 0 and {MAX_OFFSET}, got {text[:40]!r}")
+    start = bounded_int(int(text) if text else 0, "offset", 0, MAX_OFFSET)
     size = MAX_PAGE if limit is None else limit
     if not 1 <= size <= MAX_PAGE:
         raise BadRequest(f"limit must be between 1 and {MAX_PAGE}")

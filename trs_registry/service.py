@@ -360,6 +360,9 @@ class TrsRegistry:
         with self.db.session() as s:
             if s.get(ToolRow, fields["id"]) is not None:
                 raise Conflict(f"tool {fields['id']} already exists")
+            if s.get(ToolAliasRow, fields["id"]) is not None:
+                # ids and aliases are one namespace: a lookup by either must name one tool
+                raise Conflict(f"tool id {fields['id']} is already an alias of another tool")
             row = ToolRow(
                 id=fields["id"],
                 organization=fields["organization"],
@@ -403,6 +406,11 @@ class TrsRegistry:
             return _tool_info(row, versions), changed
 
     def _set_aliases(self, s: Session, row: ToolRow, aliases: list[str]) -> None:
+        if row.id in aliases:
+            raise Conflict(f"alias {row.id!r} is the tool's own id")
+        squatted = s.scalars(sa.select(ToolRow.id).where(ToolRow.id.in_(aliases), ToolRow.id != row.id)).first()
+        if squatted is not None:
+            raise Conflict(f"alias {squatted!r} is the id of another tool")
         taken = s.scalars(
             sa.select(ToolAliasRow).where(ToolAliasRow.alias.in_(aliases), ToolAliasRow.tool_id != row.id)
         ).first()

@@ -29,6 +29,7 @@ from typing import Any, MutableMapping
 
 from helixgate.errors import HelixGateError, IntegrityError, VerificationError
 from helixgate.integrity import check_sha256, sha256_bytes
+from helixgate.uris import DrsRef, parse_drs
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
 
 log = logging.getLogger("helixgate.executor")
@@ -234,9 +235,11 @@ class Executor:
         host = self.settings.drs_host
         if isinstance(value, dict):
             loc = value.get("location") or value.get("path")
-            if isinstance(loc, str) and loc.startswith("drs://"):
-                object_id = loc.rsplit("/", 1)[-1]
-                if loc != f"drs://{host}/{object_id}":
+            ref = parse_drs_reference(loc) if isinstance(loc, str) else None
+            if ref is not None:
+                # the same parser as the submission check: any spelling is read on the owner's behalf
+                object_id, loc = ref.object_id, ref.uri
+                if ref.host != host.lower():
                     raise IntegrityError(f"input {loc} is not in this deployment's DRS", subject=loc)
                 dest_dir = inputs_dir / object_id
                 dest_dir.mkdir(exist_ok=True)
@@ -405,6 +408,14 @@ def _quiet_cwltool() -> None:
     cwl_logger.setLevel(logging.ERROR)
     for handler in list(cwl_logger.handlers):
         cwl_logger.removeHandler(handler)
+
+
+def parse_drs_reference(location: str) -> DrsRef | None:
+    """``parse_drs`` for the worker: a malformed reference stops the task as an integrity failure."""
+    try:
+        return parse_drs(location)
+    except HelixGateError as exc:
+        raise IntegrityError(f"input {location[:120]!r}: {exc.message}", subject=location[:200]) from None
 
 
 def _local_path(location: str) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 from helixgate.client import ApiClient, ClientError
 from helixgate.errors import IntegrityError, UpstreamError
 from helixgate.integrity import check_sha256, normalize_sha256
+from helixgate.uris import require_clean, scheme_of
 from helixgate.web import ON_BEHALF_HEADER
 
 _TRS_URL = re.compile(r"/ga4gh/trs/v2/tools/([^/]+)/versions/([^/]+)")
@@ -20,18 +21,19 @@ _TRS_URL = re.compile(r"/ga4gh/trs/v2/tools/([^/]+)/versions/([^/]+)")
 
 def parse_trs_reference(url: str, settings: Any) -> tuple[str, str] | None:
     """``trs://host/<tool>/<version>`` or a TRS version URL -> (tool id, version id)."""
-    if url.startswith("trs://"):
-        parts = url[len("trs://") :].split("/")
+    scheme = scheme_of(url)
+    if scheme == "trs":
+        parts = require_clean(url, "workflow_url")[len("trs://") :].split("/")
         if len(parts) != 3 or not all(parts):
             from helixgate.errors import BadRequest
 
             raise BadRequest("TRS workflow_url must be trs://<host>/<tool id>/<version id>")
         return parts[1], parts[2]
-    if url.startswith(("http://", "https://")):
-        trs_host = urlsplit(settings.effective_trs_url).netloc
-        parsed = urlsplit(url)
+    if scheme in ("http", "https"):
+        trs_host = urlsplit(settings.effective_trs_url).netloc.lower()
+        parsed = urlsplit(require_clean(url, "workflow_url"))
         m = _TRS_URL.search(parsed.path)
-        if m and parsed.netloc == trs_host:
+        if m and parsed.netloc.lower() == trs_host:
             return m.group(1), m.group(2)
     return None
 

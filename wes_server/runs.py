@@ -13,7 +13,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from sqlalchemy import and_, delete, func, or_, select, update
 
 from helixgate.db import Database
-from helixgate.errors import BadRequest, NotFound
+from helixgate.errors import BadRequest, Hidden, NotFound
+from helixgate.limits import bounded_int
 from wes_server.models import AttachmentRow, RunRow, RunTagRow, TaskRow
 
 STATES = (
@@ -54,9 +55,9 @@ def decode_token(token: str | None) -> int | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not raw.startswith("s"):
+        if not raw.startswith("s") or not raw[1:].isdigit() or len(raw) > 20:
             raise ValueError
-        return int(raw[1:])
+        return bounded_int(int(raw[1:]), "page_token", 0)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("invalid page_token") from None
 
@@ -123,7 +124,8 @@ class RunStore:
         """The run, if ``user`` may see it. Other users' runs answer 404 (existence is not leaked)."""
         row = self.get(run_id)
         if not see_all and row.owner != user:
-            raise NotFound(f"run not found: {run_id}")
+            # same answer as a missing run; the guard records the probe as a security event
+            raise Hidden(f"run not found: {run_id}", f"run {run_id} belongs to another user", subject=run_id)
         return row
 
     def tags(self, run_id: str) -> dict[str, str]:

@@ -11,13 +11,13 @@ from typing import Any, Mapping
 
 from helixgate.errors import BadRequest, Forbidden, HelixGateError
 from helixgate.service_info import base_service_info
+from helixgate.uris import has_scheme
 from wes_server.peers import DrsPeer, TrsPeer, parse_trs_reference
 from wes_server.queue import RunQueue, make_queue
 from wes_server.runs import Attachment, RunStore, check_page_size, iso
 from wes_server.submission import (
     WORKFLOW_TYPES,
     RunRequest,
-    drs_host_of,
     drs_inputs,
     parse_run_request,
     refuse_local_inputs,
@@ -111,7 +111,7 @@ class WorkflowService:
                 req.attachments.append(Attachment(f.path, f.content, f.sha256))
             primary = next(f.path for f in files if f.primary)
             return {"kind": "trs", "tool_id": tool_id, "version_id": version_id, "main": primary}
-        if url.startswith(("https://", "http://")):
+        if has_scheme(url, "https", "http"):
             from helixgate.integrity import sha256_bytes
             from helixgate.netguard import fetch
 
@@ -136,12 +136,12 @@ class WorkflowService:
 
     def _check_inputs(self, user: str, req: RunRequest) -> None:
         inputs = drs_inputs(req.workflow_params)
-        foreign = [uri for uri, _ in inputs if drs_host_of(uri) != self.settings.drs_host]
+        foreign = [ref.uri for ref in inputs if ref.host != self.settings.drs_host.lower()]
         if foreign:
             raise BadRequest(
                 f"DRS inputs must live in this deployment's DRS ({self.settings.drs_host}): {', '.join(foreign[:10])}"
             )
-        refused = self.drs.unreadable(user, [object_id for _, object_id in inputs])
+        refused = self.drs.unreadable(user, [ref.object_id for ref in inputs])
         if refused:
             raise Forbidden(
                 f"user {user} may not read input(s): "

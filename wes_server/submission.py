@@ -5,7 +5,6 @@ Pure functions over already-parsed multipart data, so they are testable without 
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -14,13 +13,14 @@ from urllib.parse import urlsplit
 
 from helixgate.errors import BadRequest, PayloadTooLarge
 from helixgate.integrity import sha256_bytes
+from helixgate.limits import loads as safe_json_loads
+from helixgate.uris import DrsRef, parse_drs, require_clean, scheme_of
 from wes_server.runs import Attachment
 
 WORKFLOW_TYPES = {"CWL": ("v1.0", "v1.1", "v1.2")}
 ENGINE = "cwltool"
 MAX_ATTACHMENTS = 200
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._+@=-][A-Za-z0-9._+@=, -]*$")
-_DRS = re.compile(r"^drs://([^/]+)/([A-Za-z0-9._~-]+)$")
 
 
 @dataclass
@@ -56,10 +56,7 @@ def _json_object(name: str, raw: str | None, *, required: bool = False) -> dict[
         if required:
             raise BadRequest(f"{name} is required")
         return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"{name} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    value = safe_json_loads(raw, name)  # depth, valid strings, 64-bit integers
     if not isinstance(value, dict):
         raise BadRequest(f"{name} must be a JSON object")
     return value
@@ -130,7 +127,7 @@ def parse_run_request(
         workflow_type=canonical,
         workflow_type_version=version,
         workflow_url=url,
-        workflow_params=params,
+        workflow_params=canonical_drs(params),
         tags=tags,
         workflow_engine=ENGINE,
         workflow_engine_version=(form.get("workflow_engine_version") or "").strip(),
@@ -150,28 +147,36 @@ def iter_strings(value: Any) -> Iterator[str]:
             yield from iter_strings(v)
 
 
-def drs_inputs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Every ``drs://host/id`` in the inputs, as (uri, id), in order of appearance."""
-    seen: dict[str, str] = {}
+def drs_inputs(params: Mapping[str, Any]) -> list[DrsRef]:
+    """Every drs reference in the inputs, however its scheme is spelled, in order of appearance."""
+    seen: dict[str, DrsRef] = {}
     for s in iter_strings(params):
-        if s.startswith("drs://"):
-            m = _DRS.match(s)
-            if not m:
-                raise BadRequest(f"malformed DRS URI {s[:120]!r}: expected drs://<host>/<id>")
-            seen.setdefault(s, m.group(2))
-    return list(seen.items())
+        ref = parse_drs(s)
+        if ref is not None:
+            seen.setdefault(ref.uri, ref)
+    return list(seen.values())
 
 
-def drs_host_of(uri: str) -> str:
-    m = _DRS.match(uri)
-    return m.group(1) if m else ""
+def canonical_drs(value: Any) -> Any:
+    """A copy of ``value`` with every drs reference in its canonical spelling (``drs://host/id``),
+    so the run stores exactly the references the submission check read."""
+    if isinstance(value, str):
+        ref = parse_drs(value)
+        return ref.uri if ref is not None else value
+    if isinstance(value, dict):
+        return {k: canonical_drs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical_drs(v) for v in value]
+    return value
 
 
 def refuse_local_inputs(params: Mapping[str, Any], attachment_paths: set[str]) -> None:
     """Inputs must be DRS objects or attached files: the server cannot read a client's disk."""
     bad = []
     for s in iter_strings(params):
-        scheme = urlsplit(s).scheme if "://" in s else ""
+        scheme = (scheme_of(s) or "") if "://" in s else ""
+        if scheme:
+            require_clean(s, "input URI")
         if scheme == "file":
             path = urlsplit(s).path.lstrip("/")
             if path not in attachment_paths and posixpath.basename(path) not in attachment_paths:
