@@ -58,9 +58,21 @@ def test_drs_inputs_are_found_anywhere_in_params() -> None:
         "reads": {"class": "File", "location": "drs://h:1/abc"},
         "more": [{"class": "File", "location": "drs://h:1/def"}, "drs://h:1/abc"],
     }
-    assert drs_inputs(params) == [("drs://h:1/abc", "abc"), ("drs://h:1/def", "def")]
+    assert [(r.uri, r.object_id) for r in drs_inputs(params)] == [("drs://h:1/abc", "abc"), ("drs://h:1/def", "def")]
     with pytest.raises(BadRequest, match="malformed DRS URI"):
         drs_inputs({"x": "drs://h/a/b"})
+
+
+@pytest.mark.parametrize("spelling", ["DRS://H:1/abc", "Drs://h:1/abc", "dRs://h:1/abc"])
+def test_drs_scheme_and_host_are_case_insensitive(spelling: str) -> None:
+    """RFC 3986: every spelling is the same reference and is checked like the canonical one."""
+    assert [(r.uri, r.object_id) for r in drs_inputs({"x": spelling})] == [("drs://h:1/abc", "abc")]
+
+
+@pytest.mark.parametrize("spelling", [" drs://h:1/abc", "\tdrs://h:1/abc", "drs://h:1/abc\n", "\x00drs://h:1/abc"])
+def test_drs_references_with_surrounding_whitespace_are_refused(spelling: str) -> None:
+    with pytest.raises(BadRequest, match="whitespace"):
+        drs_inputs({"x": spelling})
 
 
 def test_client_local_and_unverifiable_inputs_are_refused() -> None:
