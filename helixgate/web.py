@@ -158,7 +158,7 @@ def security_event(
         request_id=st.request_id,
         client_addr=st.client_addr,
         severity=severity,
-        details=dict(details or {}),
+        details={"operation": st.operation_id, **dict(details or {})},
     )
 
 

@@ -182,25 +182,37 @@ def _probes(op: Operation) -> Iterator[Probe]:
     if op.method in ("post", "put", "patch") or op.body_types:
         for label, text in _json_variants(op):
             refuse = not label.startswith(tuple(f"{n}: datetime" for n in op.body_schema.get("properties", {})))
-            yield Probe(f"json {label}", base, body=text.encode("utf-8"), content_type="application/json",
-                        must_refuse=refuse)
-        yield Probe("json not UTF-8", base, body=b'{"name": "\xff\xfe"}', content_type="application/json",
-                    must_refuse=True)
+            yield Probe(
+                f"json {label}", base, body=text.encode("utf-8"), content_type="application/json", must_refuse=refuse
+            )
+        yield Probe(
+            "json not UTF-8", base, body=b'{"name": "\xff\xfe"}', content_type="application/json", must_refuse=True
+        )
         yield Probe("text/plain", base, body=b"hello", content_type="text/plain")
         yield Probe("xml", base, body=b"<a/>", content_type="application/xml")
         yield Probe("no content type", base, body=b'{"a": 1}', content_type=None)
-        yield Probe("multipart without boundary", base, body=b"x", content_type="multipart/form-data",
-                    must_refuse=True)
+        yield Probe("multipart without boundary", base, body=b"x", content_type="multipart/form-data", must_refuse=True)
         if "multipart/form-data" in op.body_types:
             for field_name in ("workflow_params", "tags", "workflow_engine_parameters"):
-                for label, text in (("deep", DEEP_OBJECT), ("surrogate", '{"k": "\\ud800"}'),
-                                    ("huge integer", '{"k": ' + HUGE_INT + "}"), ("malformed", "{")):
+                for label, text in (
+                    ("deep", DEEP_OBJECT),
+                    ("surrogate", '{"k": "\\ud800"}'),
+                    ("huge integer", '{"k": ' + HUGE_INT + "}"),
+                    ("malformed", "{"),
+                ):
                     form = {
-                        "workflow_url": "wf.cwl", "workflow_type": "CWL", "workflow_type_version": "v1.2",
+                        "workflow_url": "wf.cwl",
+                        "workflow_type": "CWL",
+                        "workflow_type_version": "v1.2",
                         field_name: text,
                     }
-                    yield Probe(f"multipart {field_name} {label}", base, body=_multipart(form),
-                                content_type=f"multipart/form-data; boundary={BOUNDARY}", must_refuse=True)
+                    yield Probe(
+                        f"multipart {field_name} {label}",
+                        base,
+                        body=_multipart(form),
+                        content_type=f"multipart/form-data; boundary={BOUNDARY}",
+                        must_refuse=True,
+                    )
 
 
 BOUNDARY = "hostileboundary42"
@@ -211,7 +223,7 @@ def _multipart(fields: dict[str, str]) -> bytes:
     for name, value in fields.items():
         out += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode()
         out += b"\r\n"
-    out += b'--' + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="workflow_attachment"; '
+    out += b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="workflow_attachment"; '
     out += b'filename="wf.cwl"\r\n\r\ncwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: [echo]\ninputs: []\n'
     out += b"outputs: []\n\r\n--" + BOUNDARY.encode() + b"--\r\n"
     return out
