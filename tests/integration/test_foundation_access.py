@@ -211,15 +211,19 @@ def test_audit_query_over_http_needs_auditor(harness: Any) -> None:
     assert harness.client.get("/helixgate/v1/audit/verify", headers=auditor).json()["ok"] is True
 
 
-def test_token_endpoint_mints_short_lived_tokens(harness: Any) -> None:
+def test_token_endpoint_mints_short_lived_tokens_for_the_caller_only(harness: Any) -> None:
     admin = harness.auth("root", "admin")
     harness.user("dora", "viewer")
-    r = harness.client.post("/helixgate/v1/tokens", headers=admin, json={"username": "dora", "ttl": "5m"})
+    r = harness.client.post("/helixgate/v1/tokens", headers=admin, json={"username": "root", "ttl": "5m"})
     assert r.status_code == 201 and r.json()["expires_in"] == 300
-    assert _get(harness, r.json()["access_token"]).json()["username"] == "dora"
-    r = harness.client.post("/helixgate/v1/tokens", headers=admin, json={"username": "dora", "ttl": "3d"})
+    assert _get(harness, r.json()["access_token"]).json()["username"] == "root"
+    r = harness.client.post("/helixgate/v1/tokens", headers=admin, json={"username": "root", "ttl": "3d"})
     assert r.status_code == 400
     assert json.dumps(r.json()).count("token") >= 1
+    # no silent impersonation: not for another user, not for the service identity
+    for other in ("dora", harness.platform.settings.service_user):
+        r = harness.client.post("/helixgate/v1/tokens", headers=admin, json={"username": other, "ttl": "5m"})
+        assert r.status_code == 403, r.text
 
 
 def test_audit_purge_cli_keeps_records_inside_retention(
