@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = add(users, "roles", cmd_users_roles, "replace a user's roles")
     r.add_argument("username")
     r.add_argument("--role", action="append")
-    ut = add(users, "token", cmd_users_token, "mint a token for a user through the server")
+    ut = add(users, "token", cmd_users_token, "mint a fresh token for yourself (the caller) through the server")
     ut.add_argument("username")
     ut.add_argument("--ttl", default="15m")
 

@@ -68,7 +68,7 @@ class Settings:
     jwks_cache_seconds: int = 300
     service_user: str = "helixgate-wes"  # identity WES uses to read data on a user's behalf
     service_token_file: str = ""  # token of the service identity when an external IdP issues it
-    bootstrap_admin: str = "admin"  # registered, active admin created at first start ("" to disable)
+    bootstrap_admin: str = "admin"  # registered, active admin created once, at the first start ("" to disable)
     # -- data store
     storage_backend: Literal["local", "s3"] = "local"
     s3_bucket: str = ""
