@@ -51,6 +51,7 @@ from helixgate.errors import (
     Unauthorized,
 )
 from helixgate.integrity import normalize_sha256
+from helixgate.limits import loads as safe_json_loads
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,7 @@ def parse_provenance(raw: Any) -> dict[str, Any] | None:
     if isinstance(raw, str):
         if len(raw.encode()) > MAX_PROVENANCE_BYTES:
             raise BadRequest(f"provenance too large: at most {MAX_PROVENANCE_BYTES} bytes of JSON")
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"provenance is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        raw = safe_json_loads(raw, "provenance")  # depth, valid strings, 64-bit integers
     if not isinstance(raw, dict):
         raise BadRequest("provenance must be a JSON object")
     unknown = sorted(set(raw) - _PROVENANCE_KEYS)

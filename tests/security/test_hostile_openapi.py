@@ -172,6 +172,7 @@ def _probes(op: Operation) -> Iterator[Probe]:
         yield Probe(f"query {name} huge integer", base, f"{name}={HUGE_INT}", must_refuse=kind == "integer")
         yield Probe(f"query {name} negative huge", base, f"{name}=-{HUGE_INT}", must_refuse=kind == "integer")
         yield Probe(f"query {name} type confusion", base, f"{name}=%7B%22a%22%3A1%7D")
+        yield Probe(f"query {name} deep JSON", base, f"{name}=" + "%5B" * 4000 + "%5D" * 4000)
         if "token" in name:
             for raw in ("s" + HUGE_INT, "o" + HUGE_INT, "n" + HUGE_INT, "s-1"):
                 yield Probe(f"query {name} token {raw[:3]}", base, f"{name}={_b64(raw)}")
