@@ -301,6 +301,7 @@ def _guard(
                 elif not rbac.allows(state.caller.roles, permission):
                     raise Forbidden(f"permission denied: {operation_id} needs {permission}")
             _check_parameters(kwargs)
+            _check_form()
             result = func(*args, **kwargs)
             if isinstance(result, tuple) and len(result) >= 2 and isinstance(result[1], int):
                 status = result[1]
@@ -368,6 +369,22 @@ def _check_parameters(kwargs: Mapping[str, Any]) -> None:
                 limits.bounded_int(item, f"parameter {name}")
             elif isinstance(item, str):
                 limits.check_text(item, f"parameter {name}")
+
+
+def _check_form() -> None:
+    """Form fields (WES ``POST /runs``) obey the same string rules as JSON strings."""
+    if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return
+    try:
+        fields = list(request.form.items(multi=True))
+        names = [f.filename or "" for f in request.files.values()]
+    except ValueError as exc:  # werkzeug: malformed multipart
+        raise BadRequest(f"malformed form body: {str(exc)[:200]}") from None
+    for name, value in fields:
+        limits.check_text(name, "a form field name")
+        limits.check_text(value, f"form field {name[:64]}")
+    for filename in names:
+        limits.check_text(filename, "an attachment file name")
 
 
 class GuardedResolver(Resolver):

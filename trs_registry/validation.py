@@ -174,7 +174,7 @@ def tool_class(value: Any) -> str:
         return "CommandLineTool"
     if isinstance(value, dict):
         value = value.get("id") or value.get("name")
-    if value not in TOOL_CLASSES:
+    if not isinstance(value, str) or value not in TOOL_CLASSES:
         raise BadRequest(f"toolclass {str(value)[:80]!r} is not one of {', '.join(TOOL_CLASSES)}")
     return str(value)
 

@@ -115,7 +115,13 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 @pytest.fixture(scope="module")
 def everyone(app: Harness) -> dict[str, str]:
-    return app.auth("hostile-root", *HUMAN_ROLES)
+    """A token with every human role; a tool and a user named ``x`` exist, so probes of
+    ``.../tools/x/...`` and ``/users/x`` reach the domain code behind the lookups."""
+    headers = app.auth("hostile-root", *HUMAN_ROLES)
+    body = {"id": "x", "organization": "o", "name": "x", "toolclass": {"name": "CommandLineTool"}}
+    assert app.client.post(f"{BASE_PATHS['trs']}/x-helixgate/tools", headers=headers, json=body).status_code == 201
+    app.user("x", "viewer")
+    return headers
 
 
 # --------------------------------------------------------------------------- hostile requests
@@ -140,6 +146,61 @@ def _b64(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+def _sample(doc: dict[str, Any], schema: Any, depth: int = 0) -> Any:
+    """A plausible value for ``schema`` (so a confused leaf gets past the fields around it)."""
+    schema = _resolve(doc, schema)
+    if not isinstance(schema, dict) or depth > 4:
+        return "x"
+    for combinator in ("allOf", "oneOf", "anyOf"):
+        if schema.get(combinator):
+            return _sample(doc, schema[combinator][0], depth + 1)
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {k: _sample(doc, v, depth + 1) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_sample(doc, schema.get("items", {}), depth + 1)]
+    return {"integer": 1, "number": 1.5, "boolean": True}.get(str(kind), "x")
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list) and value:
+        yield from _leaves(value[0], (*path, 0))
+    elif path:
+        yield path
+
+
+def _replaced(value: Any, path: tuple[Any, ...], leaf: Any) -> Any:
+    if not path:
+        return leaf
+    copy = json.loads(json.dumps(value))
+    target = copy
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = leaf
+    return copy
+
+
+def _nested_confusions(op: Operation) -> Iterator[tuple[str, str]]:
+    """Every leaf of a plausible body, nested ones included, replaced by a value of the wrong type."""
+    if not op.body_schema:
+        return
+    sample = _sample(DOCUMENTS[op.service], op.body_schema)
+    for path in _leaves(sample):
+        if len(path) < 2:
+            continue  # top-level fields are confused in _json_variants
+        for confused in ({"x": [1]}, [], 1.5, None, -1, "\u0000"):
+            label = "/".join(map(str, path))
+            yield (
+                f"{label}: nested type confusion {json.dumps(confused)}",
+                json.dumps(_replaced(sample, path, confused)),
+            )
+
+
 def _json_variants(op: Operation) -> Iterator[tuple[str, str]]:
     """(label, JSON text) bodies that break the limits, generic and per declared property."""
     yield "deep list", DEEP_LIST
@@ -153,9 +214,12 @@ def _json_variants(op: Operation) -> Iterator[tuple[str, str]]:
         yield f"{name}: surrogate", '{"' + name + '": "a\\ud800b"}'
         yield f"{name}: surrogate in list", '{"' + name + '": ["\\udc00"]}'
         yield f"{name}: huge integer", '{"' + name + '": ' + HUGE_INT + "}"
+        for confused in ('{"x": [1]}', "[]", "1.5", "true", "null", '"text"', "-1"):
+            yield f"{name}: type confusion {confused}", '{"' + name + '": ' + confused + "}"
         if schema.get("format") == "date-time":
             for bad in BAD_DATETIMES:
                 yield f"{name}: datetime {bad}", json.dumps({name: bad})  # may be accepted as text: no 5xx
+    yield from _nested_confusions(op)
 
 
 def _probes(op: Operation) -> Iterator[Probe]:
@@ -182,7 +246,7 @@ def _probes(op: Operation) -> Iterator[Probe]:
     # bodies: every operation that takes one, whatever it declares
     if op.method in ("post", "put", "patch") or op.body_types:
         for label, text in _json_variants(op):
-            refuse = not label.startswith(tuple(f"{n}: datetime" for n in op.body_schema.get("properties", {})))
+            refuse = "datetime" not in label and "type confusion" not in label
             yield Probe(
                 f"json {label}", base, body=text.encode("utf-8"), content_type="application/json", must_refuse=refuse
             )
@@ -194,6 +258,14 @@ def _probes(op: Operation) -> Iterator[Probe]:
         yield Probe("no content type", base, body=b'{"a": 1}', content_type=None)
         yield Probe("multipart without boundary", base, body=b"x", content_type="multipart/form-data", must_refuse=True)
         if "multipart/form-data" in op.body_types:
+            form = {"workflow_url": "wf.cwl", "workflow_type": "CWL", "workflow_engine_version": "1\x00"}
+            yield Probe(
+                "multipart NUL in a text field",
+                base,
+                body=_multipart(form),
+                content_type=f"multipart/form-data; boundary={BOUNDARY}",
+                must_refuse=True,
+            )
             for field_name in ("workflow_params", "tags", "workflow_engine_parameters"):
                 for label, text in (
                     ("deep", DEEP_OBJECT),
