@@ -441,6 +441,8 @@ def _connexion_error(request: ConnexionRequest, exc: Exception) -> ConnexionResp
         )
     elif isinstance(exc, HelixGateError):
         status, message = exc.status, exc.message
+    elif isinstance(exc, RecursionError):  # safety net: the input limits refuse deep JSON first
+        status, message = 400, "request nested too deeply"
     elif isinstance(exc, UnicodeDecodeError):  # connexion decodes JSON bodies before the handler
         status, message = 400, "request body is not valid UTF-8 JSON"
     elif type(exc).__name__ == "MultiPartException":  # starlette's multipart parser
@@ -594,8 +596,11 @@ class PublicOriginMiddleware:
                 if real:
                     scope["client"] = (real, 0)
             public = urlsplit(s.effective_public_url)
-            scope["scheme"] = public.scheme + ("s" if scope["type"] == "websocket" and public.scheme == "https" else "")
-            headers.append((b"host", public.netloc.encode("idna" if not public.netloc.isascii() else "ascii")))
+            scheme = public.scheme or "http"
+            if scope["type"] == "websocket":
+                scheme = "wss" if scheme == "https" else "ws"
+            scope["scheme"] = scheme
+            headers.append((b"host", public.netloc.encode("ascii", "replace")))
             scope["headers"] = headers
         await self.app(scope, receive, send)
 

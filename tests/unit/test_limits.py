@@ -68,3 +68,14 @@ def test_forwarded_for_takes_the_rightmost_untrusted_hop() -> None:
     assert _client_from_forwarded("198.51.100.1, 203.0.113.9, 10.1.2.3", proxies) == "203.0.113.9"
     assert _client_from_forwarded("10.0.0.1, 10.0.0.2", proxies) == "10.0.0.1"
     assert _client_from_forwarded("203.0.113.9, not-an-ip", proxies) is None
+
+
+def test_the_worker_reads_any_spelling_as_the_canonical_reference() -> None:
+    from helixgate.errors import IntegrityError
+    from wes_server.executor import parse_drs_reference
+
+    ref = parse_drs_reference("DRS://H:1/abc")
+    assert ref is not None and ref.uri == "drs://h:1/abc"
+    assert parse_drs_reference("file:///x") is None
+    with pytest.raises(IntegrityError):
+        parse_drs_reference(" drs://h:1/abc")
