@@ -25,25 +25,32 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+_SPECIAL = re.compile(rb'["\\\[\]{}]')
+
+
 def json_depth(text: str | bytes) -> int:
-    """Maximum nesting depth of a JSON text, found without recursion (strings are skipped)."""
+    """Maximum nesting depth of a JSON text, in one linear pass without recursion: only quotes,
+    backslashes and brackets are visited (brackets inside strings do not count)."""
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
+    in_string = False
+    skip_to = 0  # the character after a backslash is escaped
+    for m in _SPECIAL.finditer(data):
+        at = m.start()
+        if at < skip_to:
+            continue
+        char = data[at]
         if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
+            if char == 0x5C:
+                skip_to = at + 2
+            elif char == 0x22:
                 in_string = False
-        elif byte == 0x22:
+        elif char == 0x22:
             in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
+        elif char in (0x5B, 0x7B):  # [ {
             depth += 1
             deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
+        elif char in (0x5D, 0x7D):
             depth -= 1
     return deepest
 
@@ -96,7 +103,7 @@ def loads(raw: str | bytes, what: str = "request body", *, max_depth: int = MAX_
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest(f"{what} is not valid UTF-8") from None
-    if json_depth(raw) > max_depth:
+    if raw.count("[") + raw.count("{") > max_depth and json_depth(raw) > max_depth:
         raise BadRequest(f"{what} is nested deeper than {max_depth} levels")
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
