@@ -79,3 +79,8 @@ def test_the_worker_reads_any_spelling_as_the_canonical_reference() -> None:
     assert parse_drs_reference("file:///x") is None
     with pytest.raises(IntegrityError):
         parse_drs_reference(" drs://h:1/abc")
+
+
+def test_escaped_quotes_and_unterminated_strings_do_not_hide_brackets() -> None:
+    assert json_depth("[" * 70 + '"' + '\\"' * 1000) == 70  # an unterminated string ends the scan
+    assert json_depth('["\\\\", ["\\"]"]]') == 2
