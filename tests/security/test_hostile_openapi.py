@@ -25,6 +25,7 @@ from helixgate.db import Database, migrate
 from helixgate.platform import Platform
 from helixgate.web import BASE_PATHS, openapi_dir
 from tests.fixtures.app import Harness
+from tests.fixtures.services import drop_postgres_database, fresh_postgres_database
 
 pytestmark = pytest.mark.integration
 
@@ -101,16 +102,24 @@ OPERATIONS = [op for service, doc in DOCUMENTS.items() for op in _operations(ser
 
 
 # --------------------------------------------------------------------------- one app for the module
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """One app per database: PostgreSQL refuses what SQLite stores (NUL, lone surrogates, long strings)."""
     tmp: Path = tmp_path_factory.mktemp("hostile-openapi")
-    db = Database(f"sqlite:///{tmp / 'test.db'}")
+    pg: tuple[str, str] | None = None
+    if request.param == "postgres":
+        pg = fresh_postgres_database(request.getfixturevalue("postgres_url"))
+        db = Database(pg[0])
+    else:
+        db = Database(f"sqlite:///{tmp / 'test.db'}")
     migrate(db)
     h = Harness(Platform(load_settings(env={}, data_dir=str(tmp / "data"), database_url=db.url)), tuple(BASE_PATHS))
     yield h
     h.client.close()
     h.platform.close()
     db.dispose()
+    if pg is not None:
+        drop_postgres_database(request.getfixturevalue("postgres_url"), pg[1])
 
 
 @pytest.fixture(scope="module")
