@@ -127,12 +127,17 @@ def test_a_restart_never_resurrects_the_bootstrap_admin(
     )
     assert r.status_code == 200 and r.json()["active"] is False and r.json()["roles"] == ["viewer"], r.text
     assert requests.get(f"{first.url}{CORE}/users", headers=_h(old_admin), timeout=30).status_code == 403
+    # the service identity's state is the administrators' decision too
+    r = requests.patch(f"{first.url}{CORE}/users/helixgate-wes", headers=_h(root), json={"active": False}, timeout=30)
+    assert r.status_code == 200 and r.json()["active"] is False, r.text
     stop_server(first)
     second = live_server_factory(data_dir=first.data_dir, port=first.port)  # same deployment, same issuer URL
     r = requests.get(f"{second.url}{CORE}/users/admin", headers=_h(root), timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["active"] is False and r.json()["roles"] == ["viewer"]
     assert requests.get(f"{second.url}{CORE}/users", headers=_h(old_admin), timeout=30).status_code == 403
+    service = requests.get(f"{second.url}{CORE}/users/helixgate-wes", headers=_h(root), timeout=30).json()
+    assert service["active"] is False and service["roles"] == ["service"]
     # deleted is deleted too: a restart does not create it again
     assert requests.delete(f"{second.url}{CORE}/users/admin", headers=_h(root), timeout=30).status_code == 204
     stop_server(second)
@@ -171,6 +176,10 @@ def test_cross_user_probes_are_security_events_in_the_cef_export(live_server: Li
     assert r.status_code == 403 and r.json()["code"] == 403
     # anonymous access to an authenticated API
     assert requests.get(f"{s.url}{WES}/runs", timeout=30).status_code == 401
+    # DRS: another user's private object
+    steward = HelixGate.connect(s.url, s.user("stan", "data-steward"))
+    obj = steward.upload(b"secret\n", name="s.txt", dataset_id=steward.create_dataset("closed")["id"])
+    assert requests.get(f"{s.url}{DRS}/objects/{obj['id']}", headers=_h(prober), timeout=30).status_code in (403, 404)
 
     lines = _cef(s, auditor)
     hidden = _cef_lines_for(lines, "suser=peter", f"cs2={run_id}", "cs3=wes")
@@ -182,6 +191,8 @@ def test_cross_user_probes_are_security_events_in_the_cef_export(live_server: Li
     trs = _cef_lines_for(lines, "suser=dev2", "cs3=trs", "act=auth.denied")
     assert trs and '"operation":"updateTool"' in trs[0]
     assert _cef_lines_for(lines, "act=auth.failed", "cs3=wes", '"operation":"ListRuns"')
+    drs = _cef_lines_for(lines, "suser=peter", "cs3=drs", '"operation":"GetObject"')
+    assert drs and all("cs1=" in line and "src=127.0.0.1" in line for line in drs)
 
 
 # --------------------------------------------------------------------------- item 5
