@@ -263,6 +263,15 @@ def _probes(op: Operation) -> Iterator[Probe]:
             "json not UTF-8", base, body=b'{"name": "\xff\xfe"}', content_type="application/json", must_refuse=True
         )
         yield Probe("text/plain", base, body=b"hello", content_type="text/plain")
+        yield Probe(
+            "urlencoded form", base, body=b"a=%ED%A0%80&b=%00", content_type="application/x-www-form-urlencoded"
+        )
+        yield Probe(
+            "garbage multipart",
+            base,
+            body=b"--b\r\nContent-Disposition: form-data\r\n\r\nx",
+            content_type="multipart/form-data; boundary=b",
+        )
         yield Probe("xml", base, body=b"<a/>", content_type="application/xml")
         yield Probe("no content type", base, body=b'{"a": 1}', content_type=None)
         yield Probe("multipart without boundary", base, body=b"x", content_type="multipart/form-data", must_refuse=True)
