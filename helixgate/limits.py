@@ -3,9 +3,11 @@
 Python's ``json`` recurses once per nesting level (deep input raises ``RecursionError``),
 accepts ``\\ud800`` escapes as lone surrogates (which no database or encoder accepts) and
 integers of any size. Every untrusted JSON document goes through :func:`loads` (request
-bodies in :class:`helixgate.web.InputLimitsMiddleware`, JSON-valued form fields in the
-domain code), every query and path string through :func:`check_text`, every integer
-through :func:`bounded_int` and every user-supplied instant through :func:`parse_datetime`.
+bodies in :class:`helixgate.web.BodySanityMiddleware` before connexion parses them,
+JSON-valued form fields and DRS provenance in the domain code); raw paths and query strings,
+form fields and the parameters connexion converted go through :func:`check_text` and
+:func:`bounded_int` (``helixgate.web``); every user-supplied instant through
+:func:`parse_datetime`.
 Violations raise :class:`~helixgate.errors.BadRequest` (a 4xx in the API's error shape).
 """
 
@@ -22,9 +24,6 @@ MAX_JSON_DEPTH = 64
 #: integers must fit a signed 64-bit column (what every database and page token can hold)
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
 _SPECIAL = re.compile(rb'["\\\[\]{}]')
 
 
