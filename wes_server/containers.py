@@ -36,7 +36,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -681,12 +681,21 @@ class ContainerRunner:
             log.info("removed %d container(s) of run %s", removed, run_id)
         return removed
 
-    def remove_orphans(self, live_run_ids: set[str]) -> list[str]:
-        """Remove this scope's managed containers whose run is not live; return their ids."""
+    def remove_orphans(self, removable: Callable[[set[str]], Collection[str]]) -> list[str]:
+        """Remove this scope's containers whose run ``removable`` names; return their ids.
+
+        ``removable`` gets the run ids found on this scope's containers and answers those whose
+        containers may go (the reconciler: runs this deployment's database says ended or lost
+        their lease). Containers are listed before it is asked, so a container started after
+        the question is never judged on an older answer. Never removes a container without a
+        run label (not ours to judge).
+        """
+        listed = self._managed()
+        found = {str(run_id) for c in listed if (run_id := (c.get("Labels") or {}).get(RUN_LABEL))}
+        doomed = set(removable(found)) if found else set()
         removed: list[str] = []
-        for c in self._managed():
-            run_id = (c.get("Labels") or {}).get(RUN_LABEL)
-            if run_id in live_run_ids:
+        for c in listed:
+            if (c.get("Labels") or {}).get(RUN_LABEL) not in doomed:
                 continue
             if self._kill_and_remove(c):
                 removed.append(str(c["Id"]))

@@ -37,6 +37,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; they are stored in UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -267,9 +272,28 @@ class RunStore:
                 s.expunge(r)
             return rows
 
-    def live_run_ids(self) -> set[str]:
+    def runs_with_removable_containers(self, run_ids: Iterable[str], lease_seconds: int) -> set[str]:
+        """Of ``run_ids`` (found on this deployment's task containers), those whose containers
+        may be removed: runs of THIS database that ended, that are queued again (their worker
+        lost its lease, so any container is the lost attempt's: a worker claims a run before it
+        starts a container), or whose lease expired. A run this database does not know is never
+        returned: its container belongs to someone else sharing the scope."""
+        ids = sorted(set(run_ids))
+        if not ids:
+            return set()
+        cutoff = utcnow() - timedelta(seconds=lease_seconds)
+        found: set[str] = set()
         with self.db.session() as s:
-            return set(s.scalars(select(RunRow.id).where(RunRow.state.in_((*ACTIVE, "QUEUED")))))
+            for start in range(0, len(ids), 500):
+                rows = s.execute(
+                    select(RunRow.id, RunRow.state, RunRow.heartbeat_at).where(RunRow.id.in_(ids[start : start + 500]))
+                )
+                for run_id, state, heartbeat_at in rows:
+                    if state in TERMINAL or state == "QUEUED":
+                        found.add(run_id)
+                    elif state in ACTIVE and (heartbeat_at is None or _aware(heartbeat_at) < cutoff):
+                        found.add(run_id)
+        return found
 
     def requeue(self, run_id: str, message: str) -> bool:
         with self.db.session() as s:

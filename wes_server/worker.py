@@ -190,7 +190,8 @@ class WorkerPool:
             from wes_server.containers import ContainerRunner
 
             runner = ContainerRunner(scope=self.settings.container_scope)
-            removed = len(runner.remove_orphans(runs.live_run_ids()))
+            lease = self.settings.lease_seconds
+            removed = len(runner.remove_orphans(lambda found: runs.runs_with_removable_containers(found, lease)))
         except Exception as exc:  # docker down: try again next round
             log.warning("orphan container sweep failed: %s", type(exc).__name__)
         return {"requeued": requeued, "failed": failed, "containers_removed": removed}

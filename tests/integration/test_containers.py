@@ -377,18 +377,26 @@ def test_remove_orphans_removes_only_containers_of_dead_runs(
                   TEST_LABEL: test_session_id}
         return str(docker_client.api.create_container(busybox_image, ["true"], labels=labels)["Id"])
 
-    dead = leftover("run-dead-" + uuid.uuid4().hex[:6], container_runner.scope)
+    dead_run = "run-dead-" + uuid.uuid4().hex[:6]
+    dead = leftover(dead_run, container_runner.scope)
     live_run = "run-live-" + uuid.uuid4().hex[:6]
     live = leftover(live_run, container_runner.scope)
-    foreign = leftover("run-foreign-" + uuid.uuid4().hex[:6], container_runner.scope + "-other")
+    foreign_run = "run-foreign-" + uuid.uuid4().hex[:6]
+    foreign = leftover(foreign_run, container_runner.scope + "-other")
+    asked: list[set[str]] = []
 
-    removed = container_runner.remove_orphans({live_run})
+    def removable(found: set[str]) -> set[str]:  # what the deployment's database would answer
+        asked.append(found)
+        return {dead_run, foreign_run}
+
+    removed = container_runner.remove_orphans(removable)
 
     assert removed == [dead]
+    assert {dead_run, live_run} <= asked[0] and foreign_run not in asked[0], "only this scope's runs are judged"
     labelled = docker_client.api.containers(all=True, filters={"label": f"{TEST_LABEL}={test_session_id}"})
     remaining = {c["Id"] for c in labelled}
     assert dead not in remaining
-    assert {live, foreign} <= remaining
+    assert {live, foreign} <= remaining, "a live run's container and another scope's container stay"
     for cid in (live, foreign):
         docker_client.api.remove_container(cid, force=True)
 
