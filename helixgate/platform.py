@@ -45,6 +45,8 @@ class Platform:
         self.settings = settings
         self.audit = AuditTrail(self.db, settings.data_dir / "audit")
         self.issuer = builtin_issuer_for(settings) if settings.builtin_issuer else None
+        if self.issuer is not None:
+            _ = self.issuer.key_id  # created at start: `helixgate token issue` only ever uses this key
         self.verifier = make_verifier(settings, self.issuer)
         self.session_seen = _SessionSeen()
         self._services: dict[str, Any] = {}
