@@ -272,28 +272,32 @@ class RunStore:
                 s.expunge(r)
             return rows
 
-    def runs_with_removable_containers(self, run_ids: Iterable[str], lease_seconds: int) -> set[str]:
-        """Of ``run_ids`` (found on this deployment's task containers), those whose containers
-        may be removed: runs of THIS database that ended, that are queued again (their worker
-        lost its lease, so any container is the lost attempt's: a worker claims a run before it
-        starts a container), or whose lease expired. A run this database does not know is never
-        returned: its container belongs to someone else sharing the scope."""
+    def container_owners(self, run_ids: Iterable[str], lease_seconds: int) -> dict[str, str | None]:
+        """For each of ``run_ids`` (found on this deployment's task containers) that THIS database
+        knows: None when all its containers may be removed — the run ended, is queued again (its
+        worker lost the lease; a worker claims a run before it starts a container) or its lease
+        expired — else the ``host:pid`` of the worker process holding its live lease (only that
+        process's containers are the run's current attempt). A run this database does not know
+        is left out: its containers belong to someone else sharing the scope."""
         ids = sorted(set(run_ids))
-        if not ids:
-            return set()
         cutoff = utcnow() - timedelta(seconds=lease_seconds)
-        found: set[str] = set()
+        verdicts: dict[str, str | None] = {}
         with self.db.session() as s:
             for start in range(0, len(ids), 500):
                 rows = s.execute(
-                    select(RunRow.id, RunRow.state, RunRow.heartbeat_at).where(RunRow.id.in_(ids[start : start + 500]))
+                    select(RunRow.id, RunRow.state, RunRow.heartbeat_at, RunRow.worker_id).where(
+                        RunRow.id.in_(ids[start : start + 500])
+                    )
                 )
-                for run_id, state, heartbeat_at in rows:
-                    if state in TERMINAL or state == "QUEUED":
-                        found.add(run_id)
-                    elif state in ACTIVE and (heartbeat_at is None or _aware(heartbeat_at) < cutoff):
-                        found.add(run_id)
-        return found
+                for run_id, state, heartbeat_at, worker_id in rows:
+                    live = (
+                        state in ACTIVE
+                        and heartbeat_at is not None
+                        and _aware(heartbeat_at) >= cutoff
+                        and worker_id is not None
+                    )
+                    verdicts[run_id] = str(worker_id).rsplit(":", 1)[0] if live else None
+        return verdicts
 
     def requeue(self, run_id: str, message: str) -> bool:
         with self.db.session() as s:

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.test_run_control import _containers, _slow_workflow, _submit, _world
 from tests.fixtures.docker_images import TEST_LABEL, PushedImage
 from tests.fixtures.live import LiveServer
-from wes_server.containers import MANAGED_LABEL, RUN_LABEL, SCOPE_LABEL, TASK_LABEL
+from wes_server.containers import MANAGED_LABEL, PROCESS_LABEL, RUN_LABEL, SCOPE_LABEL, TASK_LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -77,9 +77,16 @@ def test_deployments_and_workers_sharing_one_engine_never_kill_each_others_tasks
         while time.monotonic() < deadline and not all(_containers(run_id) for _, run_id in runs):
             time.sleep(0.2)
         assert all(_containers(run_id) for _, run_id in runs), "every run's sleeping task should be running"
-        # both of A's runs are running at once: one on each of A's two worker processes
+        # both of A's runs are running at once, one on each of A's two worker processes
         a_runs = [world_a.analyst.api.get_json(f"/ga4gh/wes/v1/runs/{r}") for w, r in runs if w is world_a]
         assert all(r["state"] == "RUNNING" for r in a_runs), a_runs
+        started_by = {
+            (c.get("Labels") or {}).get(PROCESS_LABEL)
+            for w, r in runs
+            if w is world_a
+            for c in docker_client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={r}"})
+        }
+        assert len(started_by) == 2 and None not in started_by, started_by
 
         for world, run_id in runs:
             state = world.analyst.wait(run_id, timeout=240)
