@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from helixgate.db import Base, Database
+from helixgate.errors import ConfigurationError
 
 _ROW = 1  # a single row
 
@@ -50,7 +51,8 @@ def ensure_installation_id(db: Database) -> str:
     except IntegrityError:  # another process won (only without startup_lock): use its id
         pass
     stored = installation_id(db)
-    assert stored is not None
+    if stored is None:
+        raise ConfigurationError("the installation id could not be stored in the database")
     return stored
 
 
