@@ -127,6 +127,13 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     ttl = parse_duration(args.ttl)
     issuer = builtin_issuer_for(settings, create_key=False)  # never key material of its own
     _ = issuer.key_id  # fails clearly when the server's key is not there, before reading the database
+    served = issuer.served_urls()
+    if served and issuer.issuer_url not in served:
+        raise HelixGateError(
+            f"these settings name the issuer {issuer.issuer_url}, but the server on {settings.data_dir} serves "
+            f"{served[0]}: give token issue the settings file, environment and --host/--port/--tls-cert "
+            "options you gave helixgate serve (or set builtin_issuer_url)"
+        )
     _require_active_user(settings, args.user)
     token = issuer.issue(args.user, ttl)
     emit(args, {"access_token": token, "token_type": "Bearer", "expires_in": ttl}, lambda d: d["access_token"])

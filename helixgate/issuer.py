@@ -56,6 +56,8 @@ MAX_RETIRED_KEYS = 4
 
 _KEY_FILE = "signing-key.pem"
 _RETIRED_FILE = "retired-keys.json"
+_SERVED_FILE = "served-issuer-urls.json"  # issuer URLs servers on this key directory announced
+_MAX_SERVED = 16
 _LOCK_FILE = ".lock"
 _MAX_USERNAME = 255
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -250,6 +252,25 @@ class BuiltinIssuer:
             else:
                 self._state = self._load_or_create()
             return self._state
+
+    def record_served(self) -> None:
+        """Note that a server publishes this key under ``issuer_url`` (called at server start), so
+        the CLI can tell when its settings name another issuer than the server's. Creates the
+        key if there is none yet."""
+        self._current()  # takes the file lock itself when it creates the key: not nested below
+        with self._lock, self._file_lock():
+            urls = [u for u in self.served_urls() if u != self.issuer_url]
+            urls = [self.issuer_url, *urls][:_MAX_SERVED]
+            self._write_atomic(self.key_dir / _SERVED_FILE, json.dumps({"issuer_urls": urls}, indent=1).encode())
+
+    def served_urls(self) -> list[str]:
+        """Issuer URLs servers announced for this key directory, newest first ([] if none)."""
+        try:
+            doc = json.loads((self.key_dir / _SERVED_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        urls = doc.get("issuer_urls") if isinstance(doc, dict) else None
+        return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
 
     def _no_key(self) -> ConfigurationError:
         return ConfigurationError(

@@ -46,7 +46,9 @@ class Platform:
         self.audit = AuditTrail(self.db, settings.data_dir / "audit")
         self.issuer = builtin_issuer_for(settings) if settings.builtin_issuer else None
         if self.issuer is not None:
-            _ = self.issuer.key_id  # created at start: `helixgate token issue` only ever uses this key
+            # the key is created at start and the issuer URL noted: `helixgate token issue` only
+            # ever uses this key, and refuses settings that name another issuer
+            self.issuer.record_served()
         self.verifier = make_verifier(settings, self.issuer)
         self.session_seen = _SessionSeen()
         self._services: dict[str, Any] = {}

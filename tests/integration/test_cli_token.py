@@ -74,10 +74,13 @@ def test_same_identity_as_serve_from_file_environment_and_options(
     )
     assert by_option.returncode == 0, by_option.stderr
     assert _me(server, by_option.stdout.strip()).status_code == 200
-    # the same data directory with another port names another issuer: the server refuses it
+    # the same data directory without the server's port names another issuer: refused, saying why
     other = _issue(_clean_env(home), "--user", "admin", "--data-dir", str(server.data_dir))
-    assert other.returncode == 0, other.stderr
-    assert _me(server, other.stdout.strip()).status_code == 401
+    assert other.returncode == 1 and other.stdout == ""
+    assert (
+        "helixgate: error: these settings name the issuer http://127.0.0.1:8080/oidc, but the server on "
+        f"{server.data_dir} serves http://127.0.0.1:{server.port}/oidc" in other.stderr
+    ), other.stderr
     assert _files(home) == []
 
 
