@@ -102,7 +102,7 @@ class Settings:
     task_time_limit: int = 3600
     task_log_cap_bytes: int = 1024**2
     allow_task_network: bool = False
-    container_scope: str = "default"  # label value separating deployments that share one Docker engine
+    container_scope: str = ""  # Docker label scope of task containers; "" -> hg-<installation id> of the database
     # -- audit
     audit_retention_days: int = 270
 

@@ -1,7 +1,7 @@
 """core_bootstrap: one row per one-time start-up step (the bootstrap admin is created once)
 
 Revision ID: 5b1f0c2d9e7a
-Revises: c7e0a461bb62
+Revises: 5b1e0c7d2a4f
 Create Date: 2026-11-29 09:30:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "5b1f0c2d9e7a"
-down_revision = "c7e0a461bb62"
+down_revision = "5b1e0c7d2a4f"
 branch_labels = None
 depends_on = None
 
