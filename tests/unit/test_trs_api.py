@@ -355,8 +355,8 @@ def test_semver_prerelease_and_build_accepted_and_ordered(h: Harness, oci: FakeO
 @pytest.mark.parametrize(
     "path, message",
     [
-        ("../evil.cwl", "leaves the tool version"),
-        ("a/../../evil.cwl", "leaves the tool version"),
+        ("../evil.cwl", "leaves its directory"),
+        ("a/../../evil.cwl", "leaves its directory"),
         ("/etc/passwd", "absolute"),
         ("C:/evil.cwl", "absolute"),
         ("a\\b.cwl", "backslash"),
