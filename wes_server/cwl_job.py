@@ -195,12 +195,14 @@ class VerifiedJob(JobBase):
         mounts: list[tuple[str, str]] = []
         checked: list[dict[str, Any]] = []
         n = 0
-        for _key, ent in self.pathmapper.items_exclude_children():
+        for key, ent in self.pathmapper.items_exclude_children():
             if not ent.staged or ent.type not in ("File", "Directory"):
                 continue
             files: list[tuple[str, str]]
             try:
-                files = input_files(ent.type, ent.resolved)
+                # cwltool's path mapper dereferences symlinks into ``resolved``: the gate checks
+                # the location the producer's record is bound to, never where a link points.
+                files = input_files(ent.type, _origin(key, ent.resolved))
             except IntegrityError as exc:
                 raise self._refuse(task_id, exc) from None
             n += 1
@@ -311,6 +313,16 @@ class VerifiedJob(JobBase):
                     {"path": os.path.relpath(path, self.outdir), "sha256": sha, "size": os.path.getsize(path)}
                 )
         return produced
+
+
+def _origin(key: str, resolved: str) -> str:
+    """The local path an input was declared at (its ``file://`` location), before cwltool
+    followed any symlink; other keys (literals) map to what cwltool resolved."""
+    if key.startswith("file://"):
+        from schema_salad.ref_resolver import uri_file_path
+
+        return str(uri_file_path(key))
+    return resolved
 
 
 def input_files(kind: str, resolved: str) -> list[tuple[str, str]]:
