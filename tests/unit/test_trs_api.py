@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from helixgate.errors import VerificationError
 from helixgate.signing import KeyTrustPolicy, verify_tool_bundle
@@ -686,3 +687,46 @@ def test_cwltool_alias_paths(h: Harness, oci: FakeOciRegistry) -> None:
     assert latest.status_code == 200
     assert h.client.get(f"{TRS}/tools/example-lab.bwa/versions/latest").status_code == 404  # TRS itself stays strict
     assert h.client.get(f"{api}/nope/versions/1.0.0/CWL/files").status_code == 404
+
+
+def test_publish_signs_the_image_config_digest_and_legacy_v1_statements_are_re_signed(
+    h: Harness, oci: FakeOciRegistry
+) -> None:
+    """v2 predicates carry the config digest; a v1 bundle (written before) is re-signed as v2 by
+    the start-up migration, keeping the verified claim and adding the recorded config digest."""
+    import dataclasses
+
+    from helixgate.signing.statement import PREDICATE_TYPE, PREDICATE_TYPE_V1
+    from trs_registry.models import ToolVersionRow
+
+    alice = h.auth("alice", "tool-developer")
+    create_tool(h, alice)
+    manifest, config = oci.push("tools/bwa", "3.0")
+    publish(h, alice, "example-lab.bwa", version_body(oci, "3.0.0", tag="3.0"))
+    registry = h.platform.service("trs")
+    policy = registry.trust_policy()
+
+    def verified() -> Any:
+        return verify_tool_bundle(
+            registry.bundle("example-lab.bwa", "3.0.0"),
+            policy=policy,
+            expected_digest=None,
+            tool_id="example-lab.bwa",
+            version_id="3.0.0",
+        )
+
+    current = verified()
+    assert current.predicate_type == PREDICATE_TYPE
+    assert current.claim.config_digest == config and current.claim.image_digest == manifest
+    # what a registry of the previous release stored: the same claim under predicate v1
+    legacy_bundle = registry.signer.sign(dataclasses.replace(current.claim, config_digest=""))
+    with h.platform.db.session() as s:
+        row = s.scalars(sa.select(ToolVersionRow).where(ToolVersionRow.version_id == "3.0.0")).one()
+        row.bundle = legacy_bundle
+    legacy = verified()
+    assert legacy.predicate_type == PREDICATE_TYPE_V1 and legacy.claim.config_digest == ""
+    assert registry.upgrade_legacy_statements() == ["example-lab.bwa:3.0.0"]
+    upgraded = verified()
+    assert upgraded.predicate_type == PREDICATE_TYPE
+    assert upgraded.claim == current.claim
+    assert registry.upgrade_legacy_statements() == []  # idempotent
