@@ -17,7 +17,7 @@ from cwltool.job import JobBase
 
 from helixgate.errors import BadRequest, HelixGateError, IntegrityError
 from helixgate.integrity import sha256_file
-from helixgate.paths import check_relative_path, write_inside
+from helixgate.paths import PathEscape, check_relative_path, write_inside
 from wes_server.containers import TaskCancelled, TaskContainerSpec
 from wes_server.executor import (
     CONTAINER_OUTDIR,
@@ -242,7 +242,10 @@ class VerifiedJob(JobBase):
         ex = self.execution
         settings = ex.executor.settings
         os.chmod(self.outdir, 0o777)  # written by the task's non-root uid  # noqa: S103
-        self._write_initial_workdir()
+        try:
+            self._write_initial_workdir()
+        except PathEscape as exc:  # an escape from the run directory is a security event
+            raise self._refuse(task_id, exc) from None
         if self.stdin:
             raise WorkflowException("stdin redirection is not supported by the HelixGate executor")
         # CWL stdout/stderr captures are outputs (uncapped); otherwise logs (capped).
