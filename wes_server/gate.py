@@ -111,15 +111,13 @@ def check_reference(reference: str, signed: SignedTool) -> None:
     """The task's ``dockerPull``/``dockerImageId`` must name the signed image: its digest, its
     image id, or its name with a tag (the tag itself is never used: the worker runs by digest)."""
     ref = reference.strip()
-    if "@" in ref:
-        name, _, digest = ref.partition("@")
-        ok = name == signed.image_name and digest == signed.image_digest
-    elif ref.startswith("sha256:"):
+    if ref.startswith("sha256:"):
         ok = ref == signed.config_digest
     else:
-        last = ref.rsplit("/", 1)[-1]
-        name = ref.rsplit(":", 1)[0] if ":" in last else ref
-        ok = name == signed.image_name
+        named, _, digest = ref.partition("@")
+        last = named.rsplit("/", 1)[-1]
+        name = named.rsplit(":", 1)[0] if ":" in last else named  # without its tag
+        ok = name == signed.image_name and (not digest or digest == signed.image_digest)
     if not ok:
         raise IntegrityError(
             f"image {ref[:200]} is not the image signed for {signed.tool_id}:{signed.version_id} "

@@ -124,7 +124,7 @@ class DrsPeer:
         tmp = dest.with_name(dest.name + ".part")
         subject = f"input drs://{self.platform.settings.drs_host}/{object_id}"
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "xb") as out:  # O_EXCL: never through a link planted at the name
                 for chunk in self.client.stream(url, headers=self._as(user)):
                     sha.update(chunk)
                     size += len(chunk)

@@ -181,6 +181,34 @@ def test_edited_image_config_digest_pointing_at_another_local_image_is_refused(
     assert "equals the signed" not in text  # no task claims a verified image
 
 
+def test_engine_tag_pointing_at_another_local_image_is_never_used(
+    world: World, docker_client: Any, test_session_id: str
+) -> None:
+    """The published name:tag is re-tagged in the local engine onto an image nobody signed:
+    tasks still run the image whose id the statement signs (created by id, never by tag)."""
+    from helixgate.images import build_busybox_image, push_image
+
+    tag = f"lt-{test_session_id}"
+    repo = "helixgate-test/busybox"
+    push_image(docker_client, world.image.image_id, "127.0.0.1:5000", repo, tag)
+    ref = f"127.0.0.1:5000/{repo}:{tag}"
+    world.dev.publish_version(world.tool_id, "4.0.0", workflow_files(ref), [ref], primary="workflow.cwl")
+    evil = build_busybox_image(
+        docker_client, repo, f"le-{test_session_id}", labels={TEST_LABEL: test_session_id},
+        extra_files={"/etc/evil": b"1"},
+    )
+    docker_client.api.tag(evil, f"127.0.0.1:5000/{repo}", tag)  # the engine's tag now names evil
+    obj = world.steward.upload(TEXT, name="t.txt", dataset_id=world.dataset_id)
+    since = time.time()
+    run_id = _trs_run(world, obj["id"], "4.0.0")
+    assert world.analyst.wait(run_id, timeout=300) == "COMPLETE", _run_text(world, run_id)
+    text = _run_text(world, run_id)
+    assert f"local image id {world.image.image_id} equals the signed" in text
+    assert evil not in text
+    created = _created_containers(run_id, since)  # every container was created from the signed id
+    assert len(created) == 3 and all(c.get("image") == world.image.image_id for c in created), created
+
+
 def test_version_signed_with_another_versions_bundle_or_unsigned_is_refused_at_submission(world: World) -> None:
     ref = f"{world.image.repository}:{world.image.tag}"
     world.dev.publish_version(world.tool_id, "2.0.0", workflow_files(ref), [ref], primary="workflow.cwl")

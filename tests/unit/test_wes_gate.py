@@ -66,7 +66,13 @@ def test_reference_must_name_the_signed_image() -> None:
     gate.check_reference("127.0.0.1:5000/lab/tool:1.0", s)
     gate.check_reference(f"127.0.0.1:5000/lab/tool@{MANIFEST}", s)
     gate.check_reference(CONFIG, s)
-    for bad in ("127.0.0.1:5000/lab/evil:1.0", f"127.0.0.1:5000/lab/tool@{OTHER}", OTHER):
+    gate.check_reference(f"127.0.0.1:5000/lab/tool:1.0@{MANIFEST}", s)
+    for bad in (
+        "127.0.0.1:5000/lab/evil:1.0",
+        f"127.0.0.1:5000/lab/tool@{OTHER}",
+        f"127.0.0.1:5000/lab/tool:1.0@{OTHER}",
+        OTHER,
+    ):
         with pytest.raises(IntegrityError, match="is not the image signed"):
             gate.check_reference(bad, s)
 
