@@ -244,7 +244,16 @@ class LocalStorage:
         if start == stop and not whole:
             return
         subject = blob.location
-        with open(blob_path, "rb") as fh:
+        try:
+            fh_cm = open(blob_path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:  # vanished or unreadable since the check: still an integrity failure
+            raise MissingData(
+                f"stored data of object {blob.object_id or subject} is unreadable ({exc.strerror})",
+                subject=blob.object_id or subject,
+                expected="readable stored blob",
+                actual=str(exc.strerror),
+            ) from None
+        with fh_cm as fh:
             header = fh.read(HEADER_SIZE)
             if len(header) != HEADER_SIZE or header[:8] not in (MAGIC, MAGIC_V2):
                 raise IntegrityError(f"stored object {subject} has no valid header", subject=subject)
@@ -400,7 +409,7 @@ class LocalStorage:
                 f"wrapped data key of object {location} is missing", subject=location, expected="key file",
                 actual="missing",
             ) from None
-        except (ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(
                 f"wrapped data key of object {location} is unreadable ({type(exc).__name__})", subject=location
             ) from None
