@@ -53,9 +53,7 @@ def _differs(what: str, expected: str, actual: str, subject: str) -> IntegrityEr
     )
 
 
-def signed_tool(
-    bundle: str, *, policy: TrustPolicy, tool_id: str, version_id: str
-) -> SignedTool:
+def signed_tool(bundle: str, *, policy: TrustPolicy, tool_id: str, version_id: str) -> SignedTool:
     """Verify ``bundle`` as the statement of exactly ``tool_id``:``version_id`` (its own
     signature: no other version's bundle can pass, the predicate names tool and version) and
     return the signed facts. An empty bundle is an unsigned version."""
@@ -143,7 +141,9 @@ def check_descriptors(files: Mapping[str, bytes], signed: SignedTool, *, primary
             check_relative_path(path, "descriptor path")
         except BadRequest as exc:
             raise IntegrityError(
-                f"descriptor of {subject}: {exc.message}", subject=path[:200], expected="a relative path",
+                f"descriptor of {subject}: {exc.message}",
+                subject=path[:200],
+                expected="a relative path",
                 actual=path[:200],
             ) from None
         expected = signed.descriptor_checksums.get(path)

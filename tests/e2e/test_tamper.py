@@ -194,7 +194,10 @@ def test_engine_tag_pointing_at_another_local_image_is_never_used(
     ref = f"127.0.0.1:5000/{repo}:{tag}"
     world.dev.publish_version(world.tool_id, "4.0.0", workflow_files(ref), [ref], primary="workflow.cwl")
     evil = build_busybox_image(
-        docker_client, repo, f"le-{test_session_id}", labels={TEST_LABEL: test_session_id},
+        docker_client,
+        repo,
+        f"le-{test_session_id}",
+        labels={TEST_LABEL: test_session_id},
         extra_files={"/etc/evil": b"1"},
     )
     docker_client.api.tag(evil, f"127.0.0.1:5000/{repo}", tag)  # the engine's tag now names evil

@@ -25,8 +25,8 @@ from helixgate.signing import (
     verify_tool_bundle,
 )
 from helixgate.signing.base import pae
-from helixgate.signing.statement import PREDICATE_TYPE_V1, canonical_json
 from helixgate.signing.keysigner import _public_pem, key_id_of
+from helixgate.signing.statement import PREDICATE_TYPE_V1, canonical_json
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER_DIGEST = "sha256:" + "cd" * 32
