@@ -855,6 +855,9 @@ class TrsRegistry:
     def revoke_key(self, key_id: str) -> RevocationResult:
         """Revoke a key; versions it signed are re-signed with the active key (their content is frozen)."""
         signer = self._key_signer()
+        # What the key signed is re-signed, not what the tables say now: the old bundles are
+        # verified under the policy that still trusts the key (see docs/security-model.md 3.1).
+        before = signer.policy()
         with self._sign_lock:
             signer.revoke(key_id)
         resigned: list[str] = []
@@ -873,8 +876,8 @@ class TrsRegistry:
                 if row is None:
                     continue
                 name = f"{row.tool_id}:{row.version_id}"
-                claim = self._stored_claim(row)
                 try:
+                    claim = self._verified_claim(row, before)
                     bundle, signer_name = self._sign_and_verify(claim)
                 except HelixGateError:
                     row.signed = False
@@ -885,23 +888,15 @@ class TrsRegistry:
         return RevocationResult(key_id, signer.active_key_id, tuple(resigned), tuple(unsigned))
 
     @staticmethod
-    def _stored_claim(row: ToolVersionRow) -> ToolVersionClaim:
-        primary = row.images[0]
-        subject = (
-            f"{primary.registry_host}/{primary.repository}"
-            if primary.source == "registry"
-            else primary.repository or primary.config_digest
-        )
-        return ToolVersionClaim(
-            tool_id=row.tool_id,
-            version_id=row.version_id,
-            image_name=subject,
-            image_digest=row.signed_digest,
-            digest_kind=row.digest_kind,
-            descriptor_checksums={f.path: f.sha256 for f in row.files},
-            publisher=row.publisher,
-            config_digest=primary.config_digest,
-        )
+    def _verified_claim(row: ToolVersionRow, policy: TrustPolicy) -> ToolVersionClaim:
+        """The claim the row's own bundle signs under ``policy``; a v1 claim gains the
+        configuration digest recorded at publish (the only field taken from the tables)."""
+        claim = verify_tool_bundle(
+            row.bundle, policy=policy, expected_digest=None, tool_id=row.tool_id, version_id=row.version_id
+        ).claim
+        if not claim.config_digest and row.images:
+            claim = dataclasses.replace(claim, config_digest=row.images[0].config_digest)
+        return claim
 
     def upgrade_legacy_statements(self) -> list[str]:
         """Migration: re-sign versions whose statement is v1 (no image configuration digest).

@@ -730,3 +730,29 @@ def test_publish_signs_the_image_config_digest_and_legacy_v1_statements_are_re_s
     assert upgraded.predicate_type == PREDICATE_TYPE
     assert upgraded.claim == current.claim
     assert registry.upgrade_legacy_statements() == []  # idempotent
+
+
+def test_key_revocation_re_signs_what_was_signed_not_the_edited_tables(h: Harness, oci: FakeOciRegistry) -> None:
+    """A checksum edited in the tables before an admin revokes the key is not laundered into
+    the new signature: the re-signed claim is the old bundle's verified claim."""
+    from trs_registry.models import ToolFileRow
+
+    admin = h.auth("root", "admin")
+    alice = h.auth("alice", "tool-developer")
+    create_tool(h, alice)
+    manifest, _ = oci.push("tools/bwa", "5.0")
+    body = version_body(oci, "5.0.0", tag="5.0")
+    publish(h, alice, "example-lab.bwa", body)
+    old_key = h.client.get(f"{X}/signing/trust").json()["activeKeyId"]
+    with h.platform.db.session() as s:
+        row = s.scalars(sa.select(ToolFileRow).where(ToolFileRow.path == "tools/sub/step.cwl")).one()
+        row.sha256 = "ee" * 32  # the attacker's edit
+    assert h.client.post(f"{X}/signing/keys/rotate", headers=admin).status_code == 200
+    r = h.client.post(f"{X}/signing/keys/{old_key}/revoke", headers=admin)
+    assert r.status_code == 200 and r.json()["resigned"] == ["example-lab.bwa:5.0.0"], r.text
+    policy = KeyTrustPolicy.from_trust_material(h.client.get(f"{X}/signing/trust").json())
+    bundle = h.client.get(f"{X}/tools/example-lab.bwa/versions/5.0.0/bundle").text
+    claim = verify_tool_bundle(
+        bundle, policy=policy, expected_digest=manifest, tool_id="example-lab.bwa", version_id="5.0.0"
+    ).claim
+    assert claim.descriptor_checksums["tools/sub/step.cwl"] == sha(STEP_CWL)
