@@ -27,9 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, MutableMapping
 
-from helixgate.errors import HelixGateError, IntegrityError, VerificationError
+from helixgate.errors import BadRequest, HelixGateError, IntegrityError, VerificationError
 from helixgate.integrity import check_sha256, sha256_bytes
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
+from wes_server.workflow_guard import Refusals, fs_access_factory, load_restricted, map_input_references
 
 log = logging.getLogger("helixgate.executor")
 # cwltool narrates every step on stderr; the run and task logs carry what matters
@@ -39,7 +40,6 @@ logging.getLogger("salad").setLevel(logging.ERROR)
 CONTAINER_OUTDIR = "/var/spool/cwl"
 CONTAINER_STAGEDIR = "/var/lib/cwl"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_load_lock = threading.Lock()  # cwltool/schema-salad loading is not thread-safe
 
 
 @dataclass
@@ -102,6 +102,13 @@ class RunExecution:
         self.failure: HelixGateError | None = None
         self.done = threading.Event()
         self.tasks_run = 0
+        # references the restricted loader or the confined file system refused: each one is
+        # a security event (a workflow reached for something that is not its own)
+        self.refusals = Refusals(self._refused)
+
+    def _refused(self, reference: str, reason: str) -> None:
+        exc = IntegrityError(f"workflow reference {reference} refused: {reason}", subject=reference)
+        self.executor._security_event(self, exc, task_id=None)
 
     def next_task_id(self, name: str) -> str:
         with self.counter_lock:
@@ -119,6 +126,9 @@ class Executor:
         self.settings = platform.settings
         self.wes = platform.service("wes")
         self.runner = runner or ContainerRunner(scope=self.settings.container_scope)
+        from wes_server import jsbox
+
+        jsbox.install(self.settings)  # expressions only ever run in the sandbox
         self.work_root = self.settings.data_dir / "wes" / "work"
         self.work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._trust: Any = None
@@ -181,6 +191,9 @@ class Executor:
                 return RunOutcome("CANCELED")
             if ex.failure is not None:
                 return RunOutcome("SYSTEM_ERROR" if not isinstance(ex.failure, IntegrityError) else "EXECUTOR_ERROR")
+            if ex.refusals:  # whatever cwltool made of it, a refused reference fails the run
+                runs.append_system_log(run.id, ex.refusals.message())
+                return RunOutcome("EXECUTOR_ERROR", exit_code=1)
             if status != "success" or outputs is None:
                 runs.append_system_log(run.id, f"workflow finished with status {status}")
                 return RunOutcome("EXECUTOR_ERROR", exit_code=1)
@@ -225,6 +238,10 @@ class Executor:
             ex.registry.record(str(dest), Recorded(a.sha256, None, f"attachment {a.path}"))
         main = att_dir / run.workflow_source["main"]
         params = json.loads(json.dumps(run.request.get("workflow_params") or {}))
+        # the submission check again: attached files point at the run's copies, nothing else
+        map_input_references(params, att_dir, ex.refusals)
+        if ex.refusals:
+            raise GateRefusal(ex.refusals.message().replace("workflow reference", "input reference"))
         inputs_dir = ex.workdir / "inputs"
         inputs_dir.mkdir()
         self._resolve_drs(ex, params, inputs_dir)
@@ -260,9 +277,8 @@ class Executor:
 
     # ------------------------------------------------------------------ cwltool
     def _run_cwl(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
-        from cwltool.context import LoadingContext, RuntimeContext
+        from cwltool.context import RuntimeContext
         from cwltool.executors import MultithreadedJobExecutor
-        from cwltool.load_tool import load_tool
         from cwltool.workflow import default_make_tool
 
         from wes_server.cwl_job import make_verified_tool_class
@@ -275,9 +291,11 @@ class Executor:
                 return tool_cls(toolpath_object, loading_context)  # type: ignore[arg-type]
             return default_make_tool(toolpath_object, loading_context)
 
-        loading = LoadingContext({"construct_tool_object": make_tool, "relax_path_checks": False})
-        with _load_lock:
-            tool = load_tool(main.as_uri(), loading)
+        # the submission's restricted loader again: only the run's own verified documents
+        try:
+            tool = load_restricted(main, ex.workdir / "attachments", ex.refusals, make_tool)
+        except BadRequest as exc:
+            raise GateRefusal(exc.message) from None
         jobs_dir = ex.workdir / "jobs"
         jobs_dir.mkdir()
         runtime = RuntimeContext(
@@ -295,6 +313,11 @@ class Executor:
                 "move_outputs": "leave",
                 "compute_checksum": False,
                 "on_error": "stop",
+                # the engine sees only the run's directory; reads only verified files
+                "make_fs_access": fs_access_factory(
+                    (ex.workdir,), lambda p: (r.sha256 if (r := ex.registry.get(p)) else None), ex.refusals
+                ),
+                "eval_timeout": float(self.settings.expression_time_limit),
             }
         )
         job_order = {k: v for k, v in job_order.items()}

@@ -22,6 +22,7 @@ from wes_server.submission import (
     parse_run_request,
     refuse_local_inputs,
 )
+from wes_server.workflow_guard import check_input_references, check_workflow_documents
 
 log = logging.getLogger("helixgate.wes")
 
@@ -83,6 +84,9 @@ class WorkflowService:
         attachment_paths = {a.path for a in req.attachments}
         refuse_local_inputs(req.workflow_params, attachment_paths)
         source = self._resolve_workflow(req)
+        # workflows are untrusted code: every reference stays inside the run (400 naming it)
+        check_input_references(req.workflow_params, {a.path for a in req.attachments})
+        check_workflow_documents([(a.path, a.content) for a in req.attachments], source["main"], self.settings)
         self._check_inputs(user, req)
         row = self.runs.create(
             owner=user,

@@ -36,6 +36,10 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        from wes_server import jsbox
+
+        # CWL expressions are evaluated only in the sandbox: no node/bwrap, no worker
+        jsbox.install(self.settings)
         for i in range(self.concurrency):
             t = threading.Thread(target=self._loop, name=f"hg-worker-{i}", daemon=True)
             t.start()
