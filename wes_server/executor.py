@@ -58,6 +58,12 @@ class VerifiedImage:
     signer: str
 
 
+class WorkflowFailed(HelixGateError):
+    """The workflow itself failed in the engine (invalid document, failing expression)."""
+
+    status = 422
+
+
 class GateRefusal(HelixGateError):
     """The verification gate refused a task (wraps the precise integrity error)."""
 
@@ -199,6 +205,11 @@ class Executor:
                 return RunOutcome("EXECUTOR_ERROR", exit_code=1)
             published = self._publish_outputs(ex, outputs)
             return RunOutcome("COMPLETE", outputs=published, exit_code=0)
+        except WorkflowFailed as exc:
+            if ex.refusals:
+                runs.append_system_log(run.id, ex.refusals.message())
+            runs.append_system_log(run.id, f"workflow failed: {exc.message}")
+            return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
         except GateRefusal as exc:
             runs.append_system_log(run.id, exc.message)
             return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
@@ -278,8 +289,10 @@ class Executor:
     # ------------------------------------------------------------------ cwltool
     def _run_cwl(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
         from cwltool.context import RuntimeContext
+        from cwltool.errors import WorkflowException
         from cwltool.executors import MultithreadedJobExecutor
         from cwltool.workflow import default_make_tool
+        from schema_salad.exceptions import ValidationException
 
         from wes_server.cwl_job import make_verified_tool_class
 
@@ -296,6 +309,8 @@ class Executor:
             tool = load_restricted(main, ex.workdir / "attachments", ex.refusals, make_tool)
         except BadRequest as exc:
             raise GateRefusal(exc.message) from None
+        except (WorkflowException, ValidationException) as exc:
+            raise WorkflowFailed(_client_text(str(exc), ex.workdir)) from None
         jobs_dir = ex.workdir / "jobs"
         jobs_dir.mkdir()
         runtime = RuntimeContext(
@@ -327,7 +342,10 @@ class Executor:
 
         order = {shortname(k) if k != "id" else k: v for k, v in job_order.items()}
         order.pop("id", None)
-        outputs, status = executor(tool, order, runtime)
+        try:
+            outputs, status = executor(tool, order, runtime)
+        except (WorkflowException, ValidationException) as exc:  # e.g. an expression failed or was stopped
+            raise WorkflowFailed(_client_text(str(exc), ex.workdir)) from None
         return outputs, status
 
     # ------------------------------------------------------------------ outputs
@@ -428,6 +446,14 @@ def _quiet_cwltool() -> None:
     cwl_logger.setLevel(logging.ERROR)
     for handler in list(cwl_logger.handlers):
         cwl_logger.removeHandler(handler)
+
+
+def _client_text(message: str, workdir: Path, cap: int = 2000) -> str:
+    """An engine message for the run log: the worker's own paths shown relative to the run."""
+    for prefix in (f"{(workdir / 'attachments').as_uri()}/", f"{workdir / 'attachments'}/", f"{workdir}/"):
+        message = message.replace(prefix, "")
+    message = message.replace(str(workdir), "<run>")
+    return message if len(message) <= cap else message[: cap - 15] + " ...(truncated)"
 
 
 def _local_path(location: str) -> str:
