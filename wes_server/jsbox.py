@@ -4,8 +4,8 @@ cwltool hands every expression to node's ``vm.runInNewContext``, which is no sec
 boundary (``globalThis`` reaches ``process`` and ``require``). The boundary here is the OS:
 node runs under bubblewrap with
 
-* every namespace unshared (``--unshare-all``: no network, own pid/ipc/uts/user namespaces)
-  and an unprivileged uid/gid (65534) inside;
+* every namespace unshared (``--unshare-all``: no network, own pid/ipc/uts/user namespaces),
+  uid/gid 65534 inside, and the real uid 65534 outside when the worker runs as root;
 * a root file system holding only the node binary and the shared libraries it links,
   read-only; a private ``/proc`` of its own pid namespace, a minimal ``/dev``, an empty
   tmpfs ``/tmp``; no data directory, no environment (``--clearenv``);
@@ -155,6 +155,12 @@ class SandboxedNodeEngine(NodeJSEngine):
         return cmd
 
     def _limits(self) -> None:  # runs in the child between fork and exec
+        if os.geteuid() == 0:
+            # a root worker: the sandbox runs as the real unprivileged uid (bwrap then builds
+            # its namespaces unprivileged), not as root mapped into a user namespace
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
         resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

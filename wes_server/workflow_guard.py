@@ -248,15 +248,15 @@ def load_restricted(main: Path, root: Path, refusals: Refusals, make_tool: Calla
     """Load ``main`` with the restricted fetcher; raise BadRequest on any refused reference."""
     from cwltool.context import LoadingContext
     from cwltool.load_tool import load_tool
+    from cwltool.workflow import default_make_tool
 
     options: dict[str, Any] = {
         "relax_path_checks": False,
         "fetcher_constructor": fetcher_constructor(root, refusals),
         "resolver": _no_resolver,
         "doc_cache": False,
+        "construct_tool_object": make_tool or default_make_tool,
     }
-    if make_tool is not None:
-        options["construct_tool_object"] = make_tool
     loading = LoadingContext(options)
     try:
         with load_lock:
