@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any
 
-from helixgate.errors import BadRequest, HelixGateError, IntegrityError, VerificationError
+from helixgate.errors import HelixGateError, IntegrityError, VerificationError
 from helixgate.integrity import check_sha256, sha256_bytes
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
-from wes_server.workflow_guard import Refusals, fs_access_factory, load_restricted, map_input_references
+from wes_server.workflow_guard import Refusals, inside, map_input_references
 
 log = logging.getLogger("helixgate.executor")
 # cwltool narrates every step on stderr; the run and task logs carry what matters
@@ -91,6 +91,10 @@ class ChecksumRegistry:
     def get(self, path: str) -> Recorded | None:
         with self._lock:
             return self._items.get(os.path.realpath(path))
+
+    def items(self) -> list[tuple[str, Recorded]]:
+        with self._lock:
+            return list(self._items.items())
 
 
 class RunExecution:
@@ -288,65 +292,18 @@ class Executor:
 
     # ------------------------------------------------------------------ cwltool
     def _run_cwl(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
-        from cwltool.context import RuntimeContext
-        from cwltool.errors import WorkflowException
-        from cwltool.executors import MultithreadedJobExecutor
-        from cwltool.workflow import default_make_tool
-        from schema_salad.exceptions import ValidationException
+        """cwltool's evaluation runs in the unprivileged engine process (``wes_server.engine``,
+        no keys, no Docker socket, no network); this worker answers its task requests
+        through the verification gate (``wes_server.engine_host``)."""
+        from wes_server.engine_host import EngineFailed, run_in_engine
 
-        from wes_server.cwl_job import make_verified_tool_class
-
-        tool_cls = make_verified_tool_class(ex)
-        _quiet_cwltool()
-
-        def make_tool(toolpath_object: Any, loading_context: Any) -> Any:
-            if isinstance(toolpath_object, MutableMapping) and toolpath_object.get("class") == "CommandLineTool":
-                return tool_cls(toolpath_object, loading_context)  # type: ignore[arg-type]
-            return default_make_tool(toolpath_object, loading_context)
-
-        # the submission's restricted loader again: only the run's own verified documents
+        (ex.workdir / "jobs").mkdir()
         try:
-            tool = load_restricted(main, ex.workdir / "attachments", ex.refusals, make_tool)
-        except BadRequest as exc:
-            raise GateRefusal(exc.message) from None
-        except (WorkflowException, ValidationException) as exc:
-            raise WorkflowFailed(_client_text(str(exc), ex.workdir)) from None
-        jobs_dir = ex.workdir / "jobs"
-        jobs_dir.mkdir()
-        runtime = RuntimeContext(
-            {
-                "basedir": str(main.parent),
-                "outdir": None,
-                "tmpdir_prefix": str(jobs_dir / "tmp"),
-                "tmp_outdir_prefix": str(jobs_dir / "out"),
-                "stagedir": str(jobs_dir / "stage"),
-                "use_container": True,
-                "docker_outdir": CONTAINER_OUTDIR,
-                "docker_stagedir": CONTAINER_STAGEDIR,
-                "docker_tmpdir": "/tmp",  # noqa: S108 - a path inside the container (tmpfs)
-                "rm_tmpdir": False,
-                "move_outputs": "leave",
-                "compute_checksum": False,
-                "on_error": "stop",
-                # the engine sees only the run's directory; reads only verified files
-                "make_fs_access": fs_access_factory(
-                    (ex.workdir,), lambda p: (r.sha256 if (r := ex.registry.get(p)) else None), ex.refusals
-                ),
-                "eval_timeout": float(self.settings.expression_time_limit),
-            }
-        )
-        job_order = {k: v for k, v in job_order.items()}
-        job_order.setdefault("id", main.as_uri())
-        executor = MultithreadedJobExecutor()
-        from cwltool.process import shortname
-
-        order = {shortname(k) if k != "id" else k: v for k, v in job_order.items()}
-        order.pop("id", None)
-        try:
-            outputs, status = executor(tool, order, runtime)
-        except (WorkflowException, ValidationException) as exc:  # e.g. an expression failed or was stopped
-            raise WorkflowFailed(_client_text(str(exc), ex.workdir)) from None
-        return outputs, status
+            return run_in_engine(ex, main, job_order)
+        except WorkflowFailed as exc:
+            raise WorkflowFailed(_client_text(exc.message, ex.workdir)) from None
+        except EngineFailed as exc:
+            raise WorkflowFailed(exc.message) from None
 
     # ------------------------------------------------------------------ outputs
     def _publish_outputs(self, ex: RunExecution, outputs: Any) -> dict[str, Any]:
@@ -391,6 +348,8 @@ class Executor:
             if isinstance(value, dict) and value.get("class") == "Directory":
                 listing = value.get("listing")
                 if listing is None:
+                    if not inside(_local_path(value["location"]), ex.workdir):
+                        raise IntegrityError(f"output directory {value['location'][:200]} is outside the run")
                     listing = [
                         {"class": "File", "location": Path(root, f).as_uri(), "basename": f}
                         for root, _, files in os.walk(_local_path(value["location"]))

@@ -7,8 +7,9 @@ node runs under bubblewrap with
 * every namespace unshared (``--unshare-all``: no network, own pid/ipc/uts/user namespaces),
   uid/gid 65534 inside, and the real uid 65534 outside when the worker runs as root;
 * a root file system holding only the node binary and the shared libraries it links,
-  read-only; a private ``/proc`` of its own pid namespace, a minimal ``/dev``, an empty
-  tmpfs ``/tmp``; no data directory, no environment (``--clearenv``);
+  read-only; no ``/proc`` at all (the host's nor its own: it also runs nested inside the
+  engine sandbox, where a new procfs cannot be mounted), a minimal ``/dev``, an empty tmpfs
+  ``/tmp``; no data directory, no environment (``--clearenv``);
 * a seccomp filter (passed to bwrap) that refuses process creation: ``fork``/``vfork``,
   ``clone`` without ``CLONE_THREAD`` and ``clone3`` fail, so ``child_process`` cannot start
   anything (threads still work);
@@ -143,7 +144,6 @@ class SandboxedNodeEngine(NodeJSEngine):
             where = os.path.join(os.path.realpath(os.path.dirname(lib)), os.path.basename(lib))
             cmd += ["--ro-bind", os.path.realpath(lib), where]
         cmd += [
-            "--proc", "/proc",
             "--dev", "/dev",
             "--tmpfs", "/tmp",  # noqa: S108 - inside the sandbox (its own empty tmpfs)
             "--chdir", "/tmp",  # noqa: S108
