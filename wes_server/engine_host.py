@@ -67,7 +67,9 @@ def _python_paths() -> list[str]:
     return sorted(paths)
 
 
-def engine_command(workdir: Path, channel_fd: int) -> list[str]:
+def engine_command(workdir: Path, channel_fd: int, program: list[str] | None = None) -> list[str]:
+    """The bubblewrap command line of the engine (``program`` replaces the engine module,
+    for tests of the sandbox itself)."""
     bwrap = shutil.which("bwrap")
     if not bwrap:
         raise ConfigurationError("the workflow engine needs 'bwrap' on PATH (bubblewrap)")
@@ -98,7 +100,7 @@ def engine_command(workdir: Path, channel_fd: int) -> list[str]:
         "--setenv", "PATH", "/usr/bin:/bin",
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
         "--setenv", ENGINE_FD_ENV, str(channel_fd),
-        sys.executable, "-m", "wes_server.engine",
+        sys.executable, *(program or ["-m", "wes_server.engine"]),
     ]  # fmt: skip
     return cmd
 
@@ -257,6 +259,7 @@ def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tu
         while True:
             msg = channel.recv()
             if msg is None:
+                log.warning("engine of run %s ended without a result: %s", ex.run.id, _tail(stderr_path))
                 raise EngineFailed("the workflow engine ended without a result")
             op = msg.get("op")
             if op == "refused":
@@ -277,6 +280,13 @@ def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tu
             proc.wait(10)
         except subprocess.TimeoutExpired:
             log.warning("engine of run %s did not exit", ex.run.id)
+
+
+def _tail(path: Path, cap: int = 2000) -> str:
+    try:
+        return path.read_bytes()[-cap:].decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _done(msg: dict[str, Any]) -> tuple[Any, str]:

@@ -41,7 +41,10 @@ def _issuer_key(w: World) -> Path:
 
 
 def _tool(image: str, body: str, version: str = "v1.2") -> str:
-    return f"cwlVersion: {version}\nclass: CommandLineTool\nrequirements:\n  DockerRequirement: {{dockerPull: \"{image}\"}}\n{body}"
+    return (
+        f"cwlVersion: {version}\nclass: CommandLineTool\nrequirements:\n"
+        f'  DockerRequirement: {{dockerPull: "{image}"}}\n{body}'
+    )
 
 
 def _post(w: World, main: str, attachments: dict[str, str], params: dict[str, Any] | None = None) -> requests.Response:
@@ -53,7 +56,9 @@ def _post(w: World, main: str, attachments: dict[str, str], params: dict[str, An
         "workflow_type_version": "v1.2",
         "workflow_params": json.dumps(params or {}),
     }
-    return requests.post(f"{w.server.url}{WES}/runs", data=data, files=files, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    return requests.post(
+        f"{w.server.url}{WES}/runs", data=data, files=files, headers={"Authorization": f"Bearer {token}"}, timeout=120
+    )
 
 
 def _assert_no_host_content(w: World, *texts: str) -> None:
@@ -96,8 +101,13 @@ def _submission_cases(w: World) -> list[tuple[str, dict[str, str], dict[str, Any
     data = str(w.server.data_dir)
     secret = f"{data}/secret.txt"
     key = str(_issuer_key(w))
-    echo_f = "baseCommand: [cat]\ninputs:\n  f: {type: File, inputBinding: {position: 1}, loadContents: true}\noutputs:\n  out: stdout\n"
-    echo_d = "baseCommand: [ls]\ninputs:\n  d: {type: Directory, inputBinding: {position: 1}}\noutputs:\n  out: stdout\n"
+    echo_f = (
+        "baseCommand: [cat]\ninputs:\n  f: {type: File, inputBinding: {position: 1}, loadContents: true}\n"
+        "outputs:\n  out: stdout\n"
+    )
+    echo_d = (
+        "baseCommand: [ls]\ninputs:\n  d: {type: Directory, inputBinding: {position: 1}}\noutputs:\n  out: stdout\n"
+    )
 
     def wf_step(run: str) -> str:
         return (
@@ -106,7 +116,9 @@ def _submission_cases(w: World) -> list[tuple[str, dict[str, str], dict[str, Any
         )
 
     def include(ref: str) -> str:
-        return _tool(img, f"baseCommand: [echo]\narguments:\n  - $include: {ref}\ninputs: []\noutputs:\n  out: stdout\n")
+        return _tool(
+            img, f"baseCommand: [echo]\narguments:\n  - $include: {ref}\ninputs: []\noutputs:\n  out: stdout\n"
+        )
 
     def default(obj: dict[str, Any], body: str = echo_f, name: str = "f") -> str:
         return _tool(img, body.replace(f"  {name}: {{", f"  {name}: {{default: {json.dumps(obj)}, ", 1))
@@ -115,9 +127,27 @@ def _submission_cases(w: World) -> list[tuple[str, dict[str, str], dict[str, Any
         ("include-absolute", {"t.cwl": include(secret)}, {}, secret),
         ("include-dotdot", {"t.cwl": include("../../../../../../../../etc/passwd")}, {}, "/etc/passwd"),
         ("include-file-uri", {"t.cwl": include(f"file://{key}")}, {}, key),
-        ("import-absolute", {"t.cwl": _tool(img, f"baseCommand: [echo]\ninputs:\n  $import: {data}/secret.yml\noutputs: []\n")}, {}, f"{data}/secret.yml"),
-        ("import-http", {"t.cwl": _tool(img, "baseCommand: [echo]\ninputs:\n  $import: http://127.0.0.1:9/x.yml\noutputs: []\n")}, {}, "http://127.0.0.1:9/x.yml"),
-        ("schemas-file", {"t.cwl": "$schemas: [file:///etc/passwd]\n" + _tool(img, "baseCommand: [echo]\ninputs: []\noutputs: []\n")}, {}, "/etc/passwd"),
+        (
+            "import-absolute",
+            {"t.cwl": _tool(img, f"baseCommand: [echo]\ninputs:\n  $import: {data}/secret.yml\noutputs: []\n")},
+            {},
+            f"{data}/secret.yml",
+        ),
+        (
+            "import-http",
+            {"t.cwl": _tool(img, "baseCommand: [echo]\ninputs:\n  $import: http://127.0.0.1:9/x.yml\noutputs: []\n")},
+            {},
+            "http://127.0.0.1:9/x.yml",
+        ),
+        (
+            "schemas-file",
+            {
+                "t.cwl": "$schemas: [file:///etc/passwd]\n"
+                + _tool(img, "baseCommand: [echo]\ninputs: []\noutputs: []\n")
+            },
+            {},
+            "/etc/passwd",
+        ),
         ("run-absolute", {"w.cwl": wf_step(secret)}, {}, secret),
         ("run-dotdot", {"w.cwl": wf_step("../../secret.cwl")}, {}, "secret.cwl"),
         ("run-file-uri", {"w.cwl": wf_step("file:///etc/passwd")}, {}, "/etc/passwd"),
@@ -125,17 +155,64 @@ def _submission_cases(w: World) -> list[tuple[str, dict[str, str], dict[str, Any
         ("default-absolute-loadcontents", {"t.cwl": default({"class": "File", "location": secret})}, {}, secret),
         ("default-path-passwd", {"t.cwl": default({"class": "File", "path": "/etc/passwd"})}, {}, "/etc/passwd"),
         ("default-file-uri-issuer-key", {"t.cwl": default({"class": "File", "location": f"file://{key}"})}, {}, key),
-        ("default-secondary-files", {"t.cwl": default({"class": "File", "location": "t.cwl",
-                                                        "secondaryFiles": [{"class": "File", "location": "/etc/passwd"}]})}, {}, "/etc/passwd"),
+        (
+            "default-secondary-files",
+            {
+                "t.cwl": default(
+                    {
+                        "class": "File",
+                        "location": "t.cwl",
+                        "secondaryFiles": [{"class": "File", "location": "/etc/passwd"}],
+                    }
+                )
+            },
+            {},
+            "/etc/passwd",
+        ),
         ("default-data-directory", {"t.cwl": default({"class": "Directory", "location": data}, echo_d, "d")}, {}, data),
-        ("param-absolute-loadcontents", {"t.cwl": _tool(img, echo_f)}, {"f": {"class": "File", "location": secret}}, secret),
-        ("param-path-passwd", {"t.cwl": _tool(img, echo_f)}, {"f": {"class": "File", "path": "/etc/passwd"}}, "/etc/passwd"),
-        ("param-dotdot", {"t.cwl": _tool(img, echo_f)}, {"f": {"class": "File", "location": "../../secret.txt"}}, "../../secret.txt"),
-        ("param-file-uri-issuer-key", {"t.cwl": _tool(img, echo_f)}, {"f": {"class": "File", "location": f"file://{key}"}}, key),
-        ("param-secondary-files", {"t.cwl": _tool(img, echo_f)},
-         {"f": {"class": "File", "location": "t.cwl", "secondaryFiles": [{"class": "File", "location": f"file://{key}"}]}}, key),
+        (
+            "param-absolute-loadcontents",
+            {"t.cwl": _tool(img, echo_f)},
+            {"f": {"class": "File", "location": secret}},
+            secret,
+        ),
+        (
+            "param-path-passwd",
+            {"t.cwl": _tool(img, echo_f)},
+            {"f": {"class": "File", "path": "/etc/passwd"}},
+            "/etc/passwd",
+        ),
+        (
+            "param-dotdot",
+            {"t.cwl": _tool(img, echo_f)},
+            {"f": {"class": "File", "location": "../../secret.txt"}},
+            "../../secret.txt",
+        ),
+        (
+            "param-file-uri-issuer-key",
+            {"t.cwl": _tool(img, echo_f)},
+            {"f": {"class": "File", "location": f"file://{key}"}},
+            key,
+        ),
+        (
+            "param-secondary-files",
+            {"t.cwl": _tool(img, echo_f)},
+            {
+                "f": {
+                    "class": "File",
+                    "location": "t.cwl",
+                    "secondaryFiles": [{"class": "File", "location": f"file://{key}"}],
+                }
+            },
+            key,
+        ),
         ("param-directory", {"t.cwl": _tool(img, echo_d)}, {"d": {"class": "Directory", "location": data}}, data),
-        ("param-http", {"t.cwl": _tool(img, echo_f)}, {"f": {"class": "File", "location": "http://127.0.0.1:9/x"}}, "http://127.0.0.1:9/x"),
+        (
+            "param-http",
+            {"t.cwl": _tool(img, echo_f)},
+            {"f": {"class": "File", "location": "http://127.0.0.1:9/x"}},
+            "http://127.0.0.1:9/x",
+        ),
     ]
 
 
@@ -179,7 +256,9 @@ def test_relative_references_inside_the_run_still_work(hw: World) -> None:
         "main.cwl": workflow,
         "tools/say.cwl": tool.replace("requirements:\n", "requirements:\n  InlineJavascriptRequirement: {}\n"),
         "tools/parts/greeting.txt": "hello",
-        "tools/parts/inputs.yml": "- {id: f, type: File, loadContents: true, default: {class: File, location: name.txt}}\n",
+        "tools/parts/inputs.yml": (
+            "- {id: f, type: File, loadContents: true, default: {class: File, location: name.txt}}\n"
+        ),
         "tools/parts/name.txt": "world",
     }
     r = _post(hw, "main.cwl", attachments)
@@ -214,8 +293,11 @@ def _execution_cases(w: World) -> list[tuple[str, str, str | None]]:
         ("fs-passwd", f'{ESCAPE} return p.getBuiltinModule("fs").readFileSync("/etc/passwd", "utf8");', "ENOENT"),
         ("fs-list-root", f'{ESCAPE} return p.getBuiltinModule("fs").readdirSync("/").join(",");', None),
         ("require-fs", f'{ESCAPE} return p.mainModule.require("fs").readFileSync("{secret}", "utf8");', "Error"),
-        ("child-process", f'{ESCAPE} return p.getBuiltinModule("child_process").execSync("cat {secret}").toString();',
-         "EPERM"),
+        (
+            "child-process",
+            f'{ESCAPE} return p.getBuiltinModule("child_process").execSync("cat {secret}").toString();',
+            "EPERM",
+        ),
         ("network", f'{ESCAPE} var n = p.getBuiltinModule("net"); return typeof n.connect;', None),
         ("infinite-loop", "while (true) {}", "time limit"),
         ("unbounded-allocation", "var a = []; while (true) { a.push(new Array(1e6).fill(1)); }", "memory limit"),
@@ -255,13 +337,15 @@ def test_expression_made_file_references_are_refused_at_execution(hw: World) -> 
     secret = f"{hw.server.data_dir}/secret.txt"
     reader = _tool(
         img,
-        "baseCommand: [echo]\ninputs:\n  f: {type: File, loadContents: true, inputBinding: {valueFrom: $(self.contents)}}\n"
+        "baseCommand: [echo]\ninputs:\n"
+        "  f: {type: File, loadContents: true, inputBinding: {valueFrom: $(self.contents)}}\n"
         "outputs:\n  out: stdout\n",
     )
     workflow = (
-        "cwlVersion: v1.2\nclass: Workflow\nrequirements: {StepInputExpressionRequirement: {}, InlineJavascriptRequirement: {}}\n"
+        "cwlVersion: v1.2\nclass: Workflow\n"
+        "requirements: {StepInputExpressionRequirement: {}, InlineJavascriptRequirement: {}}\n"
         "inputs: []\noutputs: []\n"
-        "steps:\n  s:\n    run: reader.cwl\n    in:\n      f: {valueFrom: '${return {\"class\": \"File\", \"location\": \"file://"
+        'steps:\n  s:\n    run: reader.cwl\n    in:\n      f: {valueFrom: \'${return {"class": "File", "location": "file://'
         + secret
         + "\"};}'}\n    out: [out]\n"
     )

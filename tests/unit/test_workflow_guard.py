@@ -184,13 +184,16 @@ def test_expression_escape_reaches_no_host_file_env_or_process(
 ) -> None:
     path, marker = secret
     monkeypatch.setenv("HG_UNIT_ENV_SECRET", marker)
-    assert engine.eval(ESCAPE % "return typeof p.getBuiltinModule('fs').readFileSync;") == "function"  # the escape works
+    assert (
+        engine.eval(ESCAPE % "return typeof p.getBuiltinModule('fs').readFileSync;") == "function"
+    )  # the escape works
     env = engine.eval(ESCAPE % "return p.env;")
     assert isinstance(env, dict) and marker not in str(env) and set(env) <= {"PWD"}
     for body in (
         f"return p.getBuiltinModule('fs').readFileSync({str(path)!r}, 'utf8');",
         "return p.getBuiltinModule('fs').readFileSync('/etc/passwd', 'utf8');",
-        f"return p.getBuiltinModule('child_process').execFileSync('/usr/bin/node', ['-e', 'console.log(1)']).toString();",
+        "return p.getBuiltinModule('child_process')"
+        ".execFileSync('/usr/bin/node', ['-e', 'console.log(1)']).toString();",
     ):
         with pytest.raises(Exception) as info:
             engine.eval(ESCAPE % body)
