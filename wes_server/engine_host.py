@@ -241,6 +241,8 @@ def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tu
         )
     guest.close()
     channel = Channel(host)
+    # cwltool schedules by resources; a misbehaving engine still cannot start unbounded tasks
+    slots = threading.BoundedSemaphore(max(2, 2 * (os.cpu_count() or 1)))
     known = {path: rec.sha256 for path, rec in ex.registry.items()}
     try:
         channel.send(
@@ -265,7 +267,8 @@ def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tu
             if op == "refused":
                 ex.refusals.add(str(msg.get("reference"))[:300], str(msg.get("reason"))[:300])
             elif op == "task":
-                threading.Thread(target=_serve_task, args=(ex, channel, msg), daemon=True).start()
+                slots.acquire()
+                threading.Thread(target=_serve_task, args=(ex, channel, msg, slots), daemon=True).start()
             elif op == "done":
                 return _done(msg)
             else:
@@ -299,7 +302,14 @@ def _done(msg: dict[str, Any]) -> tuple[Any, str]:
     return msg.get("outputs"), str(msg.get("status") or "permanentFail")
 
 
-def _serve_task(ex: RunExecution, channel: Channel, msg: dict[str, Any]) -> None:
+def _serve_task(ex: RunExecution, channel: Channel, msg: dict[str, Any], slots: threading.BoundedSemaphore) -> None:
+    try:
+        _answer_task(ex, channel, msg)
+    finally:
+        slots.release()
+
+
+def _answer_task(ex: RunExecution, channel: Channel, msg: dict[str, Any]) -> None:
     rid = msg.get("id")
     reply: dict[str, Any] = {"op": "result", "id": rid, "status": "permanentFail"}
     try:

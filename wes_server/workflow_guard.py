@@ -57,7 +57,8 @@ class Refusals:
 
     def add(self, reference: str, reason: str) -> None:
         with self._lock:
-            if any(r == reference for r, _ in self.items):
+            # one event per reference; a flood (a hostile engine) cannot flood the audit trail
+            if len(self.items) >= 100 or any(r == reference for r, _ in self.items):
                 return
             self.items.append((reference, reason))
         if self._on_refused is not None:
