@@ -49,15 +49,16 @@ def _tool(image: str, body: str, version: str = "v1.2") -> str:
 
 def _post(w: World, main: str, attachments: dict[str, str], params: dict[str, Any] | None = None) -> requests.Response:
     token = w.server.user("ann", "analyst")
-    files = [("workflow_attachment", (name, content.encode())) for name, content in attachments.items()]
-    data = {
+    form = {
         "workflow_url": main,
         "workflow_type": "CWL",
         "workflow_type_version": "v1.2",
         "workflow_params": json.dumps(params or {}),
     }
+    parts: list[tuple[str, tuple[str | None, Any]]] = [(k, (None, v)) for k, v in form.items()]  # always multipart
+    parts += [("workflow_attachment", (name, content.encode())) for name, content in attachments.items()]
     return requests.post(
-        f"{w.server.url}{WES}/runs", data=data, files=files, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        f"{w.server.url}{WES}/runs", files=parts, headers={"Authorization": f"Bearer {token}"}, timeout=120
     )
 
 
@@ -235,6 +236,26 @@ def test_hostile_references_are_refused_at_submission(hw: World) -> None:
         _assert_no_host_content(hw, r.text)
     assert runs() == before  # nothing was queued
     _assert_no_host_content(hw, hw.server.log())
+
+
+def test_hostile_trs_descriptors_are_refused_at_submission(hw: World) -> None:
+    """A signed TRS version is still untrusted code: its descriptors get the same loader."""
+    secret = f"{hw.server.data_dir}/secret.txt"
+    tag_ref = f"{hw.image.repository}:{hw.image.tag}"
+    hostile = {
+        "workflow.cwl": (
+            "cwlVersion: v1.2\nclass: Workflow\ninputs: []\noutputs: []\n"
+            "steps:\n  s:\n    run: tool.cwl\n    in: []\n    out: []\n"
+        ),
+        "tool.cwl": _tool(
+            tag_ref, f"baseCommand: [echo]\narguments:\n  - $include: {secret}\ninputs: []\noutputs: []\n"
+        ),
+    }
+    hw.dev.publish_version(hw.tool_id, "6.6.6", hostile, [tag_ref], primary="workflow.cwl")
+    r = _post(hw, f"trs://{hw.drs_host}/{hw.tool_id}/6.6.6", {})
+    assert r.status_code == 400, r.text
+    assert secret in r.json()["msg"] and "refused" in r.json()["msg"]
+    _assert_no_host_content(hw, r.text, hw.server.log())
 
 
 def test_relative_references_inside_the_run_still_work(hw: World) -> None:
