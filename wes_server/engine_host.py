@@ -105,6 +105,31 @@ def engine_command(workdir: Path, channel_fd: int, program: list[str] | None = N
     return cmd
 
 
+def check_available(work_root: Path) -> None:
+    """Worker start: the engine sandbox must start and import cwltool, or the worker does
+    not start (a ConfigurationError saying what failed)."""
+    import tempfile
+
+    work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(dir=work_root, prefix="engine-check-") as tmp:
+        host, guest = socket.socketpair()
+        try:
+            cmd = engine_command(Path(tmp), guest.fileno(), ["-c", "import cwltool.main; print('engine-ok')"])
+            proc = subprocess.run(  # noqa: S603 - fixed argv
+                cmd, pass_fds=(guest.fileno(),), env={}, capture_output=True, text=True, timeout=120, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigurationError(f"the workflow engine sandbox (bubblewrap) cannot start: {exc}") from None
+        finally:
+            host.close()
+            guest.close()
+    if proc.returncode != 0 or "engine-ok" not in proc.stdout:
+        raise ConfigurationError(
+            f"the workflow engine sandbox (bubblewrap) does not work: exit {proc.returncode}: "
+            f"{(proc.stderr or proc.stdout).strip()[-300:]}"
+        )
+
+
 # ------------------------------------------------------------------ validating requests
 def _str(value: Any, what: str, cap: int = 4096) -> str:
     if not isinstance(value, str) or len(value) > cap or "\x00" in value:

@@ -72,3 +72,14 @@ def test_engine_process_cannot_open_keys_network_or_docker(tmp_path: Path, monke
     env = json.loads(results["env"][3:])
     assert set(env) <= {"HOME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE", "HELIXGATE_ENGINE_FD", "PWD"}, env
     assert not (data / "planted").exists()  # it wrote into its own throw-away root, not the host
+
+
+def test_worker_start_fails_clearly_without_the_engine_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helixgate.errors import ConfigurationError
+    from wes_server import engine_host
+
+    engine_host.check_available(tmp_path / "work")  # the real sandbox starts and imports cwltool
+    monkeypatch.setattr(engine_host.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigurationError) as info:
+        engine_host.check_available(tmp_path / "work")
+    assert "bwrap" in info.value.message
