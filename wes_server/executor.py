@@ -399,14 +399,6 @@ class Executor:
         )
 
 
-def _quiet_cwltool() -> None:
-    """cwltool narrates every step on its own stderr handler; route it through our logging."""
-    cwl_logger = logging.getLogger("cwltool")
-    cwl_logger.setLevel(logging.ERROR)
-    for handler in list(cwl_logger.handlers):
-        cwl_logger.removeHandler(handler)
-
-
 def _client_text(message: str, workdir: Path, cap: int = 2000) -> str:
     """An engine message for the run log: the worker's own paths shown relative to the run."""
     for prefix in (f"{(workdir / 'attachments').as_uri()}/", f"{workdir / 'attachments'}/", f"{workdir}/"):
