@@ -24,6 +24,11 @@ SERVICES = {
 
 def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if "wes" in SERVICES.get(service, ()):
+        from wes_server import jsbox
+
+        # submissions validate CWL expressions in the sandbox: without it, do not serve WES
+        jsbox.install(settings)
     platform = Platform(settings)
     pool: Any = None
     if service == "worker" or (service == "all" and workers > 0):
