@@ -1,6 +1,7 @@
-"""The verified executor: cwltool evaluates the workflow; every CommandLineTool step runs
-through ``VerifiedJob``, which passes the verification gate and then runs one
-short-lived hardened container through the Docker SDK.
+"""The verified executor: cwltool evaluates the workflow in an unprivileged engine process
+(``wes_server.engine``, started by ``wes_server.engine_host``); every CommandLineTool step it
+asks for runs here through ``VerifiedJob``, which passes the verification gate and then runs
+one short-lived hardened container through the Docker SDK.
 
 The gate, before EVERY task, fails closed:
   1. the image reference resolves to a TRS-signed version; its bundle verifies under the
