@@ -31,22 +31,26 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
         jsbox.install(settings)
     platform = Platform(settings)
     pool: Any = None
-    if service == "worker" or (service == "all" and workers > 0):
-        from wes_server.worker import WorkerPool
-
-        pool = WorkerPool(platform, concurrency=workers)
-        pool.start()
     try:
-        if service == "worker":
+        server: Any = None
+        if service != "worker":
+            from helixgate.server import make_server
+
+            # mount the APIs before any worker leases a run: peers served here are then
+            # called in-process from the first run on (a worker's start-up checks take time)
+            server = make_server(settings, platform, SERVICES[service])
+        if service == "worker" or (service == "all" and workers > 0):
+            from wes_server.worker import WorkerPool
+
+            pool = WorkerPool(platform, concurrency=workers)
+            pool.start()
+        if server is None:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
             log.info("worker running (%d slots); Ctrl-C to stop", workers)
             stop.wait()
         else:
-            from helixgate.server import make_server
-
-            server = make_server(settings, platform, SERVICES[service])
             log.info("serving %s on %s", ", ".join(SERVICES[service]), settings.effective_public_url)
             try:
                 server.run()  # handles SIGINT/SIGTERM, then re-raises the signal once shut down
