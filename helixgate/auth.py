@@ -522,13 +522,14 @@ class TokenVerifier:
 
 
 # ------------------------------------------------------------------ factories
-def builtin_issuer_for(settings: Settings) -> BuiltinIssuer:
+def builtin_issuer_for(settings: Settings, *, create_key: bool = True) -> BuiltinIssuer:
     """The built-in issuer: keys under ``<data_dir>/issuer``, URL ``builtin_issuer_url`` or ``<public_url>/oidc``."""
     return BuiltinIssuer(
         settings.data_dir / "issuer",
         issuer_url=settings.builtin_issuer_url or f"{settings.effective_public_url}/oidc",
         audience=settings.audience,
         max_ttl_seconds=settings.token_max_lifetime,
+        create_key=create_key,
     )
 
 

@@ -62,28 +62,80 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- serve / worker
-def cmd_serve(args: argparse.Namespace) -> int:
-    from helixgate.runtime import serve
+SERVER_OPTIONS = ("host", "port", "tls_cert", "tls_key", "database_url")
 
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The options that decide a server's address, identity and database (serve, token issue)."""
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--database-url")
+
+
+def server_settings(args: argparse.Namespace) -> Any:
+    """Settings exactly as ``helixgate serve`` resolves them: defaults, settings file, environment,
+    then the server options. ``token issue`` uses the same, so both name the same issuer URL,
+    data directory and database."""
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "tls_cert", "tls_key", "database_url"):
+    for name in SERVER_OPTIONS:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    settings = load(args, **overrides)
-    return serve(settings, args.service, workers=args.workers)
+    return load(args, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from helixgate.runtime import serve
+
+    return serve(server_settings(args), args.service, workers=args.workers)
 
 
 # --------------------------------------------------------------------------- tokens
+def _require_active_user(settings: Any, username: str) -> None:
+    """Read the server's users table: tokens are only for registered, active users."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from helixgate.db import Database
+    from helixgate.users import UserDirectory
+
+    db = Database(settings.effective_database_url)
+    if db.sqlite_path is not None and not db.sqlite_path.is_file():
+        raise HelixGateError(
+            f"no database at {db.sqlite_path}: start `helixgate serve` with this data directory first"
+        )
+    try:
+        user = UserDirectory(db).get(username)
+    except SQLAlchemyError as exc:
+        raise HelixGateError(f"cannot read the users of {settings.data_dir}'s database: {type(exc).__name__}") from None
+    finally:
+        db.dispose()
+    if user is None:
+        raise HelixGateError(f"unknown user {username!r}: register it first (helixgate users add)")
+    if not user.active:
+        raise HelixGateError(f"user {username!r} is inactive: activate it first (helixgate users activate)")
+
+
 def cmd_token_issue(args: argparse.Namespace) -> int:
     from helixgate.auth import builtin_issuer_for
     from helixgate.issuer import parse_duration
 
-    settings = load(args)
+    settings = server_settings(args)
     if not settings.builtin_issuer:
         raise HelixGateError("the built-in issuer is disabled: get tokens from your identity provider")
     ttl = parse_duration(args.ttl)
-    token = builtin_issuer_for(settings).issue(args.user, ttl)
+    issuer = builtin_issuer_for(settings, create_key=False)  # never key material of its own
+    _ = issuer.key_id  # fails clearly when the server's key is not there, before reading the database
+    served = issuer.served_urls()
+    if served and issuer.issuer_url not in served:
+        raise HelixGateError(
+            f"these settings name the issuer {issuer.issuer_url}, but the server on {settings.data_dir} serves "
+            f"{served[0]}: give token issue the settings file, environment and --host/--port/--tls-cert "
+            "options you gave helixgate serve (or set builtin_issuer_url)"
+        )
+    _require_active_user(settings, args.user)
+    token = issuer.issue(args.user, ttl)
     emit(args, {"access_token": token, "token_type": "Bearer", "expires_in": ttl}, lambda d: d["access_token"])
     return 0
 
@@ -273,19 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add(sub, "serve", cmd_serve, "serve the APIs (all on one address, or one service alone)")
     s.add_argument("service", nargs="?", default="all", choices=["all", "wes", "trs", "drs", "core", "worker"])
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--tls-cert")
-    s.add_argument("--tls-key")
-    s.add_argument("--database-url")
+    add_server_options(s)
     s.add_argument(
         "--workers", type=int, default=2, help="worker threads (serve all / serve worker); 0 with serve all: API only"
     )
 
     tok = sub.add_parser("token", help="tokens from the built-in issuer").add_subparsers(dest="sub", required=True)
-    t = add(tok, "issue", cmd_token_issue, "mint a token for a user (local: needs the data directory)")
+    t = add(
+        tok,
+        "issue",
+        cmd_token_issue,
+        "mint a token for a registered, active user with the server's key (local: the settings and "
+        "server options of `helixgate serve`)",
+    )
     t.add_argument("--user", required=True)
     t.add_argument("--ttl", default="15m")
+    add_server_options(t)
 
     users = sub.add_parser("users", help="administrators: users, roles, activation, tokens").add_subparsers(
         dest="sub", required=True

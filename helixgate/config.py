@@ -104,7 +104,7 @@ class Settings:
     # CWL expressions run in a sandboxed node (bubblewrap): per-evaluation limits
     expression_time_limit: int = 20  # seconds of wall-clock time per evaluation
     expression_memory_mib: int = 256  # JavaScript heap of the sandboxed node
-    container_scope: str = "default"  # label value separating deployments that share one Docker engine
+    container_scope: str = ""  # Docker label scope of task containers; "" -> hg-<installation id> of the database
     # -- audit
     audit_retention_days: int = 270
 

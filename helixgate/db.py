@@ -8,10 +8,11 @@ version table so the services can be migrated and deployed independently.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -72,6 +73,48 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a file-backed SQLite database, else None."""
+        if not self.url.startswith("sqlite"):
+            return None
+        path = self.url.split("///", 1)[-1]
+        return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+
+
+# Session-level PostgreSQL advisory lock key (advisory locks are per database, so other
+# software on the same server is unaffected): the first 8 bytes of sha256("helixgate.startup").
+STARTUP_LOCK_KEY = int.from_bytes(hashlib.sha256(b"helixgate.startup").digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def startup_lock(db: Database) -> Iterator[None]:
+    """Serialise first-start work (migrations, bootstrap rows) across every process sharing ``db``.
+
+    PostgreSQL: ``pg_advisory_lock`` held on one connection for the duration; SQLite: an
+    ``flock`` on ``<database file>.startup.lock`` next to the file. Others wait, then find the
+    work done.
+    """
+    if db.is_postgres:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK_KEY})
+            conn.commit()  # the lock is session-level: do not sit idle in a transaction
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK_KEY})
+                conn.commit()
+        return
+    path = db.sqlite_path
+    if path is None:  # in-memory: one process only
+        yield
+        return
+    from helixgate.fsutil import file_lock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(path.name + ".startup.lock")):
+        yield
 
 
 MIGRATION_PACKAGES = ("helixgate", "drs_store", "trs_registry", "wes_server")

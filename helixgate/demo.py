@@ -219,7 +219,8 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
             for rec in security[:3]:
                 p.info(f"  {rec.to_cef()[:160]}")
     finally:
-        leftovers = ContainerRunner(client, scope=scope).remove_orphans(set())
+        # the demo's own scope: every container left is an orphan
+        leftovers = ContainerRunner(client, scope=scope).remove_orphans(lambda runs: dict.fromkeys(runs))
         for image in images:
             with contextlib.suppress(Exception):
                 client.images.remove(image, force=True)

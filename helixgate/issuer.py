@@ -56,6 +56,8 @@ MAX_RETIRED_KEYS = 4
 
 _KEY_FILE = "signing-key.pem"
 _RETIRED_FILE = "retired-keys.json"
+_SERVED_FILE = "served-issuer-urls.json"  # issuer URLs servers on this key directory announced
+_MAX_SERVED = 16
 _LOCK_FILE = ".lock"
 _MAX_USERNAME = 255
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -121,6 +123,7 @@ class BuiltinIssuer:
         audience: str,
         *,
         max_ttl_seconds: int | None = None,
+        create_key: bool = True,
     ) -> None:
         parts = urlsplit(issuer_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
@@ -133,6 +136,9 @@ class BuiltinIssuer:
         self.issuer_url = issuer_url.rstrip("/")
         self.audience = audience
         self.max_ttl_seconds = max_ttl_seconds
+        # False (the CLI): only ever use the key the server created; a new key would mint tokens
+        # the server rejects (unknown key id)
+        self.create_key = create_key
         self._lock = threading.RLock()
         self._state: _KeyState | None = None
 
@@ -239,18 +245,48 @@ class BuiltinIssuer:
             if state is not None and state.fingerprint == self._fingerprint():
                 return state
             if not (self.key_dir / _KEY_FILE).exists():
+                if not self.create_key:
+                    raise self._no_key()  # and create nothing, not even the directory
                 with self._file_lock():
                     self._state = self._load_or_create()
             else:
                 self._state = self._load_or_create()
             return self._state
 
+    def record_served(self) -> None:
+        """Note that a server publishes this key under ``issuer_url`` (called at server start), so
+        the CLI can tell when its settings name another issuer than the server's. Creates the
+        key if there is none yet."""
+        self._current()  # takes the file lock itself when it creates the key: not nested below
+        with self._lock, self._file_lock():
+            urls = [u for u in self.served_urls() if u != self.issuer_url]
+            urls = [self.issuer_url, *urls][:_MAX_SERVED]
+            self._write_atomic(self.key_dir / _SERVED_FILE, json.dumps({"issuer_urls": urls}, indent=1).encode())
+
+    def served_urls(self) -> list[str]:
+        """Issuer URLs servers announced for this key directory, newest first ([] if none)."""
+        try:
+            doc = json.loads((self.key_dir / _SERVED_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        urls = doc.get("issuer_urls") if isinstance(doc, dict) else None
+        return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+
+    def _no_key(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"no built-in issuer key in {self.key_dir}: it is created by `helixgate serve`; start the server "
+            "with this data directory first, or give the server's data directory "
+            "(--data-dir, --config or HELIXGATE_DATA_DIR)"
+        )
+
     def _fingerprint(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
         return (_stat_id(self.key_dir / _KEY_FILE), _stat_id(self.key_dir / _RETIRED_FILE))
 
     def _load_or_create(self) -> _KeyState:
-        self._ensure_dir()
         key_path = self.key_dir / _KEY_FILE
+        if not self.create_key and not key_path.exists():
+            raise self._no_key()
+        self._ensure_dir()
         if not key_path.exists():
             # Only reached with the file lock held (first use or rotation), so no second writer races us.
             self._write_atomic(key_path, _pem(ec.generate_private_key(ec.SECP256R1())))

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from helixgate.config import Settings
-from helixgate.db import Database, migrate
+from helixgate.db import Database, migrate, startup_lock
 
 DOMAIN_FACTORIES = {
     "drs": "drs_store.service:build",
@@ -38,18 +38,35 @@ class Platform:
     def __init__(self, settings: Settings, *, run_migrations: bool = True) -> None:
         from helixgate.audit import AuditTrail
         from helixgate.auth import builtin_issuer_for, make_verifier
+        from helixgate.installation import default_container_scope, ensure_installation_id
         from helixgate.users import UserDirectory
         from helixgate.web import _SessionSeen
 
-        self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         _private_sqlite_file(settings.effective_database_url)
         self.db = Database(settings.effective_database_url)
-        if run_migrations:
-            migrate(self.db)
         self.users = UserDirectory(self.db)
+        # Any number of processes may start at once on a fresh database: one migrates and
+        # bootstraps, the others wait for it and then find the work done.
+        with startup_lock(self.db):
+            if run_migrations:
+                migrate(self.db)
+            self.installation_id = ensure_installation_id(self.db)
+            # the identity WES workers use to read data on behalf of users
+            self.users.ensure(settings.service_user, roles=("service",))
+            if settings.bootstrap_admin:
+                self.users.ensure(settings.bootstrap_admin, roles=("admin",))
+        if not settings.container_scope:
+            # this deployment's own containers: derived from its database, so every replica and
+            # worker agrees and another deployment on the same engine never matches
+            settings = settings.replace(container_scope=default_container_scope(self.installation_id))
+        self.settings = settings
         self.audit = AuditTrail(self.db, settings.data_dir / "audit")
         self.issuer = builtin_issuer_for(settings) if settings.builtin_issuer else None
+        if self.issuer is not None:
+            # the key is created at start and the issuer URL noted: `helixgate token issue` only
+            # ever uses this key, and refuses settings that name another issuer
+            self.issuer.record_served()
         self.verifier = make_verifier(settings, self.issuer)
         self.session_seen = _SessionSeen()
         self._services: dict[str, Any] = {}
@@ -57,10 +74,6 @@ class Platform:
         # called in-process, so a request never waits on a second request to its own server
         self.served: frozenset[str] = frozenset()
         self._lock = threading.Lock()
-        # the identity WES workers use to read data on behalf of users
-        self.users.ensure(settings.service_user, roles=("service",))
-        if settings.bootstrap_admin:
-            self.users.ensure(settings.bootstrap_admin, roles=("admin",))
 
     def service(self, name: str) -> Any:
         """The domain object of one service (``drs``, ``trs``, ``wes``), built once."""

@@ -48,10 +48,19 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            log.info("worker running (%d slots); Ctrl-C to stop", workers)
+            log.info(
+                "worker running (%d slots, container scope %s); Ctrl-C to stop",
+                workers,
+                platform.settings.container_scope,
+            )
             stop.wait()
         else:
-            log.info("serving %s on %s", ", ".join(SERVICES[service]), settings.effective_public_url)
+            log.info(
+                "serving %s on %s (container scope %s)",
+                ", ".join(SERVICES[service]),
+                settings.effective_public_url,
+                platform.settings.container_scope,
+            )
             try:
                 server.run()  # handles SIGINT/SIGTERM, then re-raises the signal once shut down
             except KeyboardInterrupt:

@@ -6,7 +6,11 @@ path), an ``x-helixgate-permission`` on every operation, the few spec fixes list
 docs/compatibility.md, and the HelixGate extension paths/schemas from
 openapi/extensions/<service>.yaml (each operation there tagged ``x-helixgate-extension``).
 
-    python scripts/build_openapi.py [--specs ../shared/ga4gh-specs] [--check]
+    python scripts/build_openapi.py [--specs DIR] [--check]
+
+The official documents come from scripts/fetch_ga4gh_specs.py (``HELIXGATE_GA4GH_SPECS`` or its
+cache), each checked against its pinned SHA-256; ``--specs`` names another directory, checked
+the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fetch_ga4gh_specs as pinned  # noqa: E402  (a sibling script: the pinned documents and their resolver)
+
 SOURCES = {
     "wes": "wes/workflow_execution_service.bundled.openapi.yaml",
     "trs": "trs/openapi.bundled.yaml",
@@ -133,14 +140,19 @@ def render(service: str, doc: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--specs", default=os.environ.get("HELIXGATE_GA4GH_SPECS", str(ROOT.parent / "shared" / "ga4gh-specs"))
-    )
+    parser.add_argument("--specs", help=f"official documents (default: {pinned.ENV_DIR} or the fetch cache)")
     parser.add_argument("--check", action="store_true", help="fail if a generated file is out of date")
     args = parser.parse_args()
+    if args.specs:
+        os.environ[pinned.ENV_DIR] = args.specs
+    try:
+        specs = pinned.resolve()
+    except pinned.SpecError as exc:
+        print(f"build_openapi: error: {exc}", file=sys.stderr)
+        return 1
     stale = []
     for service in SOURCES:
-        text = render(service, build(service, Path(args.specs)))
+        text = render(service, build(service, specs))
         out = ROOT / "openapi" / f"{service}.yaml"
         if args.check:
             if not out.exists() or out.read_text() != text:

@@ -32,11 +32,12 @@ import logging
 import math
 import os
 import re
+import socket
 import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -56,6 +57,7 @@ MANAGED_LABEL = "helixgate.managed"
 RUN_LABEL = "helixgate.run_id"
 TASK_LABEL = "helixgate.task_id"
 SCOPE_LABEL = "helixgate.scope"
+PROCESS_LABEL = "helixgate.process"  # host:pid of the worker process that started the container
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 DEFAULT_USER = "65534:65534"
 
@@ -555,7 +557,13 @@ class ContainerRunner:
             raise UpstreamError(f"docker engine could not create {what}") from exc
 
     def _labels(self, run_id: str, task_id: str) -> dict[str, str]:
-        return {MANAGED_LABEL: "true", SCOPE_LABEL: self.scope, RUN_LABEL: run_id, TASK_LABEL: task_id}
+        return {
+            MANAGED_LABEL: "true",
+            SCOPE_LABEL: self.scope,
+            RUN_LABEL: run_id,
+            TASK_LABEL: task_id,
+            PROCESS_LABEL: process_identity(),
+        }
 
     def _start_and_follow(
         self, spec: TaskContainerSpec, container_id: str, out: CappedSink, err: CappedSink
@@ -681,13 +689,30 @@ class ContainerRunner:
             log.info("removed %d container(s) of run %s", removed, run_id)
         return removed
 
-    def remove_orphans(self, live_run_ids: set[str]) -> list[str]:
-        """Remove this scope's managed containers whose run is not live; return their ids."""
+    def remove_orphans(self, owners: Callable[[set[str]], Mapping[str, str | None]]) -> list[str]:
+        """Remove this scope's containers that their run's owner says are orphans; return their ids.
+
+        ``owners`` gets the run ids found on this scope's containers and answers, per run it
+        knows: None when every container of the run may go (the reconciler: the deployment's
+        database says the run ended, was re-queued or lost its lease), or the ``host:pid`` of
+        the worker process that owns the run now — then only containers another process started
+        go (a lost earlier attempt). A run it does not answer for is not ours: its containers
+        stay, as do containers without a run label. Containers are listed before the question,
+        so a container started afterwards is never judged on an older answer.
+        """
+        listed = self._managed()
+        found = {str(run_id) for c in listed if (run_id := (c.get("Labels") or {}).get(RUN_LABEL))}
+        verdicts = owners(found) if found else {}
         removed: list[str] = []
-        for c in self._managed():
-            run_id = (c.get("Labels") or {}).get(RUN_LABEL)
-            if run_id in live_run_ids:
+        for c in listed:
+            labels = c.get("Labels") or {}
+            run_id = labels.get(RUN_LABEL)
+            if not isinstance(run_id, str) or run_id not in verdicts:
                 continue
+            owner = verdicts[run_id]
+            started_by = labels.get(PROCESS_LABEL)
+            if owner is not None and (started_by is None or started_by == owner):
+                continue  # the live owner's container (or one we cannot attribute): leave it
             if self._kill_and_remove(c):
                 removed.append(str(c["Id"]))
         if removed:
@@ -708,6 +733,11 @@ class ContainerRunner:
         except docker.errors.APIError as exc:
             raise UpstreamError(f"docker engine could not list task containers: {_explain(exc)}") from exc
         return containers
+
+
+def process_identity() -> str:
+    """``host:pid`` of this process: the prefix of its workers' ids (``wes_server.worker``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _pump(raw: Any, demux: FrameDemuxer, deadline: float) -> bool:

@@ -37,6 +37,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; they are stored in UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -267,9 +272,32 @@ class RunStore:
                 s.expunge(r)
             return rows
 
-    def live_run_ids(self) -> set[str]:
+    def container_owners(self, run_ids: Iterable[str], lease_seconds: int) -> dict[str, str | None]:
+        """For each of ``run_ids`` (found on this deployment's task containers) that THIS database
+        knows: None when all its containers may be removed — the run ended, is queued again (its
+        worker lost the lease; a worker claims a run before it starts a container) or its lease
+        expired — else the ``host:pid`` of the worker process holding its live lease (only that
+        process's containers are the run's current attempt). A run this database does not know
+        is left out: its containers belong to someone else sharing the scope."""
+        ids = sorted(set(run_ids))
+        cutoff = utcnow() - timedelta(seconds=lease_seconds)
+        verdicts: dict[str, str | None] = {}
         with self.db.session() as s:
-            return set(s.scalars(select(RunRow.id).where(RunRow.state.in_((*ACTIVE, "QUEUED")))))
+            for start in range(0, len(ids), 500):
+                rows = s.execute(
+                    select(RunRow.id, RunRow.state, RunRow.heartbeat_at, RunRow.worker_id).where(
+                        RunRow.id.in_(ids[start : start + 500])
+                    )
+                )
+                for run_id, state, heartbeat_at, worker_id in rows:
+                    live = (
+                        state in ACTIVE
+                        and heartbeat_at is not None
+                        and _aware(heartbeat_at) >= cutoff
+                        and worker_id is not None
+                    )
+                    verdicts[run_id] = str(worker_id).rsplit(":", 1)[0] if live else None
+        return verdicts
 
     def requeue(self, run_id: str, message: str) -> bool:
         with self.db.session() as s:

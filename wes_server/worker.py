@@ -5,8 +5,6 @@ fails runs whose worker died and removes containers nobody owns any more."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import uuid
 from typing import Any
@@ -29,7 +27,10 @@ class WorkerPool:
         self.settings = platform.settings
         self.concurrency = concurrency
         self.poll_interval = poll_interval
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        from wes_server.containers import process_identity
+
+        # host:pid first: the reconciler matches it with the process label of task containers
+        self.worker_id = f"{process_identity()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executor: Any = None
@@ -196,7 +197,8 @@ class WorkerPool:
             from wes_server.containers import ContainerRunner
 
             runner = ContainerRunner(scope=self.settings.container_scope)
-            removed = len(runner.remove_orphans(runs.live_run_ids()))
+            lease = self.settings.lease_seconds
+            removed = len(runner.remove_orphans(lambda found: runs.container_owners(found, lease)))
         except Exception as exc:  # docker down: try again next round
             log.warning("orphan container sweep failed: %s", type(exc).__name__)
         return {"requeued": requeued, "failed": failed, "containers_removed": removed}

@@ -22,6 +22,7 @@ from helixgate.images import build_busybox_image, push_image
 from tests.fixtures.docker_images import TEST_LABEL, PushedImage
 from wes_server.containers import (
     MANAGED_LABEL,
+    PROCESS_LABEL,
     RUN_LABEL,
     SCOPE_LABEL,
     TASK_LABEL,
@@ -372,24 +373,36 @@ def test_remove_orphans_removes_only_containers_of_dead_runs(
     docker_client: docker.DockerClient,
     test_session_id: str,
 ) -> None:
-    def leftover(run_id: str, scope: str) -> str:
+    def leftover(run_id: str, scope: str, process: str | None = None) -> str:
         labels = {MANAGED_LABEL: "true", SCOPE_LABEL: scope, RUN_LABEL: run_id, TASK_LABEL: "t",
                   TEST_LABEL: test_session_id}
+        if process is not None:
+            labels[PROCESS_LABEL] = process
         return str(docker_client.api.create_container(busybox_image, ["true"], labels=labels)["Id"])
 
-    dead = leftover("run-dead-" + uuid.uuid4().hex[:6], container_runner.scope)
-    live_run = "run-live-" + uuid.uuid4().hex[:6]
-    live = leftover(live_run, container_runner.scope)
-    foreign = leftover("run-foreign-" + uuid.uuid4().hex[:6], container_runner.scope + "-other")
+    scope = container_runner.scope
+    dead_run, live_run, unknown_run, foreign_run = (f"run-{k}-{uuid.uuid4().hex[:6]}" for k in "dluf")
+    dead = leftover(dead_run, scope, "host-a:1")
+    live = leftover(live_run, scope, "host-b:2")  # started by the process holding the lease
+    lost_attempt = leftover(live_run, scope, "host-a:1")  # an earlier attempt's, by another process
+    unattributed = leftover(live_run, scope)  # no process label: cannot tell, so it stays
+    unknown = leftover(unknown_run, scope, "host-c:3")
+    foreign = leftover(foreign_run, scope + "-other", "host-a:1")
+    asked: list[set[str]] = []
 
-    removed = container_runner.remove_orphans({live_run})
+    def owners(found: set[str]) -> dict[str, str | None]:  # what the deployment's database would answer
+        asked.append(found)
+        return {dead_run: None, live_run: "host-b:2", foreign_run: None}
 
-    assert removed == [dead]
+    removed = container_runner.remove_orphans(owners)
+
+    assert sorted(removed) == sorted([dead, lost_attempt])
+    assert {dead_run, live_run, unknown_run} <= asked[0] and foreign_run not in asked[0], "only this scope is judged"
     labelled = docker_client.api.containers(all=True, filters={"label": f"{TEST_LABEL}={test_session_id}"})
     remaining = {c["Id"] for c in labelled}
-    assert dead not in remaining
-    assert {live, foreign} <= remaining
-    for cid in (live, foreign):
+    assert not {dead, lost_attempt} & remaining
+    assert {live, unattributed, unknown, foreign} <= remaining, "live, unknown and other scopes' containers stay"
+    for cid in (live, unattributed, unknown, foreign):
         docker_client.api.remove_container(cid, force=True)
 
 

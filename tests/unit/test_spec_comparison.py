@@ -5,7 +5,7 @@ Both documents are fully dereferenced and compared element by element. Allowed d
 ``x-helixgate-extension: true``; components and tags added by the extension files (which may
 not shadow official ones); and the documented fixes of scripts/build_openapi.py ``_fix``, which
 are themselves pinned here (FIXES) so a new "fix" cannot slip in unreviewed. The official
-documents are found through HELIXGATE_GA4GH_SPECS (default ../shared/ga4gh-specs).
+documents are found by scripts/fetch_ga4gh_specs.py (HELIXGATE_GA4GH_SPECS or its cache, SHA-256 checked).
 """
 
 from __future__ import annotations
