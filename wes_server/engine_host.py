@@ -198,7 +198,8 @@ def hosted_job(ex: RunExecution, req: dict[str, Any]) -> HostedJob:
     job.generatemapper = _Mapper(generated) if generated else None  # type: ignore[assignment]
     job.outdir = outdir
     job.tmpdir = tmpdir
-    job.stdin = _relative_name(req.get("stdin"), "stdin")
+    stdin = req.get("stdin")
+    job.stdin = None if stdin is None else _str(stdin, "stdin")  # the gate refuses stdin redirection
     job.stdout = _relative_name(req.get("stdout"), "stdout")
     job.stderr = _relative_name(req.get("stderr"), "stderr")
     job.timelimit = int(timelimit) if isinstance(timelimit, (int, float)) and timelimit > 0 else None
