@@ -19,6 +19,20 @@ or the object truncated at a chunk boundary without a GCM failure; binding the h
 chunk-size or nonce tampering. Plaintext chunk ``i`` sits at ``16 + i * (C + 16)``, so a
 range read decrypts only the chunks it needs.
 
+Blob format v2 (magic "HGXDRS\x00\x02", written by every new ``put``) binds the content to
+its identity: the DRS object id and the total plaintext size are associated data too::
+
+    ident   = len(object_id) u16 | object_id
+    chunk i = AES-256-GCM(..., aad = header | ident | i u64 | final u8 [| size u64 on the final chunk])
+    wrap    = AES-256-GCM(master, data_key, aad = key id | location | header | ident | size u64)
+
+so a database row pointing at another object's blob (swapped rows: location, size and
+checksum moved together), blob or key files swapped between objects, and reordered,
+dropped or truncated chunks all fail authentication on read (``IntegrityError``: the object
+is quarantined). The key file (v2) repeats the object id and size in clear so rotation can
+re-wrap without the database; reads always take them from the database row, so editing them
+in the file only makes the unwrap fail. v1 blobs (no identity binding) stay readable.
+
 The wrapped key lives *beside* the blob (``<id>.key``, JSON) rather than in the blob header,
 so master-key rotation replaces one small file per object atomically (write + rename) and
 never touches ciphertext. The data key is wrapped with AES-256-GCM under the master key with
@@ -47,6 +61,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from drs_store.keyring import Keyring
 from drs_store.storage import (
     CHUNK,
+    MissingData,
     StoredBlob,
     check_backend,
     check_limit,
@@ -55,20 +70,22 @@ from drs_store.storage import (
     resolve_range,
     verify_stream,
 )
-from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, NotFound
+from helixgate.errors import BadRequest, ConfigurationError, IntegrityError
 from helixgate.fsutil import DirectAppender, file_lock, fsync_dir, write_private
 from helixgate.integrity import check_sha256
 
-MAGIC = b"HGXDRS\x00\x01"
+MAGIC = b"HGXDRS\x00\x01"  # v1: read only
+MAGIC_V2 = b"HGXDRS\x00\x02"
 HEADER_SIZE = 16
 TAG_SIZE = 16
 MIN_CHUNK = 4096
 MAX_CHUNK = 64 * 1024 * 1024
 _BATCH_BYTES = 8 * 1024 * 1024  # plaintext per read/hash/write step of an upload or a download
-_KEYFILE_VERSION = 1
+_KEYFILE_VERSIONS = (1, 2)
 _LOCATION = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK_AAD = struct.Struct(">QB")
 _NONCE_INDEX = struct.Struct(">Q")
+_SIZE = struct.Struct(">Q")
 
 
 class LocalStorage:
@@ -118,18 +135,26 @@ class LocalStorage:
         return f"LocalStorage(root={str(self._root)!r}, active_key={self._keyring.active_key_id!r})"
 
     # ------------------------------------------------------------------ write
-    def put(self, stream: BinaryIO, *, expected_sha256: str | None = None, max_bytes: int | None = None) -> StoredBlob:
+    def put(
+        self,
+        stream: BinaryIO,
+        *,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+        object_id: str = "",
+    ) -> StoredBlob:
         expected = prepare_expected(expected_sha256)
+        ident = _ident(object_id)
         location = uuid.uuid4().hex
         blob_path, key_path = self._paths(location)
         blob_path.parent.mkdir(exist_ok=True, mode=0o700)
         tmp = blob_path.with_name(f".{location}.blob.tmp")
         data_key = AESGCM.generate_key(bit_length=256)
-        header = MAGIC + struct.pack(">I", self._chunk) + secrets.token_bytes(4)
+        header = MAGIC_V2 + struct.pack(">I", self._chunk) + secrets.token_bytes(4)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                digest, size = self._encrypt_stream(stream, fd, AESGCM(data_key), header, max_bytes)
+                digest, size = self._encrypt_stream(stream, fd, AESGCM(data_key), header, ident, max_bytes)
             finally:
                 os.close(fd)
             if expected is not None:
@@ -137,16 +162,16 @@ class LocalStorage:
             with self._file_lock(exclusive=False):
                 # Another process may have rotated: wrap under the key that is active *now*.
                 self._keyring.reload_if_changed()
-                key_id = self._write_key_file(key_path, location, header, data_key)
+                key_id = self._write_key_file(key_path, location, header, data_key, object_id, size)
                 os.replace(tmp, blob_path)
             fsync_dir(blob_path.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return StoredBlob("local", location, size, digest, key_id)
+        return StoredBlob("local", location, size, digest, key_id, object_id=object_id)
 
     def _encrypt_stream(
-        self, stream: BinaryIO, fd: int, aes: AESGCM, header: bytes, max_bytes: int | None
+        self, stream: BinaryIO, fd: int, aes: AESGCM, header: bytes, ident: bytes, max_bytes: int | None
     ) -> tuple[str, int]:
         """Write header + sealed chunks to ``fd`` and fsync; returns (sha256 hex, plaintext size)."""
         # Whole batches of chunks: one read, one hash update and one write per batch. Each of
@@ -162,11 +187,12 @@ class LocalStorage:
         sha = hashlib.sha256()
         prefix = header[12:16]
         index = 0
+        size = 0
 
         def seal(piece: bytes | memoryview, final: bool) -> None:
             nonlocal index
             sealed = len(piece) + TAG_SIZE
-            aad = header + _CHUNK_AAD.pack(index, final)
+            aad = _chunk_aad(header, ident, index, final, size)
             aes.encrypt_into(prefix + _NONCE_INDEX.pack(index), piece, aad, out.reserve(sealed))
             out.commit(sealed)
             index += 1
@@ -174,7 +200,6 @@ class LocalStorage:
         try:
             out.append(header)
             held: bytes | None = None
-            size = 0
             while True:
                 data = read_full(stream, batch_size)  # short only at the end of the stream
                 size += len(data)
@@ -219,14 +244,24 @@ class LocalStorage:
         if start == stop and not whole:
             return
         subject = blob.location
-        with open(blob_path, "rb") as fh:
+        try:
+            fh_cm = open(blob_path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:  # vanished or unreadable since the check: still an integrity failure
+            raise MissingData(
+                f"stored data of object {blob.object_id or subject} is unreadable ({exc.strerror})",
+                subject=blob.object_id or subject,
+                expected="readable stored blob",
+                actual=str(exc.strerror),
+            ) from None
+        with fh_cm as fh:
             header = fh.read(HEADER_SIZE)
-            if len(header) != HEADER_SIZE or header[:8] != MAGIC:
+            if len(header) != HEADER_SIZE or header[:8] not in (MAGIC, MAGIC_V2):
                 raise IntegrityError(f"stored object {subject} has no valid header", subject=subject)
             chunk_size = struct.unpack(">I", header[8:12])[0]
             if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
                 raise IntegrityError(f"stored object {subject} has an invalid chunk size", subject=subject)
-            aes = AESGCM(self._data_key(blob.location, header))
+            ident = _ident(blob.object_id) if header[:8] == MAGIC_V2 else None
+            aes = AESGCM(self._data_key(blob.location, header, ident, blob.size))
             stride = chunk_size + TAG_SIZE
             body = os.fstat(fh.fileno()).st_size - HEADER_SIZE
             count = max(1, -(-body // stride))
@@ -251,12 +286,16 @@ class LocalStorage:
                 final = index == count - 1
                 sealed = fh.read(last_len + TAG_SIZE if final else stride)
                 try:
-                    plain = aes.decrypt(
-                        prefix + _NONCE_INDEX.pack(index), sealed, header + _CHUNK_AAD.pack(index, final)
+                    aad = (
+                        header + _CHUNK_AAD.pack(index, final)
+                        if ident is None
+                        else _chunk_aad(header, ident, index, final, blob.size)
                     )
+                    plain = aes.decrypt(prefix + _NONCE_INDEX.pack(index), sealed, aad)
                 except InvalidTag:
                     raise IntegrityError(
-                        f"stored object {subject}: chunk {index} of {count} failed AES-GCM authentication",
+                        f"stored object {subject}: chunk {index} of {count} failed AES-GCM authentication "
+                        f"(altered, reordered, or not the bytes of object {blob.object_id or subject})",
                         subject=subject,
                         expected="authentic chunk",
                         actual=f"chunk {index} altered",
@@ -309,10 +348,17 @@ class LocalStorage:
                 doc = self._read_key_file(key_path, location)
                 if doc["key_id"] == active:
                     continue
+                ident = _ident(doc["object_id"]) if header[:8] == MAGIC_V2 else None
                 data_key = self._keyring.unwrap(
-                    doc["key_id"], doc["wrapped"], _wrap_context(location, header), subject=location
+                    doc["key_id"],
+                    doc["wrapped"],
+                    _wrap_context(location, header, ident, doc["size"]),
+                    subject=location,
                 )
-                self._write_key_file(key_path, location, header, data_key)
+                if ident is None:
+                    self._write_key_file_v1(key_path, location, header, data_key)
+                else:
+                    self._write_key_file(key_path, location, header, data_key, doc["object_id"], doc["size"])
             self._keyring.remove(set(self._keyring.key_ids) - {active})
         return active
 
@@ -326,10 +372,15 @@ class LocalStorage:
     def _existing(self, blob: StoredBlob) -> tuple[Path, Path]:
         paths = self._paths(blob.location)
         if not paths[0].is_file():
-            raise NotFound(f"stored data for object {blob.location} not found")
+            raise MissingData(
+                f"stored data of object {blob.object_id or blob.location} is missing (location {blob.location})",
+                subject=blob.object_id or blob.location,
+                expected="the stored blob",
+                actual="missing",
+            )
         return paths
 
-    def _data_key(self, location: str, header: bytes) -> bytes:
+    def _data_key(self, location: str, header: bytes, ident: bytes | None, size: int) -> bytes:
         _, key_path = self._paths(location)
         doc = self._read_key_file(key_path, location)
         if not self._keyring.has(doc["key_id"]):
@@ -337,25 +388,52 @@ class LocalStorage:
             with self._file_lock(exclusive=False):
                 self._keyring.reload_if_changed()
                 doc = self._read_key_file(key_path, location)
-        return self._keyring.unwrap(doc["key_id"], doc["wrapped"], _wrap_context(location, header), subject=location)
+        return self._keyring.unwrap(
+            doc["key_id"], doc["wrapped"], _wrap_context(location, header, ident, size), subject=location
+        )
 
     @staticmethod
     def _read_key_file(key_path: Path, location: str) -> dict[str, Any]:
         try:
             doc = json.loads(key_path.read_text(encoding="utf-8"))
-            if doc["v"] != _KEYFILE_VERSION:
+            if doc["v"] not in _KEYFILE_VERSIONS:
                 raise ValueError("unsupported key file version")
-            return {"key_id": str(doc["key_id"]), "wrapped": base64.b64decode(doc["wrapped"], validate=True)}
+            return {
+                "key_id": str(doc["key_id"]),
+                "wrapped": base64.b64decode(doc["wrapped"], validate=True),
+                "object_id": str(doc.get("object_id", "")),
+                "size": int(doc.get("size", 0)),
+            }
         except FileNotFoundError:
-            raise NotFound(f"wrapped data key of object {location} not found") from None
-        except (ValueError, KeyError, TypeError) as exc:
+            raise MissingData(
+                f"wrapped data key of object {location} is missing", subject=location, expected="key file",
+                actual="missing",
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(
                 f"wrapped data key of object {location} is unreadable ({type(exc).__name__})", subject=location
             ) from None
 
-    def _write_key_file(self, key_path: Path, location: str, header: bytes, data_key: bytes) -> str:
-        key_id, wrapped = self._keyring.wrap(data_key, _wrap_context(location, header))
-        payload = json.dumps({"v": _KEYFILE_VERSION, "key_id": key_id, "wrapped": base64.b64encode(wrapped).decode()})
+    def _write_key_file(
+        self, key_path: Path, location: str, header: bytes, data_key: bytes, object_id: str, size: int
+    ) -> str:
+        key_id, wrapped = self._keyring.wrap(data_key, _wrap_context(location, header, _ident(object_id), size))
+        payload = json.dumps(
+            {
+                "v": 2,
+                "key_id": key_id,
+                "wrapped": base64.b64encode(wrapped).decode(),
+                "object_id": object_id,
+                "size": size,
+            }
+        )
+        write_private(key_path, payload.encode())
+        return key_id
+
+    def _write_key_file_v1(self, key_path: Path, location: str, header: bytes, data_key: bytes) -> str:
+        """Re-wrap (rotation) of a v1 blob's key: the v1 context, as it was written."""
+        key_id, wrapped = self._keyring.wrap(data_key, _wrap_context(location, header, None, 0))
+        payload = json.dumps({"v": 1, "key_id": key_id, "wrapped": base64.b64encode(wrapped).decode()})
         write_private(key_path, payload.encode())
         return key_id
 
@@ -363,5 +441,18 @@ class LocalStorage:
         return file_lock(self._lock_path, exclusive=exclusive)
 
 
-def _wrap_context(location: str, header: bytes) -> bytes:
-    return location.encode() + b"\x00" + header
+def _ident(object_id: str) -> bytes:
+    raw = object_id.encode()
+    if len(raw) > 0xFFFF:
+        raise BadRequest("object id too long")
+    return struct.pack(">H", len(raw)) + raw
+
+
+def _chunk_aad(header: bytes, ident: bytes, index: int, final: bool, size: int) -> bytes:
+    """v2 chunk associated data: identity, position, and on the final chunk the total size."""
+    return header + ident + _CHUNK_AAD.pack(index, final) + (_SIZE.pack(size) if final else b"")
+
+
+def _wrap_context(location: str, header: bytes, ident: bytes | None, size: int) -> bytes:
+    base = location.encode() + b"\x00" + header
+    return base if ident is None else base + ident + _SIZE.pack(size)

@@ -8,6 +8,14 @@
   parts (S3 allows 10000), so memory stays at about one part whatever the object size.
 * Every object we write carries ``ServerSideEncryption`` (``AES256`` or ``aws:kms`` with a
   key id). There is no master key of ours to rotate: KMS rotates its keys itself.
+* Identity binding: S3 encrypts server-side, so there is no associated data of ours. Every
+  object we write carries user metadata ``helixgate-object-id`` and ``helixgate-size``;
+  every read compares them with the database row (``StoredBlob.object_id``/``size``) before a
+  byte is served, so a row pointing at another object's key (swapped rows) or an object
+  replaced under our key fails with ``IntegrityError``; the bytes are then re-hashed against
+  the row's checksum as before. Objects written before the binding and external objects
+  carry no such metadata and are checked by size and checksum only.
+* A missing object or bucket on read is ``MissingData`` (an integrity failure), not a 404.
 * ``register_external`` streams an existing ``s3://bucket/key`` once to compute its SHA-256
   and records a reference (no copy). Allowed buckets: our own bucket (outside our object
   prefix) and those passed as ``registration_buckets``. We never delete external objects;
@@ -22,7 +30,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO, Literal
 
 import boto3  # type: ignore[import-untyped]
@@ -32,6 +40,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from drs_store.storage import (
     CHUNK,
+    MissingData,
     StoredBlob,
     check_backend,
     check_limit,
@@ -56,6 +65,8 @@ PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+META_ID = "helixgate-object-id"
+META_SIZE = "helixgate-size"
 
 
 class S3Storage:
@@ -108,10 +119,17 @@ class S3Storage:
         return f"S3Storage(bucket={self.bucket!r}, sse={self._sse!r})"
 
     # ------------------------------------------------------------------ write
-    def put(self, stream: BinaryIO, *, expected_sha256: str | None = None, max_bytes: int | None = None) -> StoredBlob:
+    def put(
+        self,
+        stream: BinaryIO,
+        *,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+        object_id: str = "",
+    ) -> StoredBlob:
         expected = prepare_expected(expected_sha256)
         key = self._prefix + uuid.uuid4().hex
-        sse = self._sse_args()
+        sse: dict[str, Any] = dict(self._sse_args())
         sha = hashlib.sha256()
         size = 0
         buf = bytearray()
@@ -129,7 +147,8 @@ class S3Storage:
                 sha.update(chunk)
                 buf += chunk
                 if len(buf) >= part_size:
-                    if upload_id is None:
+                    if upload_id is None:  # metadata binds the final size: known only at the end
+                        sse["Metadata"] = {META_ID: object_id}
                         upload_id = self._call(
                             "CreateMultipartUpload",
                             self._client.create_multipart_upload,
@@ -144,6 +163,7 @@ class S3Storage:
             if expected is not None:
                 check_sha256("uploaded object", expected, digest)
             if upload_id is None:
+                sse["Metadata"] = {META_ID: object_id, META_SIZE: str(size)}
                 self._call("PutObject", self._client.put_object, Bucket=self.bucket, Key=key, Body=bytes(buf), **sse)
             else:
                 if buf:
@@ -161,7 +181,7 @@ class S3Storage:
             if upload_id is not None:
                 self._abort(key, upload_id)
             raise
-        return StoredBlob("s3", key, size, digest, self._kms_key_id)
+        return StoredBlob("s3", key, size, digest, self._kms_key_id, object_id=object_id)
 
     def _current_part_size(self, done: int) -> int:
         return self._part_size << (done // 1000)
@@ -211,23 +231,56 @@ class S3Storage:
         start, stop = resolve_range(blob, start, end)
         bucket, key = self._bucket_key(blob)
         if start == stop:
-            self._call("HeadObject", self._client.head_object, Bucket=bucket, Key=key, missing=blob.location)
+            head = self._read_call("HeadObject", self._client.head_object, blob, Bucket=bucket, Key=key)
+            self._check_identity(blob, head)
             return iter(())
-        resp = self._call(
-            "GetObject",
-            self._client.get_object,
-            Bucket=bucket,
-            Key=key,
-            Range=f"bytes={start}-{stop - 1}",
-            missing=blob.location,
+        resp = self._read_call(
+            "GetObject", self._client.get_object, blob, Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}"
         )
+        self._check_identity(blob, resp, closing=resp.get("Body"))
         return self._exact(blob, self._iter_body(resp, "GetObject"), stop - start)
 
     def read_verified(self, blob: StoredBlob) -> Iterator[bytes]:
         check_backend(blob, self.name)
         bucket, key = self._bucket_key(blob)
-        resp = self._call("GetObject", self._client.get_object, Bucket=bucket, Key=key, missing=blob.location)
+        resp = self._read_call("GetObject", self._client.get_object, blob, Bucket=bucket, Key=key)
+        self._check_identity(blob, resp, closing=resp.get("Body"))
         return verify_stream(blob, self._iter_body(resp, "GetObject"))
+
+    def _read_call(self, op: str, fn: Callable[..., Any], blob: StoredBlob, **kwargs: Any) -> Any:
+        try:
+            return self._call(op, fn, missing=blob.location, **kwargs)
+        except NotFound:
+            raise MissingData(
+                f"stored data of object {blob.object_id or blob.location} is missing (s3 key {blob.location})",
+                subject=blob.object_id or blob.location,
+                expected="the stored object",
+                actual="missing",
+            ) from None
+
+    @staticmethod
+    def _check_identity(blob: StoredBlob, resp: Mapping[str, Any], closing: Any = None) -> None:
+        """The object's own metadata must name the row's object id and size (when we wrote it)."""
+        meta = {str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()}
+        problems: list[tuple[str, str, str]] = []
+        if META_ID in meta and meta[META_ID] != blob.object_id:
+            problems.append(("object id", blob.object_id, meta[META_ID]))
+        if META_SIZE in meta and meta[META_SIZE] != str(blob.size):
+            problems.append(("size", str(blob.size), meta[META_SIZE]))
+        length = resp.get("ContentLength")
+        if "ContentRange" not in resp and isinstance(length, int) and length != blob.size:
+            problems.append(("size", str(blob.size), str(length)))
+        if problems:
+            if closing is not None:
+                closing.close()
+            what, expected, actual = problems[0]
+            raise IntegrityError(
+                f"s3 object {blob.location} is not the bytes of object {blob.object_id or blob.location}: "
+                f"stored {what} is {actual}, expected {expected}",
+                subject=blob.object_id or blob.location,
+                expected=expected,
+                actual=actual,
+            )
 
     @staticmethod
     def _exact(blob: StoredBlob, chunks: Iterator[bytes], want: int) -> Iterator[bytes]:
@@ -268,6 +321,9 @@ class S3Storage:
         check_backend(blob, self.name)
         check_ttl(ttl)
         bucket, key = self._bucket_key(blob)
+        # the client reads S3 directly: check this key holds this object before handing it out
+        head = self._read_call("HeadObject", self._client.head_object, blob, Bucket=bucket, Key=key)
+        self._check_identity(blob, head)
         url: str = self._call(
             "PresignGetObject",
             self._client.generate_presigned_url,

@@ -359,7 +359,7 @@ class DrsStore:
             blob = self._blob(row)
         ttl = int(self.settings.signed_url_ttl)
         if access_id == ACCESS_S3:
-            url = self.storage.presign(blob, ttl)
+            url = self.storage.presign(blob, ttl)  # checks the stored object's identity first
             if url is None:
                 raise NotFound(f"access id 's3' not found for object {object_id}")
             return {"url": url}
@@ -423,12 +423,16 @@ class DrsStore:
         if name:
             headers["Content-Disposition"] = f'attachment; filename="{name}"'
         span = parse_range(range_header, blob.size)
-        if span is None:
-            chunks, status, length = self.storage.read_verified(blob), 200, blob.size
-        else:
-            start, end = span
-            chunks, status, length = self.storage.open_range(blob, start, end), 206, end - start
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+        try:  # opening may already find the bytes missing or not this object's: quarantine too
+            if span is None:
+                chunks, status, length = self.storage.read_verified(blob), 200, blob.size
+            else:
+                start, end = span
+                chunks, status, length = self.storage.open_range(blob, start, end), 206, end - start
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+        except IntegrityError as exc:
+            self.quarantine(object_id, exc, info)
+            raise
         headers["Content-Length"] = str(length)
         body = self._guarded(object_id, chunks, info)
         # Pull the first piece now: a failure found before any byte left (small objects are
@@ -488,7 +492,8 @@ class DrsStore:
             raise PayloadTooLarge(f"upload of {content_length} bytes exceeds the limit of {limit} bytes")
         with self.db.session() as s:
             self._check_dataset_write(s, who, meta.dataset_id)  # before reading a single byte
-        blob = self.storage.put(stream, expected_sha256=meta.sha256, max_bytes=limit)
+        object_id = _new_id()  # bound into the stored bytes (authenticated at rest)
+        blob = self.storage.put(stream, expected_sha256=meta.sha256, max_bytes=limit, object_id=object_id)
         return self._insert_blob(who, blob, meta)
 
     def register_external(self, who: Principal, url: str, meta: ObjectMeta) -> dict[str, Any]:
@@ -497,12 +502,14 @@ class DrsStore:
         blob = self.storage.register_external(url, expected_sha256=meta.sha256)
         return self._insert_blob(who, blob, meta)
 
-    def _new_row(self, who: Principal, kind: str, meta: ObjectMeta, **content: Any) -> ObjectRow:
+    def _new_row(
+        self, who: Principal, kind: str, meta: ObjectMeta, *, object_id: str | None = None, **content: Any
+    ) -> ObjectRow:
         """A new object row: ``meta`` describes it, ``content`` is its size/checksum/storage."""
         owner, actor = self._owner(who)
         now = utcnow()
         return ObjectRow(
-            id=_new_id(),
+            id=object_id or _new_id(),
             kind=kind,
             name=meta.name,
             description=meta.description,
@@ -522,6 +529,7 @@ class DrsStore:
             who,
             "blob",
             meta,
+            object_id=blob.object_id or None,
             size=blob.size,
             sha256=blob.sha256,
             backend=blob.backend,
@@ -782,6 +790,7 @@ class DrsStore:
             row.sha256,
             row.key_id,
             row.external,
+            object_id=row.id,
         )
 
     def _delete_blob_quietly(self, blob: StoredBlob) -> bool:

@@ -11,7 +11,8 @@ Invariants every backend keeps:
   never receives a complete but unverified copy.
 * ``open_range`` serves bytes ``[start, end)`` (end exclusive, clamped to the size).
 
-Errors are HelixGateError subclasses: BadRequest (bad arguments), NotFound (data missing),
+Errors are HelixGateError subclasses: BadRequest (bad arguments), MissingData (an
+IntegrityError: the database names bytes that are not there),
 PayloadTooLarge, IntegrityError (checksum or authentication failure: the caller quarantines
 the object and records a security event), UpstreamError (S3 failed after retries),
 ConfigurationError (missing master key, wrong backend).
@@ -44,6 +45,15 @@ class StoredBlob:
     sha256: str  # lower-case hex, computed by the server
     key_id: str | None  # local: master key id at store time (informational); s3: KMS key id or None
     external: bool = False  # registered in place (s3://bucket/key); never deleted by us
+    # The DRS object id the bytes were stored for: authenticated at rest (local: AES-GCM
+    # associated data; s3: object metadata compared on read), so rows pointing at another
+    # object's bytes fail on read. "" for objects written before the binding existed.
+    object_id: str = ""
+
+
+class MissingData(IntegrityError):
+    """Stored bytes (or their wrapped key) are gone although the database says they exist:
+    an integrity failure (quarantine + security event), not a plain 404."""
 
 
 @runtime_checkable
@@ -51,7 +61,12 @@ class ObjectStorage(Protocol):
     name: str
 
     def put(
-        self, stream: BinaryIO, *, expected_sha256: str | None = None, max_bytes: int | None = None
+        self,
+        stream: BinaryIO,
+        *,
+        expected_sha256: str | None = None,
+        max_bytes: int | None = None,
+        object_id: str = "",
     ) -> StoredBlob: ...
 
     def register_external(self, url: str, *, expected_sha256: str | None = None) -> StoredBlob: ...

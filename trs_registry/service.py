@@ -21,7 +21,9 @@ and a refused publisher signature is ``PublisherSignatureRefused`` (403).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +69,8 @@ from trs_registry.models import (
     VersionAuthorRow,
     utcnow,
 )
+
+log = logging.getLogger("helixgate.trs")
 
 SIGSTORE_TOKEN_TTL = 300
 DEFAULT_SIGNING_IDENTITY = "helixgate-trs"
@@ -623,6 +627,7 @@ class TrsRegistry:
             digest_kind=primary.digest_kind,
             descriptor_checksums={f.path: f.sha256 for f in spec.files},
             publisher=actor,
+            config_digest=primary.config_digest,
         )
         bundle, signer_name = self._sign_and_verify(claim)
         now = utcnow()
@@ -850,6 +855,9 @@ class TrsRegistry:
     def revoke_key(self, key_id: str) -> RevocationResult:
         """Revoke a key; versions it signed are re-signed with the active key (their content is frozen)."""
         signer = self._key_signer()
+        # What the key signed is re-signed, not what the tables say now: the old bundles are
+        # verified under the policy that still trusts the key (see docs/security-model.md 3.1).
+        before = signer.policy()
         with self._sign_lock:
             signer.revoke(key_id)
         resigned: list[str] = []
@@ -868,8 +876,8 @@ class TrsRegistry:
                 if row is None:
                     continue
                 name = f"{row.tool_id}:{row.version_id}"
-                claim = self._stored_claim(row)
                 try:
+                    claim = self._verified_claim(row, before)
                     bundle, signer_name = self._sign_and_verify(claim)
                 except HelixGateError:
                     row.signed = False
@@ -880,22 +888,57 @@ class TrsRegistry:
         return RevocationResult(key_id, signer.active_key_id, tuple(resigned), tuple(unsigned))
 
     @staticmethod
-    def _stored_claim(row: ToolVersionRow) -> ToolVersionClaim:
-        primary = row.images[0]
-        subject = (
-            f"{primary.registry_host}/{primary.repository}"
-            if primary.source == "registry"
-            else primary.repository or primary.config_digest
-        )
-        return ToolVersionClaim(
-            tool_id=row.tool_id,
-            version_id=row.version_id,
-            image_name=subject,
-            image_digest=row.signed_digest,
-            digest_kind=row.digest_kind,
-            descriptor_checksums={f.path: f.sha256 for f in row.files},
-            publisher=row.publisher,
-        )
+    def _verified_claim(row: ToolVersionRow, policy: TrustPolicy) -> ToolVersionClaim:
+        """The claim the row's own bundle signs under ``policy``; a v1 claim gains the
+        configuration digest recorded at publish (the only field taken from the tables)."""
+        claim = verify_tool_bundle(
+            row.bundle, policy=policy, expected_digest=None, tool_id=row.tool_id, version_id=row.version_id
+        ).claim
+        if not claim.config_digest and row.images:
+            claim = dataclasses.replace(claim, config_digest=row.images[0].config_digest)
+        return claim
+
+    def upgrade_legacy_statements(self) -> list[str]:
+        """Migration: re-sign versions whose statement is v1 (no image configuration digest).
+
+        The new claim is the old *verified* claim plus the configuration digest recorded at
+        publish; only that one field comes from the tables, once, at this migration (see
+        docs/security-model.md). A v1 bundle that no longer verifies is left alone: the worker
+        refuses such a version. Returns "<tool>:<version>" of every re-signed version.
+        """
+        from helixgate.signing.statement import PREDICATE_TYPE_V1
+
+        with self.db.session() as s:
+            pks = list(s.scalars(sa.select(ToolVersionRow.pk).where(ToolVersionRow.signed.is_(True))))
+        upgraded: list[str] = []
+        for pk in pks:
+            with self.db.session() as s:
+                row = s.get(ToolVersionRow, pk)
+                if row is None or not row.bundle or not row.images:
+                    continue
+                try:
+                    old = verify_tool_bundle(
+                        row.bundle,
+                        policy=self.trust_policy(),
+                        expected_digest=None,
+                        tool_id=row.tool_id,
+                        version_id=row.version_id,
+                    )
+                except HelixGateError:
+                    continue
+                if old.predicate_type != PREDICATE_TYPE_V1:
+                    continue
+                claim = dataclasses.replace(old.claim, config_digest=row.images[0].config_digest)
+                try:
+                    bundle, signer_name = self._sign_and_verify(claim)
+                except HelixGateError as exc:
+                    log.warning("could not re-sign legacy statement of %s:%s: %s", row.tool_id, row.version_id, exc)
+                    continue
+                row.bundle, row.signer, row.signed_at = bundle, signer_name, utcnow()
+                upgraded.append(f"{row.tool_id}:{row.version_id}")
+        if upgraded:
+            log.info("re-signed %d legacy (v1) tool statements as v2", len(upgraded))
+        return upgraded
 
 
 # ---------------------------------------------------------------- wiring
@@ -945,4 +988,6 @@ def build(platform: Any, *, token_provider: Callable[[], str] | None = None) -> 
     )
     registry = TrsRegistry(platform.db, settings, signer, resolver)
     registry.trust_policy()  # fail at start on an unusable verification policy
+    if settings.signer == "key":  # keyless re-signing needs an identity token: run it explicitly
+        registry.upgrade_legacy_statements()
     return registry

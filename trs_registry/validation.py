@@ -16,6 +16,7 @@ import yaml
 
 from helixgate.errors import BadRequest, PayloadTooLarge
 from helixgate.integrity import sha256_bytes
+from helixgate.paths import check_relative_path
 
 # Tool ids never contain '/': %2F never routes (ARCHITECTURE.md section 6).
 TOOL_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?\Z")
@@ -45,7 +46,6 @@ MAX_TEXT = 256
 MAX_DESCRIPTION = 8192
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _CWL_VERSION = re.compile(r"""^\s*["']?cwlVersion["']?\s*:\s*["']?([A-Za-z0-9._-]+)""", re.MULTILINE)
 _WDL_VERSION = re.compile(r"^\s*version\s+([A-Za-z0-9._-]+)\s*$", re.MULTILINE)
 
@@ -120,26 +120,8 @@ def boolean(value: Any, what: str) -> bool:
 
 
 def check_path(path: Any) -> str:
-    """A file path inside a tool version: relative, '/'-separated, no traversal, no oddities."""
-    if not isinstance(path, str) or not path:
-        raise BadRequest("file path must be a non-empty string")
-    shown = path[:120]
-    if len(path) > MAX_PATH_LENGTH:
-        raise BadRequest(f"file path {shown!r}... is longer than {MAX_PATH_LENGTH} characters")
-    if "\x00" in path:
-        raise BadRequest(f"file path {shown!r} contains a NUL byte")
-    if "\\" in path:
-        raise BadRequest(f"file path {shown!r} contains a backslash: use '/' as the separator")
-    if _CONTROL.search(path):
-        raise BadRequest(f"file path {shown!r} contains control characters")
-    if path.startswith("/") or _DRIVE.match(path):
-        raise BadRequest(f"file path {shown!r} is absolute: paths must be relative to the tool version")
-    parts = path.split("/")
-    if any(p == ".." for p in parts):
-        raise BadRequest(f"file path {shown!r} leaves the tool version ('..' is not allowed)")
-    if any(p in ("", ".") for p in parts):
-        raise BadRequest(f"file path {shown!r} has an empty or '.' segment: write it in canonical form")
-    return path
+    """A file path inside a tool version: the platform's one path rule (``helixgate.paths``)."""
+    return check_relative_path(path)
 
 
 # ---------------------------------------------------------------- tool requests

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,19 @@ from cwltool.command_line_tool import CommandLineTool
 from cwltool.errors import WorkflowException
 from cwltool.job import JobBase
 
-from helixgate.errors import HelixGateError, IntegrityError
-from helixgate.integrity import check_sha256, copy_hashing, sha256_file
+from helixgate.errors import BadRequest, HelixGateError, IntegrityError
+from helixgate.integrity import sha256_file
+from helixgate.paths import PathEscape, check_relative_path, write_inside
 from wes_server.containers import TaskCancelled, TaskContainerSpec
 from wes_server.executor import (
     CONTAINER_OUTDIR,
+    ChecksumRegistry,
     GateRefusal,
     Recorded,
     RunExecution,
     utcnow,
 )
+from wes_server.gate import check_input, hash_input_file
 
 log = logging.getLogger("helixgate.executor")
 MiB = 1024 * 1024
@@ -97,7 +101,8 @@ class VerifiedJob(JobBase):
             mounts, checked = self._stage_inputs(task_id, stage)
             evidence = [
                 f"image {reference} verified: signature by {image.signer} over tool "
-                f"{image.tool_id}:{image.version_id}; local image id {image.image_id} equals the signed digest",
+                f"{image.tool_id}:{image.version_id}; local image id {image.image_id} equals the signed "
+                "configuration digest",
                 *(f"input {i['path']}: sha256 {i['sha256']} matches {i['source']}" for i in checked),
             ]
             runs.update_task(
@@ -190,34 +195,23 @@ class VerifiedJob(JobBase):
         mounts: list[tuple[str, str]] = []
         checked: list[dict[str, Any]] = []
         n = 0
-        for _key, ent in self.pathmapper.items_exclude_children():
+        for key, ent in self.pathmapper.items_exclude_children():
             if not ent.staged or ent.type not in ("File", "Directory"):
                 continue
             files: list[tuple[str, str]]
-            if ent.type == "File":
-                files = [(ent.resolved, "")]
-            else:
-                files = [
-                    (os.path.join(root, f), os.path.relpath(os.path.join(root, f), ent.resolved))
-                    for root, _, names in os.walk(ent.resolved)
-                    for f in names
-                ]
+            try:
+                # cwltool's path mapper dereferences symlinks into ``resolved``: the gate checks
+                # the location the producer's record is bound to, never where a link points.
+                files = input_files(ent.type, _origin(key, ent.resolved))
+            except IntegrityError as exc:
+                raise self._refuse(task_id, exc) from None
             n += 1
             host_root = inputs_dir / f"{n:04d}"
             for src, rel in files:
-                rec = ex.registry.get(src)
-                if rec is None:
-                    raise self._refuse(
-                        task_id, IntegrityError(f"input {src} has no known checksum; refusing to use it", subject=src)
-                    )
-                dst = host_root / (rel or os.path.basename(ent.target))
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                actual = copy_hashing(src, str(dst))
                 try:
-                    check_sha256(f"input {os.path.basename(src)} ({rec.source})", rec.sha256, actual)
+                    actual, rec = stage_input(ex.registry, src, host_root / (rel or os.path.basename(ent.target)))
                 except IntegrityError as exc:
                     raise self._refuse(task_id, exc) from None
-                os.chmod(dst, 0o444)
                 checked.append(
                     {
                         "path": ent.target if not rel else os.path.join(ent.target, rel),
@@ -248,7 +242,10 @@ class VerifiedJob(JobBase):
         ex = self.execution
         settings = ex.executor.settings
         os.chmod(self.outdir, 0o777)  # written by the task's non-root uid  # noqa: S103
-        self._write_initial_workdir()
+        try:
+            self._write_initial_workdir()
+        except PathEscape as exc:  # an escape from the run directory is a security event
+            raise self._refuse(task_id, exc) from None
         if self.stdin:
             raise WorkflowException("stdin redirection is not supported by the HelixGate executor")
         # CWL stdout/stderr captures are outputs (uncapped); otherwise logs (capped).
@@ -282,12 +279,11 @@ class VerifiedJob(JobBase):
         for _key, ent in self.generatemapper.items():
             if ent.type in ("CreateFile", "CreateWritableFile"):
                 rel = os.path.relpath(ent.target, self.builder.outdir)
-                if rel.startswith(".."):
-                    raise WorkflowException(f"InitialWorkDir entry outside the output directory: {ent.target}")
-                dest = os.path.join(self.outdir, rel)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                with open(dest, "w", encoding="utf-8") as fh:
-                    fh.write(ent.resolved)
+                try:
+                    check_relative_path(rel, "InitialWorkDir entry")
+                except BadRequest as exc:
+                    raise WorkflowException(exc.message) from None
+                write_inside(Path(self.outdir), rel, str(ent.resolved).encode(), mode=0o644)
             elif ent.type in ("File", "WritableFile", "Directory", "WritableDirectory") and ent.staged:
                 raise WorkflowException("InitialWorkDir staging of existing files is not supported yet")
 
@@ -308,15 +304,69 @@ class VerifiedJob(JobBase):
         for root, _, files in os.walk(self.outdir):
             for f in files:
                 path = os.path.join(root, f)
-                if os.path.islink(path):
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
                     os.unlink(path)  # a task may not point outputs at files it does not own
                     continue
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                    continue  # no record: a later task or publication refuses it
                 sha = sha256_file(path)
                 ex.registry.record(path, Recorded(sha, task_id, f"task {task_id}"))
                 produced.append(
                     {"path": os.path.relpath(path, self.outdir), "sha256": sha, "size": os.path.getsize(path)}
                 )
         return produced
+
+
+def _origin(key: str, resolved: str) -> str:
+    """The local path an input was declared at (its ``file://`` location), before cwltool
+    followed any symlink; other keys (literals) map to what cwltool resolved."""
+    if key.startswith("file://"):
+        from schema_salad.ref_resolver import uri_file_path
+
+        return str(uri_file_path(key))
+    return resolved
+
+
+def input_files(kind: str, resolved: str) -> list[tuple[str, str]]:
+    """(path, path relative to the Directory) of every file feeding one input; a Directory is
+    walked file by file, and a symlinked sub-directory is refused rather than skipped."""
+    if kind == "File":
+        return [(resolved, "")]
+    out: list[tuple[str, str]] = []
+    for root, dirs, names in os.walk(resolved):
+        for d in dirs:
+            if os.path.islink(os.path.join(root, d)):
+                where = os.path.join(root, d)
+                raise IntegrityError(
+                    f"input directory entry {where} is a symbolic link: refusing to read through it",
+                    subject=where,
+                    expected="a plain directory",
+                    actual="a symbolic link",
+                )
+        out.extend((os.path.join(root, f), os.path.relpath(os.path.join(root, f), resolved)) for f in names)
+    return out
+
+
+def stage_input(registry: ChecksumRegistry, src: str, dst: Path) -> tuple[str, Recorded]:
+    """Copy one input file into the task's staging directory while hashing it, and compare
+    the hash with the record of the exact path that feeds it (the producing task's output,
+    the DRS object or the attachment): never through a symlink or a hard link."""
+    rec = registry.get(src)
+    if rec is None:
+        raise IntegrityError(
+            f"input {src} has no recorded producer (no DRS object, attachment or task output wrote it); "
+            "refusing to use it",
+            subject=src,
+            expected="a file recorded by its producer",
+            actual="unknown file",
+        )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    what = f"input {os.path.basename(src)} ({rec.source})"
+    actual = hash_input_file(src, what, copy_to=str(dst))
+    check_input(f"input {os.path.basename(src)}", rec.sha256, actual, rec.source)
+    os.chmod(dst, 0o444)
+    return actual, rec
 
 
 def _read_capped(path: Path, cap: int = 1024 * 1024) -> bytes | None:

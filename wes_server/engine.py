@@ -81,12 +81,14 @@ def _job_request(job: Any) -> dict[str, Any]:
     """What the worker needs to run one task (everything cwltool evaluated is data here)."""
     docker_req, _ = job.get_requirement("DockerRequirement")
     reference = str((docker_req or {}).get("dockerPull") or (docker_req or {}).get("dockerImageId") or "")
+    # the key is the declared location: the gate reads inputs there, never through a symlink
     inputs = [
-        [ent.resolved, ent.target, ent.type, bool(ent.staged)] for _k, ent in job.pathmapper.items_exclude_children()
+        [key, ent.resolved, ent.target, ent.type, bool(ent.staged)]
+        for key, ent in job.pathmapper.items_exclude_children()
     ]
     generated = []
     if job.generatemapper is not None:
-        generated = [[ent.resolved, ent.target, ent.type, bool(ent.staged)] for _k, ent in job.generatemapper.items()]
+        generated = [[k, ent.resolved, ent.target, ent.type, bool(ent.staged)] for k, ent in job.generatemapper.items()]
     r = job.builder.resources
     return {
         "name": job.name,

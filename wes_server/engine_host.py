@@ -23,6 +23,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from schema_salad.ref_resolver import uri_file_path
+
 from helixgate.errors import ConfigurationError, HelixGateError
 from wes_server.cwl_job import VerifiedJob
 from wes_server.engine import ENGINE_FD_ENV, Channel
@@ -38,6 +40,7 @@ class EngineFailed(HelixGateError):
 
 
 class Ent(NamedTuple):
+    key: str
     resolved: str
     target: str
     type: str
@@ -49,10 +52,10 @@ class _Mapper:
         self.entries = entries
 
     def items_exclude_children(self) -> list[tuple[str, Ent]]:
-        return [(e.resolved, e) for e in self.entries]
+        return [(e.key, e) for e in self.entries]
 
     def items(self) -> list[tuple[str, Ent]]:
-        return [(e.resolved, e) for e in self.entries]
+        return [(e.key, e) for e in self.entries]
 
 
 # ------------------------------------------------------------------ the sandbox
@@ -166,17 +169,26 @@ def hosted_job(ex: RunExecution, req: dict[str, Any]) -> HostedJob:
         raise EngineFailed("engine request: environment must map strings to strings")
     entries = []
     for item in req.get("inputs") or []:
-        resolved, target, kind, staged = item
+        key, resolved, target, kind, staged = item
+        key = _str(key, "input", 1 << 20)
         if staged and kind in ("File", "Directory"):
             resolved = _inside_run(resolved, ex, "input")
+            if key.startswith("file://"):
+                _inside_run(uri_file_path(key), ex, "input")
         entries.append(
-            Ent(_str(resolved, "input", 1 << 20), _str(target, "input target"), _str(kind, "type"), bool(staged))
+            Ent(key, _str(resolved, "input", 1 << 20), _str(target, "input target"), _str(kind, "type"), bool(staged))
         )
     generated = []
     for item in req.get("generated") or []:
-        resolved, target, kind, staged = item
+        key, resolved, target, kind, staged = item
         generated.append(
-            Ent(_str(resolved, "InitialWorkDir", 64 << 20), _str(target, "target"), _str(kind, "type"), bool(staged))
+            Ent(
+                _str(key, "InitialWorkDir", 1 << 20),
+                _str(resolved, "InitialWorkDir", 64 << 20),
+                _str(target, "target"),
+                _str(kind, "type"),
+                bool(staged),
+            )
         )
     outdir = _inside_run(req.get("outdir"), ex, "output directory")
     if not inside(outdir, ex.workdir / "jobs"):

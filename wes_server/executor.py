@@ -22,14 +22,14 @@ import os
 import re
 import shutil
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from helixgate.errors import HelixGateError, IntegrityError, VerificationError
+from helixgate.errors import BadRequest, HelixGateError, IntegrityError, VerificationError
 from helixgate.integrity import check_sha256, sha256_bytes
+from helixgate.paths import PathEscape, check_relative_path, write_inside
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
 from wes_server.workflow_guard import Refusals, inside, map_input_references
 
@@ -79,19 +79,22 @@ class Recorded:
 
 
 class ChecksumRegistry:
-    """Path -> checksum known to be right, shared by the tasks of one run."""
+    """Path -> the checksum its producer recorded (DRS object, attachment or the task whose
+    output it is), shared by the tasks of one run."""
 
     def __init__(self) -> None:
         self._items: dict[str, Recorded] = {}
         self._lock = threading.Lock()
 
+    # Keyed by the exact (absolute, normalized) path the producer wrote: never by realpath,
+    # so a symlink planted at a path cannot borrow the record of the file it points to.
     def record(self, path: str, rec: Recorded) -> None:
         with self._lock:
-            self._items[os.path.realpath(path)] = rec
+            self._items[os.path.abspath(path)] = rec
 
     def get(self, path: str) -> Recorded | None:
         with self._lock:
-            return self._items.get(os.path.realpath(path))
+            return self._items.get(os.path.abspath(path))
 
     def items(self) -> list[tuple[str, Recorded]]:
         with self._lock:
@@ -140,49 +143,30 @@ class Executor:
         from wes_server import jsbox
 
         jsbox.install(self.settings)  # expressions only ever run in the sandbox
-        self.work_root = self.settings.data_dir / "wes" / "work"
-        self.work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._trust: Any = None
-        self._trust_at = 0.0
-        self._bundles: dict[tuple[str, str], tuple[float, str]] = {}
-        self._trust_lock = threading.Lock()
+        work_root = self.settings.data_dir / "wes" / "work"
+        work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # resolved once: inputs are then opened by exact path, never through a symlink
+        self.work_root = work_root.resolve()
 
     # ------------------------------------------------------------------ trust
     def trust_policy(self) -> Any:
         """The signature policy: configured locally, or the registry's published keys (cached)."""
-        from helixgate.signing import build_trust_policy
-
-        with self._trust_lock:
-            # short cache: a revoked key stops verifying within a minute on every worker
-            if self._trust is None or time.monotonic() - self._trust_at > 60:
-                material = self.wes.trs.trust_material() if self.settings.signer == "key" else None
-                self._trust = build_trust_policy(self.settings, material)
-                self._trust_at = time.monotonic()
-            return self._trust
+        return self.wes.trs.trust_policy()
 
     def verify_image(self, reference: str, prefer: tuple[str, str] | None = None) -> VerifiedImage:
-        """Gate step 1: signature + pinned digest + local image id. Raises on any failure."""
-        from helixgate.signing import verify_tool_bundle
+        """Gate step 1 (see ``wes_server.gate``): the version's own statement verifies; the task's
+        image reference, TRS's recorded pin and the local image id all equal what it signs."""
+        from wes_server import gate
 
         if not reference:
             raise VerificationError("the task names no container image", subject="DockerRequirement")
-        pin = self.wes.trs.image_pin(reference, prefer)
-        # a version's bundle changes only when its key is revoked (re-signed): a short cache
-        key = (pin["tool_id"], pin["version_id"])
-        cached = self._bundles.get(key)
-        if cached is None or time.monotonic() - cached[0] > 60:
-            cached = self._bundles[key] = (time.monotonic(), self.wes.trs.bundle(*key))
-        bundle = cached[1]
-        statement = verify_tool_bundle(
-            bundle,
-            policy=self.trust_policy(),
-            expected_digest=pin["signed_digest"],
-            tool_id=pin["tool_id"],
-            version_id=pin["version_id"],
-        )
-        local_id = self.runner.ensure_image(pin["pinned_ref"], pin["image_id"])
-        check_sha256(f"image {reference}", pin["image_id"], local_id)
-        return VerifiedImage(local_id, pin["pinned_ref"], pin["tool_id"], pin["version_id"], str(statement.signer))
+        pin = self.wes.trs.image_pin(reference, prefer)  # untrusted: compared below
+        signed = self.wes.trs.signed_version(*(prefer or (pin["tool_id"], pin["version_id"])))
+        gate.check_reference(reference, signed)
+        gate.check_pin(pin, signed)
+        local_id = self.runner.ensure_image(signed.pinned_ref, signed.config_digest)
+        gate.check_local_image(local_id, signed)
+        return VerifiedImage(local_id, signed.pinned_ref, signed.tool_id, signed.version_id, signed.signer)
 
     # ------------------------------------------------------------------ one run
     def execute(self, run: Any, *, cancel: threading.Event) -> RunOutcome:
@@ -242,17 +226,31 @@ class Executor:
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self, ex: RunExecution) -> tuple[Path, dict[str, Any]]:
-        """Write attachments, fetch DRS inputs (verified while downloading), build the job order."""
+        """Write attachments, fetch DRS inputs (verified while downloading), build the job order.
+
+        A TRS run's descriptors come from WES's own tables: before cwltool reads a byte, each
+        is hashed and compared with the checksum its version's verified statement signs.
+        """
+        from wes_server import gate
+
         run = ex.run
         att_dir = ex.workdir / "attachments"
         att_dir.mkdir()
-        for a in self.wes.runs.attachments(run.id):
-            dest = att_dir / a.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
+        attachments = self.wes.runs.attachments(run.id)
+        main_rel = str(run.workflow_source["main"])
+        src = run.workflow_source
+        if src.get("kind") == "trs":
+            signed = self.wes.trs.signed_version(src["tool_id"], src["version_id"])
+            gate.check_descriptors({a.path: a.content for a in attachments}, signed, primary=main_rel)
+        for a in attachments:
             check_sha256(f"attachment {a.path}", a.sha256, sha256_bytes(a.content))
-            dest.write_bytes(a.content)
+            dest = write_inside(att_dir, a.path, a.content)
             ex.registry.record(str(dest), Recorded(a.sha256, None, f"attachment {a.path}"))
-        main = att_dir / run.workflow_source["main"]
+        try:
+            check_relative_path(main_rel, "workflow path")
+        except BadRequest as exc:
+            raise PathEscape(exc.message, subject=main_rel[:200]) from None
+        main = att_dir / main_rel
         params = json.loads(json.dumps(run.request.get("workflow_params") or {}))
         # the submission check again: attached files point at the run's copies, nothing else
         map_input_references(params, att_dir, ex.refusals)
@@ -271,6 +269,8 @@ class Executor:
                 object_id = loc.rsplit("/", 1)[-1]
                 if loc != f"drs://{host}/{object_id}":
                     raise IntegrityError(f"input {loc} is not in this deployment's DRS", subject=loc)
+                if object_id in (".", ".."):
+                    raise PathEscape(f"input {loc[:200]} names no object", subject=loc[:200])
                 dest_dir = inputs_dir / object_id
                 dest_dir.mkdir(exist_ok=True)
                 obj = self.wes.drs.get_object(ex.run.owner, object_id)

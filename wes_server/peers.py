@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -122,7 +124,7 @@ class DrsPeer:
         tmp = dest.with_name(dest.name + ".part")
         subject = f"input drs://{self.platform.settings.drs_host}/{object_id}"
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "xb") as out:  # O_EXCL: never through a link planted at the name
                 for chunk in self.client.stream(url, headers=self._as(user)):
                     sha.update(chunk)
                     size += len(chunk)
@@ -180,6 +182,10 @@ class TrsPeer:
     def __init__(self, platform: Any) -> None:
         self.platform = platform
         self.client = service_client(platform, platform.settings.effective_trs_url + "/ga4gh/trs/v2")
+        self._trust: Any = None
+        self._trust_at = 0.0
+        self._bundles: dict[tuple[str, str], tuple[float, str]] = {}
+        self._trust_lock = threading.Lock()
 
     def fetch_descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
         """Every CWL descriptor file of a version, each checked against the checksum TRS recorded."""
@@ -216,24 +222,39 @@ class TrsPeer:
             raise IntegrityError(f"TRS version {tool_id}:{version_id} has no primary CWL descriptor", subject=tool_id)
         return out
 
+    def image_pins(self, reference: str) -> list[dict[str, Any]]:
+        """What TRS's tables say about the signed versions covering ``reference`` (untrusted:
+        the gate compares each field it uses with the version's verified statement)."""
+        pins = self.client.get_json("/x-helixgate/images", params={"reference": reference}).get("pins") or []
+        return [_pin(p) for p in pins]
+
     def image_pin(self, reference: str, prefer: tuple[str, str] | None = None) -> dict[str, Any]:
         """The signed TRS version covering ``reference``; refuses unsigned or ambiguous images.
 
-        A tag published in several versions with different digests is ambiguous unless the run
-        came from one of those versions (``prefer``) or the reference carries the digest.
+        With ``prefer`` (the run came from that TRS version) only that version's own pin is
+        accepted: a task never runs under another version's signature. Otherwise a tag
+        published in several versions with different digests is ambiguous unless the
+        reference carries the digest.
         """
         from helixgate.errors import VerificationError
 
-        pins = self.client.get_json("/x-helixgate/images", params={"reference": reference}).get("pins") or []
+        pins = self.image_pins(reference)
+        if prefer is not None:
+            for p in pins:
+                if (p["tool_id"], p["version_id"]) == prefer:
+                    return p
+            raise VerificationError(
+                f"image {reference} is not the signed image of tool version {prefer[0]}:{prefer[1]} "
+                "that this run executes: refusing (no other version's signature counts)",
+                subject=reference,
+                expected=f"{prefer[0]}:{prefer[1]}",
+                actual=", ".join(f"{p['tool_id']}:{p['version_id']}" for p in pins[:5]) or "no signed version",
+            )
         if not pins:
             raise VerificationError(
                 f"image {reference} is not the signed image of any TRS tool version: refusing an unsigned image",
                 subject=reference,
             )
-        if prefer is not None:
-            for p in pins:
-                if (p["tool_id"], p["version_id"]) == prefer:
-                    return _pin(p)
         digests = {p["signed_digest"] for p in pins}
         if len(digests) > 1:
             raise VerificationError(
@@ -241,13 +262,54 @@ class TrsPeer:
                 f"({', '.join(sorted(digests))}); pin it as name@sha256:<digest>",
                 subject=reference,
             )
-        return _pin(pins[0])
+        return pins[0]
 
     def bundle(self, tool_id: str, version_id: str) -> str:
+        """The version's own signature bundle; "" when it has none (an unsigned version)."""
+        if "trs" in self.platform.served:
+            from helixgate.errors import NotFound
+
+            try:
+                return str(self.platform.service("trs").bundle(tool_id, version_id))
+            except NotFound:
+                return ""
         t, v = quote(tool_id, safe=""), quote(version_id, safe="")
-        return self.client.request("GET", f"/x-helixgate/tools/{t}/versions/{v}/bundle").text
+        try:
+            return self.client.request("GET", f"/x-helixgate/tools/{t}/versions/{v}/bundle").text
+        except ClientError as exc:
+            if exc.status == 404:
+                return ""
+            raise
+
+    def trust_policy(self) -> Any:
+        """The signature policy: configured locally, or the registry's published keys (cached
+        a minute, so a revoked key stops verifying within a minute on every worker)."""
+        from helixgate.signing import build_trust_policy
+
+        with self._trust_lock:
+            if self._trust is None or time.monotonic() - self._trust_at > 60:
+                settings = self.platform.settings
+                material = self.trust_material() if settings.signer == "key" else None
+                self._trust = build_trust_policy(settings, material)
+                self._trust_at = time.monotonic()
+            return self._trust
+
+    def signed_version(self, tool_id: str, version_id: str) -> Any:
+        """The verified facts (``gate.SignedTool``) of a version, from its own bundle."""
+        from wes_server.gate import signed_tool
+
+        key = (tool_id, version_id)
+        with self._trust_lock:
+            cached = self._bundles.get(key)
+        if cached is None or time.monotonic() - cached[0] > 60:
+            cached = (time.monotonic(), self.bundle(tool_id, version_id))
+            with self._trust_lock:
+                self._bundles[key] = cached
+        return signed_tool(cached[1], policy=self.trust_policy(), tool_id=tool_id, version_id=version_id)
 
     def trust_material(self) -> dict[str, Any]:
+        if "trs" in self.platform.served:
+            return dict(self.platform.service("trs").trust_material())
         return self.client.get_json("/x-helixgate/signing/trust")
 
     def version(self, tool_id: str, version_id: str) -> dict[str, Any]:

@@ -252,6 +252,8 @@ class RunStore:
             values.setdefault("end_time", utcnow())
         with self.db.session() as s:
             q = update(RunRow).where(RunRow.id == run_id, RunRow.state.notin_(tuple(TERMINAL)))
+            if state == "RUNNING":  # a cancel requested while the run was being prepared wins
+                q = q.where(RunRow.state != "CANCELING")
             if worker_id is not None:
                 q = q.where(RunRow.worker_id == worker_id)
             res = s.execute(q.values(**values))

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from helixgate.errors import BadRequest, Forbidden, HelixGateError
+from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
 from helixgate.service_info import base_service_info
+from wes_server.gate import check_descriptors
 from wes_server.peers import DrsPeer, TrsPeer, parse_trs_reference
 from wes_server.queue import RunQueue, make_queue
 from wes_server.runs import Attachment, RunStore, check_page_size, iso
@@ -83,7 +84,24 @@ class WorkflowService:
         req = parse_run_request(form, files, max_attachment_bytes=self.settings.max_attachment_bytes)
         attachment_paths = {a.path for a in req.attachments}
         refuse_local_inputs(req.workflow_params, attachment_paths)
-        source = self._resolve_workflow(req)
+        try:
+            source = self._resolve_workflow(req)
+        except IntegrityError as exc:  # unsigned/badly signed version, edited descriptor: 422
+            self.platform.audit.security_event(
+                "integrity.failed",
+                actor=user,
+                service="wes",
+                target=exc.subject or req.workflow_url[:200],
+                severity=9,
+                details={
+                    "stage": "submission",
+                    "workflow_url": req.workflow_url[:300],
+                    "reason": exc.message,
+                    "expected": exc.expected,
+                    "actual": exc.actual,
+                },
+            )
+            raise
         # workflows are untrusted code: every reference stays inside the run (400 naming it)
         check_input_references(req.workflow_params, {a.path for a in req.attachments})
         check_workflow_documents([(a.path, a.content) for a in req.attachments], source["main"], self.settings)
@@ -111,6 +129,10 @@ class WorkflowService:
         if trs is not None:
             tool_id, version_id = trs
             files = self.trs.fetch_descriptors(tool_id, version_id)  # checksums verified against TRS
+            # ...and against the version's own verified statement: an unsigned or badly signed
+            # version, or a descriptor edited with its recorded checksum, is refused here (422).
+            signed = self.trs.signed_version(tool_id, version_id)
+            check_descriptors({f.path: f.content for f in files}, signed)
             for f in files:
                 req.attachments.append(Attachment(f.path, f.content, f.sha256))
             primary = next(f.path for f in files if f.primary)

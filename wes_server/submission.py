@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from helixgate.errors import BadRequest, PayloadTooLarge
 from helixgate.integrity import sha256_bytes
+from helixgate.paths import check_relative_path
 from wes_server.runs import Attachment
 
 WORKFLOW_TYPES = {"CWL": ("v1.0", "v1.1", "v1.2")}
@@ -66,7 +67,9 @@ def _json_object(name: str, raw: str | None, *, required: bool = False) -> dict[
 
 
 def safe_attachment_path(name: str) -> str:
-    """A relative POSIX path with no traversal; raise BadRequest otherwise."""
+    """A relative POSIX path with no traversal; raise BadRequest otherwise: the platform's one
+    path rule (``helixgate.paths``) plus a conservative character set for uploaded names."""
+    check_relative_path(name, "attachment file name")
     if not name or "\x00" in name or "\\" in name or len(name) > 512:
         raise BadRequest(f"invalid attachment file name {name[:80]!r}")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):

@@ -1,9 +1,12 @@
 """The in-toto statement HelixGate signs for every published tool version, and its checks.
 
-Subject: the pinned image digest. Predicate (type ``PREDICATE_TYPE``): tool id, version id,
-digest kind, descriptor checksums and publisher. Both signing backends sign the same
-statement; ``check_tool_statement`` is the one place where a verified payload is accepted
-or refused, field by field, with expected-vs-actual messages.
+Subject: the pinned image digest. Predicate (type ``PREDICATE_TYPE``, v2): tool id, version
+id, digest kind, the image configuration digest (the local image id a worker must find),
+every file's checksum and the publisher. v1 statements (no configuration digest) stay
+verifiable; for a ``manifest`` subject they do not say which local image may run, so the
+registry re-signs them as v2 at start-up (``TrsRegistry.upgrade_legacy_statements``).
+Both signing backends sign the same statement; ``check_tool_statement`` is the one place
+where a verified payload is accepted or refused, field by field, with expected vs actual.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any
 
 from helixgate.errors import BadRequest, VerificationError
 from helixgate.integrity import normalize_sha256
+from helixgate.paths import check_relative_path
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://helixgate.dev/attestations/tool-version/v1"
+PREDICATE_TYPE_V1 = "https://helixgate.dev/attestations/tool-version/v1"
+PREDICATE_TYPE = "https://helixgate.dev/attestations/tool-version/v2"
+PREDICATE_TYPES = frozenset({PREDICATE_TYPE_V1, PREDICATE_TYPE})
 DIGEST_KINDS = frozenset({"manifest", "image-id"})
 MAX_STATEMENT_BYTES = 1024 * 1024
 
@@ -31,6 +37,8 @@ class ToolVersionClaim:
     ``image_digest`` is ``sha256:<hex>``: the registry manifest digest when ``digest_kind`` is
     ``"manifest"``, the local engine's image id (config digest) when it is ``"image-id"``.
     ``descriptor_checksums`` maps each descriptor's relative path to its sha256 hex.
+    ``config_digest`` is the image configuration digest (``sha256:<hex>``, the engine's image
+    id); empty only for a claim read from a legacy v1 statement over a manifest digest.
     """
 
     tool_id: str
@@ -40,6 +48,7 @@ class ToolVersionClaim:
     digest_kind: str
     descriptor_checksums: Mapping[str, str] = field(default_factory=dict)
     publisher: str = ""
+    config_digest: str = ""
 
     def __post_init__(self) -> None:
         for name in ("tool_id", "version_id", "image_name", "publisher"):
@@ -51,10 +60,13 @@ class ToolVersionClaim:
                 f"tool version claim: digest_kind must be one of {sorted(DIGEST_KINDS)}, got {self.digest_kind!r}"
             )
         object.__setattr__(self, "image_digest", "sha256:" + normalize_sha256(self.image_digest))
+        if self.config_digest:
+            object.__setattr__(self, "config_digest", "sha256:" + normalize_sha256(self.config_digest))
+        elif self.digest_kind == "image-id":
+            object.__setattr__(self, "config_digest", self.image_digest)
         checksums: dict[str, str] = {}
         for path, checksum in dict(self.descriptor_checksums).items():
-            if not isinstance(path, str) or not path or path.startswith("/"):
-                raise BadRequest(f"tool version claim: descriptor path must be relative, got {path!r}")
+            check_relative_path(path, "tool version claim: descriptor path")
             checksums[path] = normalize_sha256(checksum)
         object.__setattr__(self, "descriptor_checksums", dict(sorted(checksums.items())))
 
@@ -62,20 +74,30 @@ class ToolVersionClaim:
     def image_digest_hex(self) -> str:
         return self.image_digest[len("sha256:") :]
 
+    @property
+    def pinned_ref(self) -> str:
+        """What the worker pulls or creates: ``name@sha256:<manifest>``, or the image id."""
+        if self.digest_kind == "manifest":
+            return f"{self.image_name}@{self.image_digest}"
+        return self.image_digest
+
     def predicate(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "toolId": self.tool_id,
             "versionId": self.version_id,
             "digestKind": self.digest_kind,
             "descriptorChecksums": dict(self.descriptor_checksums),
             "publisher": self.publisher,
         }
+        if self.config_digest:
+            out["imageConfigDigest"] = self.config_digest
+        return out
 
     def statement(self) -> dict[str, Any]:
         return {
             "_type": STATEMENT_TYPE,
             "subject": [{"name": self.image_name, "digest": {"sha256": self.image_digest_hex}}],
-            "predicateType": PREDICATE_TYPE,
+            "predicateType": PREDICATE_TYPE if self.config_digest else PREDICATE_TYPE_V1,
             "predicate": self.predicate(),
         }
 
@@ -165,7 +187,7 @@ def check_tool_statement(
 ) -> ToolVersionClaim:
     """Check a parsed statement is HelixGate's claim for this tool version and image; return the claim."""
     predicate_type = statement.get("predicateType")
-    if predicate_type != PREDICATE_TYPE:
+    if predicate_type not in PREDICATE_TYPES:
         raise _fail(
             f"statement predicateType is {_short(predicate_type)!r}, expected {PREDICATE_TYPE!r}",
             expected=PREDICATE_TYPE,
@@ -186,6 +208,11 @@ def check_tool_statement(
     checksums = predicate.get("descriptorChecksums", {})
     if not isinstance(checksums, dict):
         raise _fail("predicate descriptorChecksums is not an object")
+    config_digest = predicate.get("imageConfigDigest", "")
+    if predicate_type == PREDICATE_TYPE and (not isinstance(config_digest, str) or not config_digest):
+        raise _fail("v2 predicate carries no imageConfigDigest")
+    if predicate_type == PREDICATE_TYPE_V1:
+        config_digest = ""  # v1 never signed one: whatever the payload holds is not part of the claim
     try:
         return ToolVersionClaim(
             tool_id=tool_id,
@@ -195,6 +222,7 @@ def check_tool_statement(
             digest_kind=str(predicate.get("digestKind")),
             descriptor_checksums={str(k): str(v) for k, v in checksums.items()},
             publisher=str(predicate.get("publisher", "")),
+            config_digest=str(config_digest),
         )
     except BadRequest as exc:
         raise _fail(f"signed predicate is malformed: {exc.message}") from None

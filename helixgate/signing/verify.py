@@ -12,7 +12,7 @@ from helixgate.integrity import normalize_sha256
 from helixgate.signing.base import SignerIdentity, VerifiedAttestation, VerifiedStatement
 from helixgate.signing.keysigner import KeyTrustPolicy, verify_key_bundle
 from helixgate.signing.sigstore_backend import SigstoreTrustPolicy, verify_sigstore_bundle
-from helixgate.signing.statement import check_subject_digest, check_tool_statement, parse_statement
+from helixgate.signing.statement import check_subject_digest, check_tool_statement, parse_statement, subject_sha256
 
 TrustPolicy = KeyTrustPolicy | SigstoreTrustPolicy
 
@@ -39,17 +39,30 @@ def verify_tool_bundle(
     bundle_json: str | bytes,
     *,
     policy: TrustPolicy,
-    expected_digest: str,
+    expected_digest: str | None,
     tool_id: str,
     version_id: str,
 ) -> VerifiedStatement:
     """Verify a HelixGate tool-version bundle for exactly this image digest, tool and version.
 
+    ``expected_digest`` None: the image is whatever the (single) signed subject names; the
+    caller then takes every fact about the image from the returned claim.
     Raises ``VerificationError`` (a security event for the caller to audit) on any mismatch.
     """
-    expected = _expected_digest(expected_digest)
     payload_type, payload, signer = _verify_signature(bundle_json, policy)
     statement = parse_statement(payload_type, payload)
+    if expected_digest is None:
+        subjects = statement["subject"]
+        hex_ = subject_sha256(subjects[0]) if len(subjects) == 1 else None
+        if hex_ is None:
+            raise VerificationError(
+                "signed statement must name exactly one image subject with a sha256 digest",
+                subject="tool signature",
+                expected="1 subject with a sha256 digest",
+                actual=f"{len(subjects)} subjects",
+            )
+        expected_digest = "sha256:" + hex_
+    expected = _expected_digest(expected_digest)
     claim = check_tool_statement(statement, expected_digest=expected, tool_id=tool_id, version_id=version_id)
     return VerifiedStatement(
         signer=signer,

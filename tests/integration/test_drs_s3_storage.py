@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from drs_store.s3_storage import S3Storage
-from drs_store.storage import StoredBlob, make_storage
+from drs_store.storage import MissingData, StoredBlob, make_storage
 from helixgate.config import Settings
 from helixgate.errors import BadRequest, Forbidden, IntegrityError, NotFound, UpstreamError
 
@@ -137,6 +138,21 @@ def test_presigned_url_returns_the_bytes(storage: S3Storage) -> None:
     response = requests.get(url, timeout=30)
     assert response.status_code == 200
     assert response.content == data
+
+
+def test_objects_carry_their_identity_and_presign_refuses_another_objects_key(storage: S3Storage, s3: Any) -> None:
+    """S3 encrypts server-side (no associated data of ours): the object id and size live in the
+    object's metadata and are compared with the row before a presigned URL is handed out."""
+    a = storage.put(io.BytesIO(b"aaaa"), object_id="obj-a")
+    b = storage.put(io.BytesIO(b"bbbbbb"), object_id="obj-b")
+    meta = s3.head_object(Bucket=storage.bucket, Key=b.location)["Metadata"]
+    assert meta == {"helixgate-object-id": "obj-b", "helixgate-size": "6"}
+    assert storage.presign(a, 60)
+    with pytest.raises(IntegrityError, match="obj-a"):
+        storage.presign(dataclasses.replace(b, object_id="obj-a"), 60)
+    s3.delete_object(Bucket=storage.bucket, Key=a.location)
+    with pytest.raises(MissingData):
+        storage.presign(a, 60)
 
 
 @pytest.mark.parametrize("ttl", [0, -5, 8 * 24 * 3600])

@@ -17,8 +17,8 @@ import pytest
 from drs_store.keyring import Keyring
 from drs_store.local_storage import HEADER_SIZE, LocalStorage
 from drs_store.s3_storage import S3Storage
-from drs_store.storage import CHUNK, ObjectStorage, StoredBlob
-from helixgate.errors import BadRequest, IntegrityError, NotFound, PayloadTooLarge
+from drs_store.storage import CHUNK, MissingData, ObjectStorage, StoredBlob
+from helixgate.errors import BadRequest, IntegrityError, PayloadTooLarge
 
 pytestmark = pytest.mark.integration
 
@@ -195,13 +195,28 @@ def test_digest_mismatch_with_the_record_is_reported_and_the_tail_withheld(backe
     assert len(received) < len(data)
 
 
-def test_delete_then_read_is_not_found(backend: Backend) -> None:
+@pytest.mark.parametrize("size", [5000, 9 * MIB + 5])  # single put and (S3) multipart
+def test_swapped_rows_are_refused_on_read(backend: Backend, size: int) -> None:
+    """A's row pointing at B's stored bytes with B's size and checksum (rows swapped whole)."""
+    a = backend.storage.put(io.BytesIO(os.urandom(size)), object_id="obj-a")
+    b = backend.storage.put(io.BytesIO(os.urandom(size)), object_id="obj-b")
+    assert (a.object_id, b.object_id) == ("obj-a", "obj-b")
+    swapped = dataclasses.replace(b, object_id="obj-a")
+    with pytest.raises(IntegrityError):
+        _read(backend.storage, swapped)
+    with pytest.raises(IntegrityError):
+        b"".join(backend.storage.open_range(swapped, 0, 10))
+    assert len(_read(backend.storage, b)) == size  # the true row still reads
+
+
+def test_read_of_deleted_data_is_an_integrity_failure(backend: Backend) -> None:
+    """The database names bytes that are gone: MissingData (IntegrityError), never a plain 404."""
     blob = backend.storage.put(io.BytesIO(b"to be deleted"))
     backend.storage.delete(blob)
     assert backend.listing() == []
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingData):
         _read(backend.storage, blob)
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingData):
         b"".join(backend.storage.open_range(blob, 0, 3))
     backend.storage.delete(blob)  # idempotent
 

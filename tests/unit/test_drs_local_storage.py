@@ -19,9 +19,9 @@ from drs_store import local_storage
 from drs_store.keyring import Keyring
 from drs_store.local_storage import HEADER_SIZE, TAG_SIZE, LocalStorage
 from drs_store.s3_storage import S3Storage
-from drs_store.storage import ObjectStorage, StoredBlob, make_storage
+from drs_store.storage import MissingData, ObjectStorage, StoredBlob, make_storage
 from helixgate.config import Settings
-from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, NotFound, PayloadTooLarge
+from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, PayloadTooLarge
 
 SMALL = 4096  # small chunks keep multi-chunk tests fast
 
@@ -176,9 +176,10 @@ def test_truncation_at_a_chunk_boundary_is_detected(store: LocalStorage, tmp_pat
     path.write_bytes(path.read_bytes()[: HEADER_SIZE + 3 * (SMALL + TAG_SIZE)])  # drop the final chunk
     with pytest.raises(IntegrityError, match="wrong length"):
         b"".join(store.read_verified(blob))
-    # Even a database record agreeing with the truncated length fails: chunk 2 was not final.
+    # Even a database record agreeing with the truncated length fails: the size is bound
+    # into the wrapped key (v2), and chunk 2 was not final.
     lying = dataclasses.replace(blob, size=3 * SMALL)
-    with pytest.raises(IntegrityError, match="chunk 2 of 3"):
+    with pytest.raises(IntegrityError, match="failed authentication"):
         b"".join(store.open_range(lying, 0, 3 * SMALL))
 
 
@@ -226,7 +227,7 @@ def test_delete_removes_ciphertext_and_key(store: LocalStorage, tmp_path: Path) 
     blob = store.put(io.BytesIO(b"x" * 10))
     store.delete(blob)
     assert _files(store, tmp_path) == []
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingData, match="missing"):  # the row would still name it: an integrity failure
         store.read_verified(blob)
     store.delete(blob)  # idempotent
 
@@ -445,3 +446,89 @@ def test_stale_upload_temporaries_are_swept_and_live_ones_kept(tmp_path: Path) -
     os.utime(dead, (old, old))
     assert storage.sweep_stale_temporaries() == 1
     assert not dead.exists() and live.exists()
+
+
+# ---------------------------------------------------------------- identity binding (v2) and v1 blobs
+def _put_v1(store: LocalStorage, data: bytes, chunk: int = SMALL) -> StoredBlob:
+    """A blob in the v1 format (as written before the identity binding), built by hand."""
+    import secrets
+    import struct
+    import uuid
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    location = uuid.uuid4().hex
+    blob_path, key_path = store._paths(location)
+    blob_path.parent.mkdir(exist_ok=True)
+    header = local_storage.MAGIC + struct.pack(">I", chunk) + secrets.token_bytes(4)
+    data_key = AESGCM.generate_key(bit_length=256)
+    aes = AESGCM(data_key)
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
+    body = b"".join(
+        aes.encrypt(header[12:16] + struct.pack(">Q", i), p, header + struct.pack(">QB", i, i == len(pieces) - 1))
+        for i, p in enumerate(pieces)
+    )
+    blob_path.write_bytes(header + body)
+    key_id = store._write_key_file_v1(key_path, location, header, data_key)
+    return StoredBlob("local", location, len(data), hashlib.sha256(data).hexdigest(), key_id)
+
+
+def test_new_blobs_use_format_v2_and_bind_the_object_id(store: LocalStorage, tmp_path: Path) -> None:
+    blob = store.put(io.BytesIO(b"payload" * 1000), object_id="obj-a")
+    assert _blob_path(tmp_path, blob).read_bytes()[:8] == local_storage.MAGIC_V2
+    assert blob.object_id == "obj-a"
+    assert b"".join(store.read_verified(blob)) == b"payload" * 1000
+
+
+def test_v1_blobs_stay_readable_and_survive_rotation(store: LocalStorage) -> None:
+    data = os.urandom(3 * SMALL + 11)
+    old = _put_v1(store, data)
+    assert b"".join(store.read_verified(old)) == data
+    assert b"".join(store.open_range(old, SMALL - 3, SMALL + 5)) == data[SMALL - 3 : SMALL + 5]
+    store.rotate_master_key()
+    assert b"".join(store.read_verified(old)) == data
+
+
+def test_swapped_rows_fail_authentication(store: LocalStorage) -> None:
+    """Row of object A pointing at B's bytes (location, size and checksum moved together)."""
+    a = store.put(io.BytesIO(b"A" * 5000), object_id="obj-a")
+    b = store.put(io.BytesIO(b"B" * 5000), object_id="obj-b")
+    swapped = dataclasses.replace(b, object_id=a.object_id)
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        b"".join(store.read_verified(swapped))
+    with pytest.raises(IntegrityError):
+        b"".join(store.open_range(swapped, 0, 10))
+
+
+def test_swapped_blob_files_fail_authentication(store: LocalStorage, tmp_path: Path) -> None:
+    a = store.put(io.BytesIO(b"A" * 5000), object_id="obj-a")
+    b = store.put(io.BytesIO(b"B" * 5000), object_id="obj-b")
+    for suffix in (".blob", ".key"):
+        pa, pb = _blob_path(tmp_path, a, suffix), _blob_path(tmp_path, b, suffix)
+        ra, rb = pa.read_bytes(), pb.read_bytes()
+        pa.write_bytes(rb)
+        pb.write_bytes(ra)
+    for blob in (a, b):
+        with pytest.raises(IntegrityError):
+            b"".join(store.read_verified(blob))
+
+
+def test_size_is_authenticated(store: LocalStorage) -> None:
+    blob = store.put(io.BytesIO(b"x" * 5000), object_id="obj-a")
+    with pytest.raises(IntegrityError):
+        b"".join(store.open_range(dataclasses.replace(blob, size=4000), 0, 10))
+
+
+def test_missing_key_file_is_an_integrity_failure(store: LocalStorage, tmp_path: Path) -> None:
+    blob = store.put(io.BytesIO(b"x" * 10), object_id="obj-a")
+    _blob_path(tmp_path, blob, ".key").unlink()
+    with pytest.raises(MissingData, match="missing"):
+        b"".join(store.read_verified(blob))
+
+
+def test_rotation_keeps_v2_binding(store: LocalStorage) -> None:
+    blob = store.put(io.BytesIO(b"y" * 9000), object_id="obj-a")
+    store.rotate_master_key()
+    assert b"".join(store.read_verified(blob)) == b"y" * 9000
+    with pytest.raises(IntegrityError):
+        b"".join(store.read_verified(dataclasses.replace(blob, object_id="obj-b")))

@@ -26,9 +26,11 @@ from helixgate.signing import (
 )
 from helixgate.signing.base import pae
 from helixgate.signing.keysigner import _public_pem, key_id_of
+from helixgate.signing.statement import PREDICATE_TYPE_V1, canonical_json
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER_DIGEST = "sha256:" + "cd" * 32
+CONFIG = "sha256:" + "c0" * 32
 
 
 def make_claim(**overrides: Any) -> ToolVersionClaim:
@@ -40,6 +42,7 @@ def make_claim(**overrides: Any) -> ToolVersionClaim:
         "digest_kind": "manifest",
         "descriptor_checksums": {"bwa.cwl": "11" * 32, "lib/common.yml": "22" * 32},
         "publisher": "alice",
+        "config_digest": CONFIG,
     }
     fields.update(overrides)
     return ToolVersionClaim(**fields)
@@ -121,8 +124,38 @@ def test_statement_shape_and_determinism() -> None:
         "digestKind": "manifest",
         "descriptorChecksums": {"bwa.cwl": "11" * 32, "lib/common.yml": "22" * 32},
         "publisher": "alice",
+        "imageConfigDigest": CONFIG,
     }
     assert make_claim().statement_bytes() == claim.statement_bytes()
+
+
+def test_legacy_v1_statement_verifies_without_a_config_digest(signer: HandSigner) -> None:
+    legacy = make_claim(config_digest="")
+    statement = json.loads(legacy.statement_bytes())
+    assert statement["predicateType"] == PREDICATE_TYPE_V1
+    assert "imageConfigDigest" not in statement["predicate"]
+    assert verify(signer, signer.bundle(legacy.statement_bytes())).claim.config_digest == ""
+    # a v1 payload never signed a config digest: one smuggled into it is not part of the claim
+    statement["predicate"]["imageConfigDigest"] = "sha256:" + "ee" * 32
+    assert verify(signer, signer.bundle(canonical_json(statement))).claim.config_digest == ""
+
+
+def test_image_id_claim_signs_its_subject_as_config_digest() -> None:
+    claim = make_claim(digest_kind="image-id", config_digest="")
+    assert claim.config_digest == DIGEST
+    assert json.loads(claim.statement_bytes())["predicateType"] == PREDICATE_TYPE
+
+
+def test_v2_statement_without_config_digest_is_refused(signer: HandSigner) -> None:
+    statement = json.loads(make_claim().statement_bytes())
+    del statement["predicate"]["imageConfigDigest"]
+    with pytest.raises(VerificationError, match="imageConfigDigest"):
+        verify(signer, signer.bundle(canonical_json(statement)))
+
+
+def test_descriptor_path_with_traversal_is_refused_in_a_claim() -> None:
+    with pytest.raises(BadRequest, match="leaves its directory"):
+        make_claim(descriptor_checksums={"../evil.cwl": "11" * 32})
 
 
 # ---------------------------------------------------------------- statement checks

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from helixgate.errors import VerificationError
 from helixgate.signing import KeyTrustPolicy, verify_tool_bundle
@@ -355,8 +356,8 @@ def test_semver_prerelease_and_build_accepted_and_ordered(h: Harness, oci: FakeO
 @pytest.mark.parametrize(
     "path, message",
     [
-        ("../evil.cwl", "leaves the tool version"),
-        ("a/../../evil.cwl", "leaves the tool version"),
+        ("../evil.cwl", "leaves its directory"),
+        ("a/../../evil.cwl", "leaves its directory"),
         ("/etc/passwd", "absolute"),
         ("C:/evil.cwl", "absolute"),
         ("a\\b.cwl", "backslash"),
@@ -686,3 +687,72 @@ def test_cwltool_alias_paths(h: Harness, oci: FakeOciRegistry) -> None:
     assert latest.status_code == 200
     assert h.client.get(f"{TRS}/tools/example-lab.bwa/versions/latest").status_code == 404  # TRS itself stays strict
     assert h.client.get(f"{api}/nope/versions/1.0.0/CWL/files").status_code == 404
+
+
+def test_publish_signs_the_image_config_digest_and_legacy_v1_statements_are_re_signed(
+    h: Harness, oci: FakeOciRegistry
+) -> None:
+    """v2 predicates carry the config digest; a v1 bundle (written before) is re-signed as v2 by
+    the start-up migration, keeping the verified claim and adding the recorded config digest."""
+    import dataclasses
+
+    from helixgate.signing.statement import PREDICATE_TYPE, PREDICATE_TYPE_V1
+    from trs_registry.models import ToolVersionRow
+
+    alice = h.auth("alice", "tool-developer")
+    create_tool(h, alice)
+    manifest, config = oci.push("tools/bwa", "3.0")
+    publish(h, alice, "example-lab.bwa", version_body(oci, "3.0.0", tag="3.0"))
+    registry = h.platform.service("trs")
+    policy = registry.trust_policy()
+
+    def verified() -> Any:
+        return verify_tool_bundle(
+            registry.bundle("example-lab.bwa", "3.0.0"),
+            policy=policy,
+            expected_digest=None,
+            tool_id="example-lab.bwa",
+            version_id="3.0.0",
+        )
+
+    current = verified()
+    assert current.predicate_type == PREDICATE_TYPE
+    assert current.claim.config_digest == config and current.claim.image_digest == manifest
+    # what a registry of the previous release stored: the same claim under predicate v1
+    legacy_bundle = registry.signer.sign(dataclasses.replace(current.claim, config_digest=""))
+    with h.platform.db.session() as s:
+        row = s.scalars(sa.select(ToolVersionRow).where(ToolVersionRow.version_id == "3.0.0")).one()
+        row.bundle = legacy_bundle
+    legacy = verified()
+    assert legacy.predicate_type == PREDICATE_TYPE_V1 and legacy.claim.config_digest == ""
+    assert registry.upgrade_legacy_statements() == ["example-lab.bwa:3.0.0"]
+    upgraded = verified()
+    assert upgraded.predicate_type == PREDICATE_TYPE
+    assert upgraded.claim == current.claim
+    assert registry.upgrade_legacy_statements() == []  # idempotent
+
+
+def test_key_revocation_re_signs_what_was_signed_not_the_edited_tables(h: Harness, oci: FakeOciRegistry) -> None:
+    """A checksum edited in the tables before an admin revokes the key is not laundered into
+    the new signature: the re-signed claim is the old bundle's verified claim."""
+    from trs_registry.models import ToolFileRow
+
+    admin = h.auth("root", "admin")
+    alice = h.auth("alice", "tool-developer")
+    create_tool(h, alice)
+    manifest, _ = oci.push("tools/bwa", "5.0")
+    body = version_body(oci, "5.0.0", tag="5.0")
+    publish(h, alice, "example-lab.bwa", body)
+    old_key = h.client.get(f"{X}/signing/trust").json()["activeKeyId"]
+    with h.platform.db.session() as s:
+        row = s.scalars(sa.select(ToolFileRow).where(ToolFileRow.path == "tools/sub/step.cwl")).one()
+        row.sha256 = "ee" * 32  # the attacker's edit
+    assert h.client.post(f"{X}/signing/keys/rotate", headers=admin).status_code == 200
+    r = h.client.post(f"{X}/signing/keys/{old_key}/revoke", headers=admin)
+    assert r.status_code == 200 and r.json()["resigned"] == ["example-lab.bwa:5.0.0"], r.text
+    policy = KeyTrustPolicy.from_trust_material(h.client.get(f"{X}/signing/trust").json())
+    bundle = h.client.get(f"{X}/tools/example-lab.bwa/versions/5.0.0/bundle").text
+    claim = verify_tool_bundle(
+        bundle, policy=policy, expected_digest=manifest, tool_id="example-lab.bwa", version_id="5.0.0"
+    ).claim
+    assert claim.descriptor_checksums["tools/sub/step.cwl"] == sha(STEP_CWL)
