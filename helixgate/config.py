@@ -102,6 +102,9 @@ class Settings:
     task_time_limit: int = 3600
     task_log_cap_bytes: int = 1024**2
     allow_task_network: bool = False
+    # CWL expressions run in a sandboxed node (bubblewrap): per-evaluation limits
+    expression_time_limit: int = 20  # seconds of wall-clock time per evaluation
+    expression_memory_mib: int = 256  # JavaScript heap of the sandboxed node
     container_scope: str = ""  # Docker label scope of task containers; "" -> hg-<installation id> of the database
     # -- audit
     audit_retention_days: int = 270

@@ -17,6 +17,23 @@ DOMAIN_FACTORIES = {
 }
 
 
+def _private_sqlite_file(url: str) -> None:
+    """The embedded SQLite database (users, runs, parameters) is private to its owner; SQLite
+    gives its -wal/-shm files the database file's mode."""
+    import os
+
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix + ":memory:":
+        return
+    path = url[len(prefix) :]
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+    except OSError:  # a read-only or foreign location: the database layer reports it
+        pass
+
+
 class Platform:
     def __init__(self, settings: Settings, *, run_migrations: bool = True) -> None:
         from helixgate.audit import AuditTrail
@@ -26,6 +43,7 @@ class Platform:
         from helixgate.web import _SessionSeen
 
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_sqlite_file(settings.effective_database_url)
         self.db = Database(settings.effective_database_url)
         self.users = UserDirectory(self.db)
         # Any number of processes may start at once on a fresh database: one migrates and

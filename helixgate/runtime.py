@@ -24,15 +24,27 @@ SERVICES = {
 
 def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if "wes" in SERVICES.get(service, ()):
+        from wes_server import jsbox
+
+        # submissions validate CWL expressions in the sandbox: without it, do not serve WES
+        jsbox.install(settings)
     platform = Platform(settings)
     pool: Any = None
-    if service == "worker" or (service == "all" and workers > 0):
-        from wes_server.worker import WorkerPool
-
-        pool = WorkerPool(platform, concurrency=workers)
-        pool.start()
     try:
-        if service == "worker":
+        server: Any = None
+        if service != "worker":
+            from helixgate.server import make_server
+
+            # mount the APIs before any worker leases a run: peers served here are then
+            # called in-process from the first run on (a worker's start-up checks take time)
+            server = make_server(settings, platform, SERVICES[service])
+        if service == "worker" or (service == "all" and workers > 0):
+            from wes_server.worker import WorkerPool
+
+            pool = WorkerPool(platform, concurrency=workers)
+            pool.start()
+        if server is None:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
@@ -43,9 +55,6 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
             )
             stop.wait()
         else:
-            from helixgate.server import make_server
-
-            server = make_server(settings, platform, SERVICES[service])
             log.info(
                 "serving %s on %s (container scope %s)",
                 ", ".join(SERVICES[service]),

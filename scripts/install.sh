@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything HelixGate needs on a fresh Debian machine. Idempotent.
 #   system packages: docker.io (engine), busybox-static (offline test images),
-#                    docker-registry (a real OCI registry), postgresql (integration tests)
+#                    docker-registry (a real OCI registry), postgresql (integration tests),
+#                    nodejs + bubblewrap (CWL expressions run in a node sandboxed by bwrap)
 #   python:          a virtual environment in .venv with helixgate and its extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -q '^wget$' || need_apt+=(busybox-static)
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install: apt packages ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

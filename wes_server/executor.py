@@ -1,6 +1,7 @@
-"""The verified executor: cwltool evaluates the workflow; every CommandLineTool step runs
-through ``VerifiedJob``, which passes the verification gate and then runs one
-short-lived hardened container through the Docker SDK.
+"""The verified executor: cwltool evaluates the workflow in an unprivileged engine process
+(``wes_server.engine``, started by ``wes_server.engine_host``); every CommandLineTool step it
+asks for runs here through ``VerifiedJob``, which passes the verification gate and then runs
+one short-lived hardened container through the Docker SDK.
 
 The gate, before EVERY task, fails closed:
   1. the image reference resolves to a TRS-signed version; its bundle verifies under the
@@ -24,13 +25,14 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any
 
 from helixgate.errors import BadRequest, HelixGateError, IntegrityError, VerificationError
 from helixgate.integrity import check_sha256, sha256_bytes
 from helixgate.paths import PathEscape, check_relative_path, write_inside
 from helixgate.uris import DrsRef, parse_drs
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
+from wes_server.workflow_guard import Refusals, inside, map_input_references
 
 log = logging.getLogger("helixgate.executor")
 # cwltool narrates every step on stderr; the run and task logs carry what matters
@@ -40,7 +42,6 @@ logging.getLogger("salad").setLevel(logging.ERROR)
 CONTAINER_OUTDIR = "/var/spool/cwl"
 CONTAINER_STAGEDIR = "/var/lib/cwl"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_load_lock = threading.Lock()  # cwltool/schema-salad loading is not thread-safe
 
 
 @dataclass
@@ -57,6 +58,12 @@ class VerifiedImage:
     tool_id: str
     version_id: str
     signer: str
+
+
+class WorkflowFailed(HelixGateError):
+    """The workflow itself failed in the engine (invalid document, failing expression)."""
+
+    status = 422
 
 
 class GateRefusal(HelixGateError):
@@ -90,6 +97,10 @@ class ChecksumRegistry:
         with self._lock:
             return self._items.get(os.path.abspath(path))
 
+    def items(self) -> list[tuple[str, Recorded]]:
+        with self._lock:
+            return list(self._items.items())
+
 
 class RunExecution:
     """State of one run while it executes: where things are, what is known to be right."""
@@ -106,6 +117,13 @@ class RunExecution:
         self.failure: HelixGateError | None = None
         self.done = threading.Event()
         self.tasks_run = 0
+        # references the restricted loader or the confined file system refused: each one is
+        # a security event (a workflow reached for something that is not its own)
+        self.refusals = Refusals(self._refused)
+
+    def _refused(self, reference: str, reason: str) -> None:
+        exc = IntegrityError(f"workflow reference {reference} refused: {reason}", subject=reference)
+        self.executor._security_event(self, exc, task_id=None)
 
     def next_task_id(self, name: str) -> str:
         with self.counter_lock:
@@ -123,6 +141,9 @@ class Executor:
         self.settings = platform.settings
         self.wes = platform.service("wes")
         self.runner = runner or ContainerRunner(scope=self.settings.container_scope)
+        from wes_server import jsbox
+
+        jsbox.install(self.settings)  # expressions only ever run in the sandbox
         work_root = self.settings.data_dir / "wes" / "work"
         work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
         # resolved once: inputs are then opened by exact path, never through a symlink
@@ -166,11 +187,19 @@ class Executor:
                 return RunOutcome("CANCELED")
             if ex.failure is not None:
                 return RunOutcome("SYSTEM_ERROR" if not isinstance(ex.failure, IntegrityError) else "EXECUTOR_ERROR")
+            if ex.refusals:  # whatever cwltool made of it, a refused reference fails the run
+                runs.append_system_log(run.id, ex.refusals.message())
+                return RunOutcome("EXECUTOR_ERROR", exit_code=1)
             if status != "success" or outputs is None:
                 runs.append_system_log(run.id, f"workflow finished with status {status}")
                 return RunOutcome("EXECUTOR_ERROR", exit_code=1)
             published = self._publish_outputs(ex, outputs)
             return RunOutcome("COMPLETE", outputs=published, exit_code=0)
+        except WorkflowFailed as exc:
+            if ex.refusals:
+                runs.append_system_log(run.id, ex.refusals.message())
+            runs.append_system_log(run.id, f"workflow failed: {exc.message}")
+            return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
         except GateRefusal as exc:
             runs.append_system_log(run.id, exc.message)
             return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
@@ -224,6 +253,10 @@ class Executor:
             raise PathEscape(exc.message, subject=main_rel[:200]) from None
         main = att_dir / main_rel
         params = json.loads(json.dumps(run.request.get("workflow_params") or {}))
+        # the submission check again: attached files point at the run's copies, nothing else
+        map_input_references(params, att_dir, ex.refusals)
+        if ex.refusals:
+            raise GateRefusal(ex.refusals.message().replace("workflow reference", "input reference"))
         inputs_dir = ex.workdir / "inputs"
         inputs_dir.mkdir()
         self._resolve_drs(ex, params, inputs_dir)
@@ -263,52 +296,18 @@ class Executor:
 
     # ------------------------------------------------------------------ cwltool
     def _run_cwl(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
-        from cwltool.context import LoadingContext, RuntimeContext
-        from cwltool.executors import MultithreadedJobExecutor
-        from cwltool.load_tool import load_tool
-        from cwltool.workflow import default_make_tool
+        """cwltool's evaluation runs in the unprivileged engine process (``wes_server.engine``,
+        no keys, no Docker socket, no network); this worker answers its task requests
+        through the verification gate (``wes_server.engine_host``)."""
+        from wes_server.engine_host import EngineFailed, run_in_engine
 
-        from wes_server.cwl_job import make_verified_tool_class
-
-        tool_cls = make_verified_tool_class(ex)
-        _quiet_cwltool()
-
-        def make_tool(toolpath_object: Any, loading_context: Any) -> Any:
-            if isinstance(toolpath_object, MutableMapping) and toolpath_object.get("class") == "CommandLineTool":
-                return tool_cls(toolpath_object, loading_context)  # type: ignore[arg-type]
-            return default_make_tool(toolpath_object, loading_context)
-
-        loading = LoadingContext({"construct_tool_object": make_tool, "relax_path_checks": False})
-        with _load_lock:
-            tool = load_tool(main.as_uri(), loading)
-        jobs_dir = ex.workdir / "jobs"
-        jobs_dir.mkdir()
-        runtime = RuntimeContext(
-            {
-                "basedir": str(main.parent),
-                "outdir": None,
-                "tmpdir_prefix": str(jobs_dir / "tmp"),
-                "tmp_outdir_prefix": str(jobs_dir / "out"),
-                "stagedir": str(jobs_dir / "stage"),
-                "use_container": True,
-                "docker_outdir": CONTAINER_OUTDIR,
-                "docker_stagedir": CONTAINER_STAGEDIR,
-                "docker_tmpdir": "/tmp",  # noqa: S108 - a path inside the container (tmpfs)
-                "rm_tmpdir": False,
-                "move_outputs": "leave",
-                "compute_checksum": False,
-                "on_error": "stop",
-            }
-        )
-        job_order = {k: v for k, v in job_order.items()}
-        job_order.setdefault("id", main.as_uri())
-        executor = MultithreadedJobExecutor()
-        from cwltool.process import shortname
-
-        order = {shortname(k) if k != "id" else k: v for k, v in job_order.items()}
-        order.pop("id", None)
-        outputs, status = executor(tool, order, runtime)
-        return outputs, status
+        (ex.workdir / "jobs").mkdir()
+        try:
+            return run_in_engine(ex, main, job_order)
+        except WorkflowFailed as exc:
+            raise WorkflowFailed(_client_text(exc.message, ex.workdir)) from None
+        except EngineFailed as exc:
+            raise WorkflowFailed(exc.message) from None
 
     # ------------------------------------------------------------------ outputs
     def _publish_outputs(self, ex: RunExecution, outputs: Any) -> dict[str, Any]:
@@ -353,6 +352,8 @@ class Executor:
             if isinstance(value, dict) and value.get("class") == "Directory":
                 listing = value.get("listing")
                 if listing is None:
+                    if not inside(_local_path(value["location"]), ex.workdir):
+                        raise IntegrityError(f"output directory {value['location'][:200]} is outside the run")
                     listing = [
                         {"class": "File", "location": Path(root, f).as_uri(), "basename": f}
                         for root, _, files in os.walk(_local_path(value["location"]))
@@ -402,12 +403,12 @@ class Executor:
         )
 
 
-def _quiet_cwltool() -> None:
-    """cwltool narrates every step on its own stderr handler; route it through our logging."""
-    cwl_logger = logging.getLogger("cwltool")
-    cwl_logger.setLevel(logging.ERROR)
-    for handler in list(cwl_logger.handlers):
-        cwl_logger.removeHandler(handler)
+def _client_text(message: str, workdir: Path, cap: int = 2000) -> str:
+    """An engine message for the run log: the worker's own paths shown relative to the run."""
+    for prefix in (f"{(workdir / 'attachments').as_uri()}/", f"{workdir / 'attachments'}/", f"{workdir}/"):
+        message = message.replace(prefix, "")
+    message = message.replace(str(workdir), "<run>")
+    return message if len(message) <= cap else message[: cap - 15] + " ...(truncated)"
 
 
 def parse_drs_reference(location: str) -> DrsRef | None:

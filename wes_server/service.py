@@ -23,6 +23,7 @@ from wes_server.submission import (
     parse_run_request,
     refuse_local_inputs,
 )
+from wes_server.workflow_guard import check_input_references, check_workflow_documents
 
 log = logging.getLogger("helixgate.wes")
 
@@ -101,6 +102,9 @@ class WorkflowService:
                 },
             )
             raise
+        # workflows are untrusted code: every reference stays inside the run (400 naming it)
+        check_input_references(req.workflow_params, {a.path for a in req.attachments})
+        check_workflow_documents([(a.path, a.content) for a in req.attachments], source["main"], self.settings)
         self._check_inputs(user, req)
         row = self.runs.create(
             owner=user,

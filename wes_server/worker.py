@@ -37,6 +37,12 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        from wes_server import jsbox
+        from wes_server.engine_host import check_available
+
+        # workflows are evaluated only in their sandboxes: without them, no worker
+        jsbox.install(self.settings)
+        check_available(self.settings.data_dir / "wes" / "work")
         for i in range(self.concurrency):
             t = threading.Thread(target=self._loop, name=f"hg-worker-{i}", daemon=True)
             t.start()

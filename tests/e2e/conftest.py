@@ -29,9 +29,16 @@ class World:
         return f"drs://{self.drs_host}/{object_id}"
 
 
-@pytest.fixture()
-def world(live_server_factory: Callable[..., Any], pushed_busybox: PushedImage, test_session_id: str) -> World:
-    server = live_server_factory(extra_env={"HELIXGATE_CONTAINER_SCOPE": session_scope(test_session_id)})
+def make_world(
+    live_server_factory: Callable[..., Any],
+    pushed_busybox: PushedImage,
+    test_session_id: str,
+    extra_env: dict[str, str] | None = None,
+) -> World:
+    """A live server (with ``extra_env``), its users and a published, signed tool."""
+    server = live_server_factory(
+        extra_env={"HELIXGATE_CONTAINER_SCOPE": session_scope(test_session_id), **(extra_env or {})}
+    )
     dev = HelixGate.connect(server.url, server.user("dev", "tool-developer"))
     steward = HelixGate.connect(server.url, server.user("steward", "data-steward"))
     analyst = HelixGate.connect(server.url, server.user("ann", "analyst"))
@@ -43,3 +50,18 @@ def world(live_server_factory: Callable[..., Any], pushed_busybox: PushedImage, 
     return World(
         server, dev, steward, analyst, tool["id"], "1.0.0", pushed_busybox, dataset["id"], server.url.split("://")[1]
     )
+
+
+@pytest.fixture()
+def world_factory(
+    live_server_factory: Callable[..., Any], pushed_busybox: PushedImage, test_session_id: str
+) -> Callable[..., World]:
+    def make(extra_env: dict[str, str] | None = None) -> World:
+        return make_world(live_server_factory, pushed_busybox, test_session_id, extra_env)
+
+    return make
+
+
+@pytest.fixture()
+def world(live_server_factory: Callable[..., Any], pushed_busybox: PushedImage, test_session_id: str) -> World:
+    return make_world(live_server_factory, pushed_busybox, test_session_id)
