@@ -303,11 +303,25 @@ class Executor:
 
         (ex.workdir / "jobs").mkdir()
         try:
-            return run_in_engine(ex, main, job_order)
+            outputs, status = run_in_engine(ex, main, job_order)
         except WorkflowFailed as exc:
+            self._check_recorded_files(ex)
             raise WorkflowFailed(_client_text(exc.message, ex.workdir)) from None
         except EngineFailed as exc:
+            self._check_recorded_files(ex)
             raise WorkflowFailed(exc.message) from None
+        if status != "success":
+            self._check_recorded_files(ex)
+        return outputs, status
+
+    @staticmethod
+    def _check_recorded_files(ex: RunExecution) -> None:
+        """A run that stopped short: if a recorded file was replaced (a link planted between
+        tasks makes the sandboxed engine fail before the gate sees it), say so as an integrity
+        failure naming the file, not as a bare engine error."""
+        from wes_server import gate
+
+        gate.check_recorded_files((path, rec.sha256, rec.source) for path, rec in ex.registry.items())
 
     # ------------------------------------------------------------------ outputs
     def _publish_outputs(self, ex: RunExecution, outputs: Any) -> dict[str, Any]:

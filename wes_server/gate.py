@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,3 +199,22 @@ def check_input(what: str, expected: str, actual: str, source: str) -> None:
             expected=expected,
             actual=actual,
         )
+
+
+def check_recorded_files(records: Iterable[tuple[str, str, str]]) -> None:
+    """Every file the run recorded, as ``(path, sha256, source)``, is still the regular,
+    single-link file with the recorded bytes.
+
+    Used when the engine stopped short of asking for a task: the sandboxed engine cannot read
+    through a link planted between tasks, so it fails before the gate sees the input. The
+    worker then names the tampered file itself instead of reporting a bare engine failure.
+    A file that is gone is left to the engine's own message (nothing was read from it).
+    """
+    for path, expected, source in records:
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            continue
+        what = f"recorded file {os.path.basename(path)[:200]} ({source[:200]})"
+        check_input(what, expected, hash_input_file(path, what), source[:200])
+

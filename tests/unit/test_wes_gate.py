@@ -128,3 +128,28 @@ def test_input_hashing_refuses_links(tmp_path: Path) -> None:
     os.link(real, tmp_path / "hard")
     with pytest.raises(IntegrityError, match="hard link"):
         gate.hash_input_file(str(tmp_path / "hard"), "hard")
+
+
+def test_recorded_files_check_names_a_replaced_intermediate(tmp_path: Path) -> None:
+    out = tmp_path / "a.txt"
+    out.write_bytes(b"alpha\n")
+    digest = hashlib.sha256(b"alpha\n").hexdigest()
+    records = [(str(out), digest, "task 001-a"), (str(tmp_path / "gone.txt"), digest, "task 002-b")]
+    gate.check_recorded_files(records)  # intact, and a removed file is left to the engine's message
+
+    forged = tmp_path / "forged.txt"
+    forged.write_bytes(b"FORGED\n")
+    for kind in ("symlink", "hardlink", "bytes"):
+        out.unlink()
+        if kind == "symlink":
+            out.symlink_to(forged)
+        elif kind == "hardlink":
+            os.link(forged, out)
+        else:
+            out.write_bytes(b"FORGED\n")
+        with pytest.raises(IntegrityError) as info:
+            gate.check_recorded_files(records)
+        text = info.value.message
+        assert "a.txt" in text and "task 001-a" in text, text
+        expected = {"symlink": "symbolic link", "hardlink": "hard link", "bytes": digest}[kind]
+        assert expected in text, text
