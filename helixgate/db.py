@@ -88,6 +88,23 @@ class Database:
 STARTUP_LOCK_KEY = int.from_bytes(hashlib.sha256(b"helixgate.startup").digest()[:8], "big", signed=True)
 
 
+def serialize_writers(s: Session, table: str) -> None:
+    """Make the rest of ``s``'s transaction the only writer guarded by ``table`` (a table the
+    caller owns), so a check-then-insert across several tables (e.g. tool ids and aliases)
+    cannot race. Call it before the transaction's first read.
+
+    PostgreSQL: ``pg_advisory_xact_lock`` keyed by the table name (released at commit or
+    rollback; per database, so other software on the server is unaffected). SQLite: the
+    database write lock, taken by a write that changes nothing, so a concurrent writer waits
+    (busy timeout) instead of both checking the same snapshot.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"helixgate.writers.{table}".encode()).digest()[:8], "big", signed=True)
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    else:
+        s.execute(text(f'DELETE FROM "{table}" WHERE 0'))  # noqa: S608 - the caller's own table name
+
+
 @contextlib.contextmanager
 def startup_lock(db: Database) -> Iterator[None]:
     """Serialise first-start work (migrations, bootstrap rows) across every process sharing ``db``.

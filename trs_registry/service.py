@@ -36,6 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, defer, selectinload
 
 from helixgate.config import Settings
+from helixgate.db import serialize_writers
 from helixgate.errors import (
     BadRequest,
     ConfigurationError,
@@ -362,6 +363,7 @@ class TrsRegistry:
         fields = v.tool_changes(body, creating=True)
         now = utcnow()
         with self.db.session() as s:
+            serialize_writers(s, ToolAliasRow.__tablename__)  # ids and aliases: one namespace
             if s.get(ToolRow, fields["id"]) is not None:
                 raise Conflict(f"tool {fields['id']} already exists")
             if s.get(ToolAliasRow, fields["id"]) is not None:
@@ -391,6 +393,8 @@ class TrsRegistry:
         """Edit tool metadata; returns the tool and the names of the fields that changed."""
         fields = v.tool_changes(body, creating=False)
         with self.db.session() as s:
+            if "aliases" in fields:
+                serialize_writers(s, ToolAliasRow.__tablename__)
             row = self._owned_tool(s, actor, tool_id, "edit")
             changed: list[str] = []
             for name, value in fields.items():

@@ -756,3 +756,36 @@ def test_key_revocation_re_signs_what_was_signed_not_the_edited_tables(h: Harnes
         bundle, policy=policy, expected_digest=manifest, tool_id="example-lab.bwa", version_id="5.0.0"
     ).claim
     assert claim.descriptor_checksums["tools/sub/step.cwl"] == sha(STEP_CWL)
+
+
+def test_concurrent_id_and_alias_claims_never_both_win(h: Harness) -> None:
+    """One namespace under concurrency: a tool created with id X while another tool is created
+    with alias X (both checks pass on their own snapshot without the writers' lock) — exactly
+    one of the two wins, on SQLite and PostgreSQL."""
+    import threading
+
+    from helixgate.errors import Conflict
+
+    trs = h.platform.service("trs")
+    for i in range(12):
+        name = f"race-{i}.tool"
+        barrier = threading.Barrier(2)
+        won: list[str] = []
+        refused: list[str] = []
+
+        def claim(kind: str, body: dict[str, Any]) -> None:
+            barrier.wait()
+            try:
+                trs.create_tool("alice", body)
+                won.append(kind)
+            except Conflict:
+                refused.append(kind)
+
+        as_id = {"organization": "race", "name": f"a{i}", "id": name}
+        as_alias = {"organization": "race", "name": f"b{i}", "id": f"squat-{i}.tool", "aliases": [name]}
+        threads = [threading.Thread(target=claim, args=(k, b)) for k, b in (("id", as_id), ("alias", as_alias))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1 and len(refused) == 1, (i, won, refused)
