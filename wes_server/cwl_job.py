@@ -1,5 +1,6 @@
-"""cwltool integration: a CommandLineTool whose jobs run through HelixGate's gate and
-container runner instead of the docker CLI (no 1-second docker monitor, no pulls by tag)."""
+"""The worker's side of a task: ``VerifiedJob`` runs each task the engine process asks for
+through HelixGate's gate and container runner (no docker CLI, no 1-second docker monitor,
+no pulls by tag)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cwltool.command_line_tool import CommandLineTool
 from cwltool.errors import WorkflowException
 from cwltool.job import JobBase
 
@@ -31,26 +31,6 @@ from wes_server.gate import check_input, hash_input_file
 
 log = logging.getLogger("helixgate.executor")
 MiB = 1024 * 1024
-
-
-def make_verified_tool_class(ex: RunExecution) -> type[CommandLineTool]:
-    """A CommandLineTool class bound to one run's execution state."""
-
-    class VerifiedCommandLineTool(CommandLineTool):
-        def make_job_runner(self, runtimeContext: Any) -> type[JobBase]:  # noqa: N803 - cwltool's name
-            docker_req, _ = self.get_requirement("DockerRequirement")
-            if docker_req is None:
-                raise WorkflowException(
-                    f"{self.tool.get('id', 'tool')}: every task must run in a signed container "
-                    "(add a DockerRequirement naming a TRS-published image)"
-                )
-
-            class BoundJob(VerifiedJob):
-                execution = ex
-
-            return BoundJob
-
-    return VerifiedCommandLineTool
 
 
 class VerifiedJob(JobBase):
