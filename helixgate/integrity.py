@@ -1,6 +1,6 @@
 """Hashing while data streams: every byte is read once and hashed on the way.
 
-``HashingReader`` wraps a binary stream; ``copy_and_hash`` streams into a sink. Digests
+``HashingReader`` wraps a binary stream; ``hash_chunks`` passes chunks on to a sink. Digests
 are compared with ``hmac.compare_digest`` (constant time) through ``check_sha256``.
 """
 
@@ -137,14 +137,4 @@ def sha256_file(path: str) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             sha.update(chunk)
-    return sha.hexdigest()
-
-
-def copy_hashing(src: str, dst: str) -> str:
-    """Copy ``src`` to ``dst`` reading it once; return the SHA-256 of the bytes copied."""
-    sha = hashlib.sha256()
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        for chunk in iter(lambda: fin.read(CHUNK), b""):
-            sha.update(chunk)
-            fout.write(chunk)
     return sha.hexdigest()
