@@ -1,6 +1,6 @@
 """Handlers of the DRS 1.5.0 API and its HelixGate write extension (openapi/drs.yaml).
 
-Thin by design: parse, call ``DrsStore`` (drs_store.service), audit, shape the response.
+Thin by design: parse, call ``DrsStore`` (drs_store.domain), audit, shape the response.
 Authentication and the operation's permission were checked by the guard in helixgate.web;
 object-level rules (grants, public flags, ownership, delegation) live in the store.
 
@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 from flask import Response, jsonify, request
 
 from drs_store.access import Principal
-from drs_store.service import DrsStore, ObjectHidden, RangeNotSatisfiable, RequestInfo, parse_meta
+from drs_store.domain import DrsStore, ObjectHidden, RangeNotSatisfiable, RequestInfo, parse_meta
 from helixgate.body_pipe import pipe_from_environ
 from helixgate.errors import BadRequest, IntegrityError
 from helixgate.service_info import base_service_info

@@ -11,9 +11,9 @@ from helixgate.config import Settings
 from helixgate.db import Database, migrate, startup_lock
 
 DOMAIN_FACTORIES = {
-    "drs": "drs_store.service:build",
-    "trs": "trs_registry.service:build",
-    "wes": "wes_server.service:build",
+    "drs": "drs_store.domain:build",
+    "trs": "trs_registry.domain:build",
+    "wes": "wes_server.domain:build",
 }
 
 

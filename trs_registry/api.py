@@ -23,7 +23,7 @@ from helixgate.limits import bounded_int
 from helixgate.service_info import base_service_info
 from helixgate.web import BASE_PATHS, audit_change, caller, platform, security_event, set_target
 from trs_registry import shapes
-from trs_registry.service import PublisherSignatureRefused, ToolQuery, TrsRegistry
+from trs_registry.domain import PublisherSignatureRefused, ToolQuery, TrsRegistry
 from trs_registry.validation import ALL_DESCRIPTOR_TYPES, MAX_REQUEST_BYTES
 
 MAX_PAGE = 1000

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from trs_registry.service import DriftReport, FileContent, FileInfo, ImageInfo, ToolInfo, VersionInfo
+from trs_registry.domain import DriftReport, FileContent, FileInfo, ImageInfo, ToolInfo, VersionInfo
 from trs_registry.validation import TOOL_CLASSES
 
 CHECKSUM_TYPE = "sha256"

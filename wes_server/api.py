@@ -8,7 +8,7 @@ from flask import Response, request
 
 from helixgate.errors import BadRequest
 from helixgate.web import audit_change, caller, platform, set_target
-from wes_server.service import Viewer, WorkflowService
+from wes_server.domain import Viewer, WorkflowService
 
 
 def _svc() -> WorkflowService:

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from drs_store.local_storage import HEADER_SIZE
 from drs_store.models import ObjectRow
-from drs_store.service import bundle_checksum
+from drs_store.domain import bundle_checksum
 from tests.fixtures.app import Harness
 from tests.fixtures.ga4gh_schemas import validate
 

@@ -25,7 +25,7 @@ from tests.fixtures.fake_sigstore import FakeSigstore
 from tests.fixtures.ga4gh_schemas import validate
 from tests.unit.test_trs_api import create_tool, publish, records, version_body
 from tests.unit.test_trs_images import FakeOciRegistry
-from trs_registry.service import build, sigstore_token_provider
+from trs_registry.domain import build, sigstore_token_provider
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from drs_store.access import ENV_SIGNING_KEY, Principal, ReadFacts, UrlSigner, may_read
-from drs_store.service import RangeNotSatisfiable, bundle_checksum, parse_meta, parse_provenance, parse_range
+from drs_store.domain import RangeNotSatisfiable, bundle_checksum, parse_meta, parse_provenance, parse_range
 from helixgate.errors import BadRequest, ConfigurationError, Forbidden, NotFound
 
 NOW = 1_800_000_000
