@@ -188,6 +188,28 @@ def cmd_users_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service_credential(args: argparse.Namespace) -> int:
+    """Credentials of the service identity for split workers (helixgate.service_credentials)."""
+    from helixgate import service_credentials as sc
+
+    settings = server_settings(args)
+    if args.sub == "create":
+        from helixgate.issuer import parse_duration
+
+        ttl = parse_duration(args.expires_in) if args.expires_in else None
+        info, secret = sc.create_local(settings, label=args.label, out=args.out, ttl_seconds=ttl)
+        shown = {**info.to_dict(), **({"file": args.out} if args.out else {"credential": secret})}
+        emit(args, shown, lambda d: f"credential {d['id']} written to {d['file']}" if args.out else d["credential"])
+    elif args.sub == "revoke":
+        emit(args, sc.revoke_local(settings, args.id).to_dict(), lambda d: f"credential {d['id']} revoked")
+    else:
+        rows = [c.to_dict() for c in sc.list_local(settings)]
+        emit(args, {"credentials": rows}, lambda d: "\n".join(f"{r['id']} {r['username']} {r['label']} "
+                                                             f"{'revoked' if r['revoked_at'] else 'active'}"
+                                                             for r in d["credentials"]))
+    return 0
+
+
 # --------------------------------------------------------------------------- audit
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     if args.remote:
@@ -341,6 +363,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--user", required=True)
     t.add_argument("--ttl", default="15m")
     add_server_options(t)
+
+    creds = sub.add_parser(
+        "service-credential", help="credentials of the service identity for split workers (local)"
+    ).add_subparsers(dest="sub", required=True)
+    cc = add(creds, "create", cmd_service_credential, "create one: prints it once, or writes it to --out (0600)")
+    cc.add_argument("--out", help="write the credential to this new file (mode 0600)")
+    cc.add_argument("--label", default="", help="what this credential is for (shown by list)")
+    cc.add_argument("--expires-in", help="lifetime, e.g. 90d (default: until revoked)")
+    add_server_options(cc)
+    cr = add(creds, "revoke", cmd_service_credential, "revoke a credential: its worker gets no more tokens")
+    cr.add_argument("id")
+    add_server_options(cr)
+    add_server_options(add(creds, "list", cmd_service_credential, "list credentials (never their secrets)"))
 
     users = sub.add_parser("users", help="administrators: users, roles, activation, tokens").add_subparsers(
         dest="sub", required=True

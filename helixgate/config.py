@@ -68,6 +68,7 @@ class Settings:
     jwks_cache_seconds: int = 300
     service_user: str = "helixgate-wes"  # identity WES uses to read data on a user's behalf
     service_token_file: str = ""  # token of the service identity when an external IdP issues it
+    service_credential_file: str = ""  # a worker's service credential (0600), exchanged at the core's token endpoint
     bootstrap_admin: str = "admin"  # registered, active admin created once, at the first start ("" to disable)
     # -- data store
     storage_backend: Literal["local", "s3"] = "local"

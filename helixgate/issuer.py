@@ -201,11 +201,15 @@ class BuiltinIssuer:
         """OIDC discovery metadata served at ``<issuer_url>/.well-known/openid-configuration``.
 
         There is no authorization endpoint: tokens are minted by the operator (CLI), so only the
-        members a relying party needs to verify tokens are meaningful.
+        members a relying party needs to verify tokens are meaningful, plus the token endpoint
+        where service identities exchange their credential (``client_credentials``).
         """
         return {
             "issuer": self.issuer_url,
             "jwks_uri": self.issuer_url + "/jwks.json",
+            "token_endpoint": self.issuer_url + "/token",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "id_token_signing_alg_values_supported": [ALGORITHM],
             "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
             "response_types_supported": ["token"],

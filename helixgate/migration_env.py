@@ -12,7 +12,7 @@ from sqlalchemy import create_engine
 from helixgate.db import Base
 
 OWNERS = {
-    "core": ("helixgate.users", "helixgate.audit", "helixgate.installation"),
+    "core": ("helixgate.users", "helixgate.audit", "helixgate.installation", "helixgate.service_credentials"),
     "drs": ("drs_store.models",),
     "trs": ("trs_registry.models",),
     "wes": ("wes_server.models",),

@@ -1,10 +1,10 @@
-"""Discovery and JWKS of the built-in token issuer, served at <public_url>/oidc."""
+"""Discovery, JWKS and the token endpoint of the built-in token issuer, served at <public_url>/oidc."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify
+from flask import g, jsonify, request
 
 
 def add_oidc_routes(app: Any, platform: Any) -> None:
@@ -20,3 +20,21 @@ def add_oidc_routes(app: Any, platform: Any) -> None:
     @flask_app.get("/oidc/jwks.json")
     def _jwks() -> Any:
         return jsonify(issuer.jwks())
+
+    @flask_app.post("/oidc/token")
+    def _token() -> Any:
+        # OAuth2 client_credentials for service identities (helixgate.service_credentials)
+        from helixgate.service_credentials import token_endpoint
+
+        form = {k: v for k, v in request.form.items() if isinstance(v, str)}
+        answer = token_endpoint(
+            platform,
+            form,
+            request.headers.get("Authorization"),
+            client_addr=request.remote_addr,
+            request_id=getattr(g, "request_id", None),
+        )
+        resp = jsonify(answer.body)
+        resp.status_code = answer.status
+        resp.headers.update(answer.headers)
+        return resp

@@ -29,7 +29,8 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
 
         # submissions validate CWL expressions in the sandbox: without it, do not serve WES
         jsbox.install(settings)
-    platform = Platform(settings)
+    # a worker holds no key: it gets its tokens with the service credential (#14 key separation)
+    platform = Platform(settings, holds_keys=service != "worker")
     pool: Any = None
     try:
         server: Any = None
@@ -39,10 +40,16 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
             # mount the APIs before any worker leases a run: peers served here are then
             # called in-process from the first run on (a worker's start-up checks take time)
             server = make_server(settings, platform, SERVICES[service])
-        if service == "worker" or (service == "all" and workers > 0):
+        if service == "worker":
             from wes_server.worker import WorkerPool
 
             pool = WorkerPool(platform, concurrency=workers)
+            pool.start()
+        elif service == "all" and workers > 0:
+            from wes_server.worker_process import WorkerProcess
+
+            # the workers run in their own sandboxed process that cannot read any key
+            pool = WorkerProcess(platform, concurrency=workers)
             pool.start()
         if server is None:
             stop = threading.Event()

@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from cwl_utils.errors import JavascriptException
@@ -111,6 +112,19 @@ def _libraries(binary: str) -> list[str]:
     return sorted(set(libs))
 
 
+def _uid_mapped(uid: int) -> bool:
+    """Whether ``uid`` exists in this process's user namespace (``/proc/self/uid_map``)."""
+    try:
+        lines = Path("/proc/self/uid_map").read_text().splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        inside, _outside, count = (int(x) for x in line.split())
+        if inside <= uid < inside + count:
+            return True
+    return False
+
+
 class SandboxedNodeEngine(NodeJSEngine):
     """cwl-utils' node engine, each node process inside bubblewrap (see module doc)."""
 
@@ -123,6 +137,9 @@ class SandboxedNodeEngine(NodeJSEngine):
         self.libs = _libraries(self.node)
         self._seccomp = seccomp_program()
         self._local = threading.local()
+        # root that can become nobody: not so in the user namespace of a sandboxed worker
+        # process (`serve all`), where only its own uid is mapped and bwrap nests namespaces
+        self._drop_root = os.geteuid() == 0 and _uid_mapped(NOBODY)
 
     # -- process
     def command(self, seccomp_fd: int) -> list[str]:
@@ -155,7 +172,7 @@ class SandboxedNodeEngine(NodeJSEngine):
         return cmd
 
     def _limits(self) -> None:  # runs in the child between fork and exec
-        if os.geteuid() == 0:
+        if self._drop_root:
             # a root worker: the sandbox runs as the real unprivileged uid (bwrap then builds
             # its namespaces unprivileged), not as root mapped into a user namespace
             os.setgroups([])

@@ -1,0 +1,219 @@
+"""The workers of ``helixgate serve all`` in their own process, which holds no key.
+
+The API process (the core: issuer key, audit checkpoint key; TRS: signing key and passphrase;
+DRS: master keys, URL-signing key) starts its workers as a child process under bubblewrap:
+
+* the key directories of the data directory (``issuer``, ``signing``, ``drs``, ``audit``) are
+  covered by empty tmpfs mounts, and the TLS key and sigstore token files by ``/dev/null``;
+  the mounts are locked (the child runs in its own user namespace), so it cannot unmount them;
+* its own user namespace also denies it ``/proc/<pid>/root``, ``environ`` and ``mem`` of every
+  process outside it (the API process included), and ``/dev`` is a minimal one (no disks);
+* the secret environment variables (signing passphrase, master key, URL-signing key) are not
+  passed; settings and the service credential arrive on a pipe (stdin), not in the environment.
+
+The child talks to DRS and TRS over HTTP like a split worker, with a service credential the
+parent creates at start (stored hashed, revoked at stop) and exchanges at the core's token
+endpoint; it shares the database (runs, queue, audit records without checkpoint key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from helixgate.config import Settings, load_settings
+from helixgate.errors import ConfigurationError
+
+log = logging.getLogger("helixgate.worker")
+
+#: Directories of the data directory that hold keys: never visible to a worker process.
+KEY_DIRS = ("issuer", "signing", "drs", "audit")
+#: Environment variables holding secrets of the API process.
+SECRET_ENV = (
+    "HELIXGATE_SIGNING_PASSPHRASE",
+    "HELIXGATE_MASTER_KEY",
+    "HELIXGATE_MASTER_KEY_ID",
+    "HELIXGATE_DRS_URL_SIGNING_KEY",
+    "HELIXGATE_SERVICE_CREDENTIAL",
+)
+
+
+def settings_to_json(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif f.name == "issuers":
+            value = [dataclasses.asdict(i) for i in settings.issuers]
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def settings_from_json(doc: dict[str, Any]) -> Settings:
+    return load_settings(env={}, **doc)
+
+
+def sandbox_command(settings: Settings, program: list[str]) -> list[str]:
+    """bubblewrap around ``program``: the host as it is, minus every key of the platform."""
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        raise ConfigurationError("serve all runs its workers under bubblewrap: 'bwrap' is not on PATH")
+    cmd = [
+        bwrap,
+        "--bind", "/", "/",
+        "--dev", "/dev",
+        "--unshare-user",
+        "--uid", str(os.getuid()),
+        "--gid", str(os.getgid()),
+        "--unshare-ipc",
+        "--die-with-parent",
+        "--new-session",
+    ]  # fmt: skip
+    data_dir = settings.data_dir.resolve()
+    for name in KEY_DIRS:
+        cmd += ["--tmpfs", str(data_dir / name)]
+    for secret_file in (settings.tls_key, settings.sigstore_token_file):
+        if secret_file and os.path.exists(secret_file):
+            cmd += ["--ro-bind", "/dev/null", os.path.realpath(secret_file)]
+    return [*cmd, *program]
+
+
+class WorkerProcess:
+    """``serve all``'s workers: one sandboxed child process with ``concurrency`` slots,
+    restarted if it dies. Same start/stop interface as :class:`wes_server.worker.WorkerPool`."""
+
+    def __init__(self, platform: Any, *, concurrency: int = 2) -> None:
+        self.platform = platform
+        self.settings: Settings = platform.settings
+        self.concurrency = concurrency
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._credential_id: str | None = None
+        self._credential: str | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        from helixgate.service_credentials import ServiceCredentials
+
+        data_dir = self.settings.data_dir.resolve()
+        for name in KEY_DIRS:
+            # mount points of the masks; created here, by their owner, private
+            path = data_dir / name
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)
+        info, self._credential = ServiceCredentials(self.platform.db).create(
+            self.settings.service_user, label=f"serve all worker process (api pid {os.getpid()})"
+        )
+        self._credential_id = info.id
+        self.platform.audit.record(
+            category="change",
+            action="core.service_credential.create",
+            outcome="success",
+            actor=self.settings.service_user,
+            service="core",
+            target=info.id,
+            details={"label": info.label},
+        )
+        self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="hg-worker-process", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        env["PYTHONUNBUFFERED"] = "1"
+        cmd = sandbox_command(self.settings, [sys.executable, "-m", "wes_server.worker_process"])
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)  # noqa: S603 - fixed argv
+        assert proc.stdin is not None
+        message = {
+            "settings": settings_to_json(self.settings),
+            "credential": self._credential,
+            "concurrency": self.concurrency,
+        }
+        try:
+            proc.stdin.write(json.dumps(message).encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once: the watcher reports it
+        self._proc = proc
+        log.info("worker process %d started (%d slots, no keys)", proc.pid, self.concurrency)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            proc = self._proc
+            if proc is None:
+                return
+            try:
+                code = proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                continue
+            if self._stop.is_set():
+                return
+            log.error("worker process %d exited with %s; restarting it", proc.pid, code)
+            if self._stop.wait(2.0):
+                return
+            self._spawn()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if self._watcher is not None:
+            self._watcher.join(5)
+        if self._credential_id is not None:
+            from helixgate.service_credentials import ServiceCredentials
+
+            try:
+                ServiceCredentials(self.platform.db).revoke(self._credential_id)
+            except Exception:  # the database is gone: the secret died with the child anyway
+                log.warning("could not revoke the worker process credential %s", self._credential_id)
+
+
+def main() -> int:
+    """The child: read settings and credential from stdin, run the workers until SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    message = json.loads(sys.stdin.buffer.read() or b"{}")
+    sys.stdin.close()
+    from helixgate.platform import Platform
+    from wes_server.worker import WorkerPool
+
+    settings = settings_from_json(message["settings"])
+    platform = Platform(
+        settings, run_migrations=False, holds_keys=False, service_credential=message.get("credential") or None
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pool = WorkerPool(platform, concurrency=int(message.get("concurrency", 2)))
+    try:
+        pool.start()
+        stop.wait()
+    finally:
+        pool.stop()
+        platform.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
