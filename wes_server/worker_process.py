@@ -65,22 +65,18 @@ def settings_from_json(doc: dict[str, Any]) -> Settings:
     return load_settings(env={}, **doc)
 
 
-def sandbox_command(settings: Settings, program: list[str]) -> list[str]:
-    """bubblewrap around ``program``: the host as it is, minus every key of the platform."""
+def sandbox_command(settings: Settings, program: list[str], *, own_userns: bool = True) -> list[str]:
+    """bubblewrap around ``program``: the host as it is, minus every key of the platform.
+
+    ``own_userns``: bubblewrap creates the user namespace (one uid mapped: a non-root server);
+    otherwise the caller already runs it in one (root: every uid mapped, see :class:`WorkerProcess`)."""
     bwrap = shutil.which("bwrap")
     if not bwrap:
         raise ConfigurationError("serve all runs its workers under bubblewrap: 'bwrap' is not on PATH")
-    cmd = [
-        bwrap,
-        "--bind", "/", "/",
-        "--dev", "/dev",
-        "--unshare-user",
-        "--uid", str(os.getuid()),
-        "--gid", str(os.getgid()),
-        "--unshare-ipc",
-        "--die-with-parent",
-        "--new-session",
-    ]  # fmt: skip
+    cmd = [bwrap, "--bind", "/", "/", "--dev", "/dev"]
+    if own_userns:
+        cmd += ["--unshare-user", "--uid", str(os.getuid()), "--gid", str(os.getgid())]
+    cmd += ["--unshare-ipc", "--die-with-parent", "--new-session"]
     data_dir = settings.data_dir.resolve()
     for name in KEY_DIRS:
         cmd += ["--tmpfs", str(data_dir / name)]
@@ -88,6 +84,48 @@ def sandbox_command(settings: Settings, program: list[str]) -> list[str]:
         if secret_file and os.path.exists(secret_file):
             cmd += ["--ro-bind", "/dev/null", os.path.realpath(secret_file)]
     return [*cmd, *program]
+
+
+def _spawn_in_identity_userns(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Root: start ``cmd`` in a new user namespace that maps every uid and gid to itself (so
+    the worker still gives task output directories to the task's uid), written by this process.
+
+    The namespace is what locks the mounts bubblewrap adds (they cannot be undone from inside)
+    and denies the child ``/proc/<pid>/root``/``environ``/``mem`` of every process outside it:
+    it has no capability in the initial user namespace."""
+    unshare = shutil.which("unshare")
+    if not unshare:
+        raise ConfigurationError("serve all runs its workers in a user namespace: 'unshare' is not on PATH")
+    ready_r, ready_w = os.pipe()
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [unshare, "--user", "--", "/bin/sh", "-c", f'read -r _ <&{ready_r} || exit 97; exec "$@"', "sh", *cmd],
+            stdin=subprocess.PIPE,
+            env=env,
+            pass_fds=(ready_r,),
+        )
+    finally:
+        os.close(ready_r)
+    try:
+        mine = os.readlink("/proc/self/ns/user")
+        for _ in range(2000):  # until unshare(2) happened in the child (milliseconds)
+            if os.readlink(f"/proc/{proc.pid}/ns/user") != mine:
+                break
+            if proc.poll() is not None:
+                raise ConfigurationError(f"the worker process sandbox did not start (exit {proc.returncode})")
+            threading.Event().wait(0.005)
+        else:
+            raise ConfigurationError("the worker process sandbox did not enter its user namespace")
+        Path(f"/proc/{proc.pid}/uid_map").write_text("0 0 4294967295\n")
+        Path(f"/proc/{proc.pid}/gid_map").write_text("0 0 4294967295\n")
+        os.write(ready_w, b"go\n")
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    finally:
+        os.close(ready_w)
+    return proc
 
 
 class WorkerProcess:
@@ -137,8 +175,12 @@ class WorkerProcess:
     def _spawn(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         env["PYTHONUNBUFFERED"] = "1"
-        cmd = sandbox_command(self.settings, [sys.executable, "-m", "wes_server.worker_process"])
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)  # noqa: S603 - fixed argv
+        program = [sys.executable, "-m", "wes_server.worker_process"]
+        if os.geteuid() == 0:
+            proc = _spawn_in_identity_userns(sandbox_command(self.settings, program, own_userns=False), env)
+        else:
+            cmd = sandbox_command(self.settings, program)
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)  # noqa: S603 - fixed argv
         assert proc.stdin is not None
         message = {
             "settings": settings_to_json(self.settings),

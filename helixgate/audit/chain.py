@@ -230,6 +230,7 @@ class ChainTrail:
             return self._sign_checkpoint(s, head.seq, head.hash)
 
     def _sign_checkpoint(self, s: Session, seq: int, hash_: str) -> Checkpoint:
+        self._key.private()  # only the audit writer holds it (ConfigurationError elsewhere)
         now = self._clock()
         row = AuditCheckpointRow(
             seq=seq,

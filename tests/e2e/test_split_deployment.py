@@ -5,6 +5,8 @@ a process cleanly and a second start reuses the data."""
 from __future__ import annotations
 
 import signal
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +15,7 @@ import pytest
 from helixgate.demo_assets import workflow_files
 from helixgate.sdk import HelixGate
 from tests.fixtures.docker_images import PushedImage, session_scope
-from tests.fixtures.live import free_port
+from tests.fixtures.live import HELIXGATE, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,7 +36,16 @@ def test_services_started_alone_cooperate_over_http(
     drs = live_server_factory(extra_env=common, data_dir=data_dir, port=ports["drs"], service="drs")
     trs = live_server_factory(extra_env=common, data_dir=data_dir, port=ports["trs"], service="trs")
     wes = live_server_factory(extra_env=common, data_dir=data_dir, port=ports["wes"], service="wes")
-    worker = live_server_factory(extra_env=common, data_dir=data_dir, service="worker")
+    # the worker holds no key: its own data directory, and only its service credential (0600)
+    credential = tmp_path / "worker-credential"
+    wes.cli("service-credential", "create", "--out", str(credential), "--label", "split worker", check=True)
+    assert stat.S_IMODE(credential.stat().st_mode) == 0o600
+    worker_dir = tmp_path / "worker-data"
+    worker = live_server_factory(
+        extra_env={**common, "HELIXGATE_SERVICE_CREDENTIAL_FILE": str(credential)},
+        data_dir=worker_dir,
+        service="worker",
+    )
     assert worker.process.poll() is None
     # each process serves only its own GA4GH API
     dev = HelixGate.connect(trs.url, wes.user("dev", "tool-developer"))
@@ -57,6 +68,29 @@ def test_services_started_alone_cooperate_over_http(
     assert out.startswith(f"drs://127.0.0.1:{ports['drs']}/")
     reader = HelixGate.connect(drs.url, wes.user("ann", "analyst"))
     assert b"".join(reader.download(out.rsplit("/", 1)[-1])).strip() == b"2"
+    # the worker never had, nor created, a key file of its own
+    created = sorted(str(p.relative_to(worker_dir)) for p in worker_dir.rglob("*") if p.is_file())
+    assert not [p for p in created if p.split("/")[0] in ("issuer", "signing", "drs", "audit")], created
+    # its records joined the chain; the core API signs their checkpoints and the chain verifies
+    verify = wes.cli("audit", "verify")
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_a_worker_without_a_credential_does_not_start(
+    live_server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    api = live_server_factory(service="wes")
+    env = {
+        **api.env,
+        "HELIXGATE_DATABASE_URL": f"sqlite:///{api.data_dir / 'helixgate.db'}",
+        "HELIXGATE_DATA_DIR": str(tmp_path / "keyless"),
+    }
+    r = subprocess.run(
+        [HELIXGATE, "serve", "worker"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert r.returncode != 0
+    assert "service_credential_file" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "keyless" / "issuer").exists() and not (tmp_path / "keyless" / "audit").exists()
 
 
 def test_ctrl_c_stops_cleanly_and_a_second_start_reuses_the_data(live_server_factory: Callable[..., Any]) -> None:
