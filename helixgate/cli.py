@@ -221,7 +221,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
         settings = load(args)
         db = Database(settings.effective_database_url)
-        rep = AuditTrail(db, settings.data_dir / "audit").verify()
+        from helixgate.audit import PUBLIC_KEY_FILENAME
+
+        key_dir = settings.data_dir / "audit"
+        # verification needs only the public key (written by the core API beside its key)
+        rep = AuditTrail(db, key_dir, signer=not (key_dir / PUBLIC_KEY_FILENAME).exists()).verify()
         ok, problems = rep.ok, list(rep.problems)
         report = rep.to_dict()
         db.dispose()
