@@ -296,6 +296,7 @@ class ClientCredentialsTokenSource:
         *,
         verify: bool | str = True,
         timeout: tuple[float, float] = (5.0, 30.0),
+        patience: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.token_url = token_url
@@ -303,6 +304,7 @@ class ClientCredentialsTokenSource:
         self._credential = credential
         self.verify = verify
         self.timeout = timeout
+        self.patience = patience
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -318,17 +320,33 @@ class ClientCredentialsTokenSource:
                 self._renew_at = self._clock() + max(1.0, ttl * 0.7)
             return self._token
 
+    def _post(self) -> requests.Response:
+        """The token request; a core that is not (yet) listening is waited for, briefly: the
+        workers of `serve all` start before their parent's server accepts connections, and
+        split processes start in any order."""
+        delay, waited = 0.25, 0.0
+        while True:
+            try:
+                r = requests.post(
+                    self.token_url,
+                    data={"grant_type": "client_credentials"},
+                    auth=(self.client_id, self._credential),
+                    timeout=self.timeout,
+                    verify=self.verify,
+                )
+                if r.status_code not in (502, 503, 504) or waited >= self.patience:
+                    return r
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if waited >= self.patience:
+                    raise UpstreamError(f"token endpoint {self.token_url} unreachable: {type(exc).__name__}") from None
+            except requests.RequestException as exc:
+                raise UpstreamError(f"token endpoint {self.token_url} unreachable: {type(exc).__name__}") from None
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
     def _fetch(self) -> tuple[str, int]:
-        try:
-            r = requests.post(
-                self.token_url,
-                data={"grant_type": "client_credentials"},
-                auth=(self.client_id, self._credential),
-                timeout=self.timeout,
-                verify=self.verify,
-            )
-        except requests.RequestException as exc:
-            raise UpstreamError(f"token endpoint {self.token_url} unreachable: {type(exc).__name__}") from None
+        r = self._post()
         try:
             body = r.json()
         except ValueError:

@@ -22,11 +22,13 @@ import dataclasses
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,10 @@ SECRET_ENV = (
     "HELIXGATE_DRS_URL_SIGNING_KEY",
     "HELIXGATE_SERVICE_CREDENTIAL",
 )
+
+
+READY = "helixgate-worker-ready"
+READY_TIMEOUT = 300.0  # the sandbox checks start cwltool and node: seconds, not minutes
 
 
 def settings_to_json(settings: Settings) -> dict[str, Any]:
@@ -101,6 +107,7 @@ def _spawn_in_identity_userns(cmd: list[str], env: dict[str, str]) -> subprocess
         proc = subprocess.Popen(  # noqa: S603 - fixed argv
             [unshare, "--user", "--", "/bin/sh", "-c", f'read -r _ <&{ready_r} || exit 97; exec "$@"', "sh", *cmd],
             stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             env=env,
             pass_fds=(ready_r,),
         )
@@ -169,6 +176,9 @@ class WorkerProcess:
             details={"label": info.label},
         )
         self._spawn()
+        # like the in-process pool: a worker that cannot start (no sandbox for the engine or
+        # the expressions, no credential) stops `serve all` at start, saying why
+        self._wait_ready()
         self._watcher = threading.Thread(target=self._watch, name="hg-worker-process", daemon=True)
         self._watcher.start()
 
@@ -180,7 +190,9 @@ class WorkerProcess:
             proc = _spawn_in_identity_userns(sandbox_command(self.settings, program, own_userns=False), env)
         else:
             cmd = sandbox_command(self.settings, program)
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)  # noqa: S603 - fixed argv
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
         assert proc.stdin is not None
         message = {
             "settings": settings_to_json(self.settings),
@@ -194,6 +206,26 @@ class WorkerProcess:
             pass  # it died at once: the watcher reports it
         self._proc = proc
         log.info("worker process %d started (%d slots, no keys)", proc.pid, self.concurrency)
+
+    def _wait_ready(self) -> None:
+        """Until the child says it is ready (on its stdout), exits, or READY_TIMEOUT passes."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        ready = False
+        try:
+            while not ready and select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                line = proc.stdout.readline()
+                if not line:
+                    break  # exited
+                ready = line.strip() == READY.encode()
+        finally:
+            proc.stdout.close()
+        if not ready:
+            if proc.poll() is None:
+                proc.kill()
+            code = proc.wait(10)
+            raise ConfigurationError(f"the worker process did not start (exit {code}); its error is in the log above")
 
     def _watch(self) -> None:
         while not self._stop.is_set():
@@ -210,6 +242,10 @@ class WorkerProcess:
             if self._stop.wait(2.0):
                 return
             self._spawn()
+            try:
+                self._wait_ready()
+            except ConfigurationError as exc:
+                log.error("%s", exc.message)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
@@ -250,6 +286,10 @@ def main() -> int:
     pool = WorkerPool(platform, concurrency=int(message.get("concurrency", 2)))
     try:
         pool.start()
+        # ready: tell the parent on stdout, which from now on is stderr (the server log)
+        sys.stdout.write(READY + "\n")
+        sys.stdout.flush()
+        os.dup2(2, 1)
         stop.wait()
     finally:
         pool.stop()
