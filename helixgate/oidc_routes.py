@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask import g, jsonify, request
@@ -26,13 +27,14 @@ def add_oidc_routes(app: Any, platform: Any) -> None:
         # OAuth2 client_credentials for service identities (helixgate.service_credentials)
         from helixgate.service_credentials import token_endpoint
 
+        g.request_id = uuid.uuid4().hex  # names this exchange in the audit trail and the response
         form = {k: v for k, v in request.form.items() if isinstance(v, str)}
         answer = token_endpoint(
             platform,
             form,
             request.headers.get("Authorization"),
             client_addr=request.remote_addr,
-            request_id=getattr(g, "request_id", None),
+            request_id=g.request_id,
         )
         resp = jsonify(answer.body)
         resp.status_code = answer.status

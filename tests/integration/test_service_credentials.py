@@ -67,6 +67,7 @@ def test_a_valid_credential_buys_a_short_lived_token_of_the_service_identity(cor
     assert r.status_code == 200, r.text
     issued, _ = p.audit.query(action_prefix="auth.service_token")
     assert issued and issued[0].target == info.id and issued[0].outcome == "success"
+    assert issued[0].request_id == r.headers["X-Request-ID"]
     assert secret not in _audit_text(core)
     # the discovery document names the endpoint
     doc = core.client.get("/oidc/.well-known/openid-configuration").json()
