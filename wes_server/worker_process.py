@@ -251,7 +251,12 @@ class WorkerProcess:
         self._stop.set()
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            # the workers themselves, so they stop cleanly: bubblewrap would only kill them
+            for pid in _children(proc.pid) or [proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -266,6 +271,14 @@ class WorkerProcess:
                 ServiceCredentials(self.platform.db).revoke(self._credential_id)
             except Exception:  # the database is gone: the secret died with the child anyway
                 log.warning("could not revoke the worker process credential %s", self._credential_id)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def main() -> int:
