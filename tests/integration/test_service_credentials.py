@@ -173,3 +173,49 @@ def test_two_client_authentication_methods_at_once_are_refused(core: Harness) ->
         headers=_basic(p.settings.service_user, secret),
     )
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+def test_operator_cli_creates_lists_and_revokes_credentials(tmp_path: Any) -> None:
+    """`helixgate service-credential create|list|revoke` on the deployment's database (the
+    SQLite file of a data directory, as `helixgate serve` leaves it): the secret is shown once
+    (or written 0600), never listed; a revoked credential buys no more tokens."""
+    import os
+    import stat
+    import subprocess
+
+    from helixgate.config import load_settings
+    from helixgate.platform import Platform
+    from tests.fixtures.live import HELIXGATE, ROOT
+
+    p = Platform(load_settings(env={}, data_dir=str(tmp_path / "data")))
+    core = Harness(p, ("core",))
+    core.client = TestClient(
+        create_app(lambda: p, ("core",), extra_routes=lambda a: add_oidc_routes(a, p)), raise_server_exceptions=False
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HELIXGATE_")},
+        "HELIXGATE_DATA_DIR": str(p.settings.data_dir),
+    }
+
+    def cli(*args: str) -> Any:
+        r = subprocess.run([HELIXGATE, *args, "--json"], env=env, capture_output=True, text=True, cwd=str(ROOT))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    try:
+        out = tmp_path / "worker.credential"
+        created = cli("service-credential", "create", "--out", str(out), "--label", "worker-7", "--expires-in", "30d")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600 and "credential" not in created
+        secret = out.read_text().strip()
+        assert created["username"] == p.settings.service_user and created["expires_at"]
+        assert _exchange(core, secret).status_code == 200
+        listed = cli("service-credential", "list")["credentials"]
+        assert [c["id"] for c in listed] == [created["id"]] and secret not in json.dumps(listed)
+        assert cli("service-credential", "revoke", created["id"])["revoked_at"]
+        assert _exchange(core, secret).status_code == 401
+        actions = [r.action for r in p.audit.query(action_prefix="core.service_credential", page_size=10)[0]]
+        assert actions == ["core.service_credential.revoke", "core.service_credential.create"]
+        assert secret not in _audit_text(core)
+    finally:
+        core.client.close()
+        p.close()
