@@ -17,7 +17,8 @@ from tests.e2e.conftest import World
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PASSPHRASE = "correct-horse-battery-staple-for-the-registry"
+# a secret in the API process's environment (one of those never passed to workers)
+SECRET_ENV_VALUE = "hgsc1." + "f" * 32 + "." + "S" * 43
 
 
 def _children(pid: int) -> list[int]:
@@ -46,7 +47,7 @@ def _key_files(data_dir: Path) -> list[Path]:
     ]
     sealed = sorted((data_dir / "signing").glob("*.key.json"))
     assert sealed, sorted(os.listdir(data_dir / "signing"))
-    return keys + sealed
+    return [*keys, data_dir / "signing" / "passphrase", *sealed]
 
 
 PROBE = r"""
@@ -76,7 +77,7 @@ def _probe_in_sandbox(worker: int, paths: list[str]) -> list[str]:
 def test_serve_all_workers_cannot_open_any_key_and_runs_still_complete(
     world_factory: Callable[..., World],
 ) -> None:
-    world = world_factory(extra_env={"HELIXGATE_SIGNING_PASSPHRASE": PASSPHRASE})
+    world = world_factory(extra_env={"HELIXGATE_SERVICE_CREDENTIAL": SECRET_ENV_VALUE})
     server = world.server
     obj = world.steward.upload(b"b\na\nb\n", name="t.txt", dataset_id=world.dataset_id)
     run_id = world.analyst.submit_run(
@@ -101,15 +102,15 @@ def test_serve_all_workers_cannot_open_any_key_and_runs_still_complete(
         assert not Path(f"/proc/{worker}/root{key}").exists(), key
         assert os.listdir(f"/proc/{worker}/root{key.parent}") == []
     # a process in the worker's sandbox cannot open them, nor reach them through the API
-    # process, nor read the API process's environment (the passphrase lives there)
+    # process, nor read the API process's environment
     paths = [str(k) for k in keys] + [f"/proc/{api}/root{k}" for k in keys] + [f"/proc/{api}/environ"]
     lines = _probe_in_sandbox(worker, paths)
     assert len(lines) == len(paths)
     assert all(line.startswith("DENIED") for line in lines), lines
     # the secret environment of the API process is not the worker's
     environ = Path(f"/proc/{worker}/environ").read_bytes()
-    assert PASSPHRASE.encode() not in environ and b"HELIXGATE_SIGNING_PASSPHRASE" not in environ
-    assert PASSPHRASE.encode() in Path(f"/proc/{api}/environ").read_bytes()  # the probe above was not vacuous
+    assert SECRET_ENV_VALUE.encode() not in environ and b"HELIXGATE_SERVICE_CREDENTIAL" not in environ
+    assert SECRET_ENV_VALUE.encode() in Path(f"/proc/{api}/environ").read_bytes()  # not a vacuous check
     # the worker's records (wes.run.end) joined the one chain, which still verifies
     verify = server.cli("audit", "verify")
     assert verify.returncode == 0, verify.stderr
