@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from helixgate.config import Settings
@@ -44,13 +43,10 @@ class Platform:
         holds_keys: bool = True,
         service_credential: str | None = None,
     ) -> None:
-        """``holds_keys=False``: a worker process, which holds no key of the platform: it
-        appends to the audit chain without the checkpoint key, never opens the issuer's key and
-        gets its service tokens with ``service_credential`` (or the configured one) from the
-        core's token endpoint (:mod:`helixgate.service_credentials`)."""
-        from helixgate.audit import AuditTrail, Checkpointer
-        from helixgate.auth import builtin_issuer_for, make_verifier
+        """``holds_keys=False``: a worker, which holds no key (:mod:`helixgate.process_keys`)."""
+        from helixgate.audit import AuditTrail
         from helixgate.installation import default_container_scope, ensure_installation_id
+        from helixgate.process_keys import process_keys
         from helixgate.users import UserDirectory
         from helixgate.web import _SessionSeen
 
@@ -75,7 +71,6 @@ class Platform:
             # worker agrees and another deployment on the same engine never matches
             settings = settings.replace(container_scope=default_container_scope(self.installation_id))
         self.settings = settings
-        self.holds_keys = holds_keys
         self.audit = AuditTrail(self.db, settings.data_dir / "audit", signer=holds_keys)
         if bootstrapped:
             self.audit.record(
@@ -87,25 +82,8 @@ class Platform:
                 target=settings.bootstrap_admin,
                 details={"roles": ["admin"], "first_start": True},
             )
-        self.issuer = builtin_issuer_for(settings) if settings.builtin_issuer and holds_keys else None
-        if self.issuer is not None:
-            # the key is created at start and the issuer URL noted: `helixgate token issue` only
-            # ever uses this key, and refuses settings that name another issuer
-            self.issuer.record_served()
-        # a worker verifies no tokens; its verifier would only ever read the issuer's public keys
-        self.verifier = make_verifier(settings, self.issuer or builtin_issuer_for(settings, create_key=False))
-        self._service_credential = service_credential
-        self._token_source: Callable[[], str] | None = None
-        if not holds_keys:
-            from helixgate.service_credentials import worker_token_source
-
-            # a worker without a credential fails at start, not at its first run
-            self._token_source = worker_token_source(settings, service_credential)
-        # the audit writer signs the checkpoints that keyless writers (workers) reach
-        self.checkpointer = Checkpointer(self.audit) if holds_keys else None
-        if self.checkpointer is not None:
-            _ = self.audit.key_id  # created here, by its owner (with its public half for verifiers)
-            self.checkpointer.start()
+        self.keys = process_keys(settings, self.audit, holds_keys=holds_keys, service_credential=service_credential)
+        self.issuer, self.verifier = self.keys.issuer, self.keys.verifier
         self.session_seen = _SessionSeen()
         self._services: dict[str, Any] = {}
         # the APIs this process serves (set by whoever mounts them): peers that live here are
@@ -122,20 +100,11 @@ class Platform:
             return self._services[name]
 
     def service_token(self, on_behalf_of: str | None = None, ttl: int = 300) -> str:
-        """A short-lived token for the service identity: minted here when this process holds
-        the built-in issuer's key (the core API), otherwise obtained with the service
-        credential from the core's token endpoint; ``service_token_file`` with an external IdP."""
-        with self._lock:
-            if self._token_source is None:
-                from helixgate.service_credentials import service_token_source
-
-                self._token_source = service_token_source(self.settings, self.issuer, self._service_credential)
-            source = self._token_source
-        return source()
+        """A short-lived token for the service identity (see :meth:`ProcessKeys.service_token`)."""
+        return self.keys.service_token()
 
     def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
+        self.keys.close()
         for svc in self._services.values():
             close = getattr(svc, "close", None)
             if close:
