@@ -237,7 +237,8 @@ def token_endpoint(
     except InvalidClient as exc:
         platform.audit.security_event(
             "auth.failed",
-            actor=client_id[:255] or None,
+            # a client id is the caller's text: never record a credential sent in its place
+            actor=(client_id[:255] if PREFIX + "." not in client_id else "[REDACTED]") or None,
             service="core",
             target=exc.credential_id,
             request_id=request_id,

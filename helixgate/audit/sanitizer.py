@@ -39,6 +39,8 @@ _SECRET_KEY_EXACT: Final = frozenset({"key", "jwt", "bearer", "pem", "sig", "otp
 # Secrets that hide in values under innocent keys (e.g. a copied header line).
 _BEARER_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _JWT_VALUE = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# service credentials (helixgate.service_credentials): the id is kept, the secret never
+_CREDENTIAL_VALUE = re.compile(r"\b(hgsc1\.[0-9a-f]{32})\.[A-Za-z0-9_-]{20,}")
 _PEM_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL)
 
 
@@ -63,6 +65,7 @@ def _scrub_string(value: str) -> str:
     value = _clean_text(value)
     value = _PEM_VALUE.sub("[REDACTED PRIVATE KEY]", value)
     value = _JWT_VALUE.sub("[REDACTED JWT]", value)
+    value = _CREDENTIAL_VALUE.sub(lambda m: f"{m.group(1)}.[REDACTED]", value)
     value = _BEARER_VALUE.sub(lambda m: f"{m.group(1)} [REDACTED]", value)
     if len(value) > _DETAIL_STRING_LIMIT:
         value = value[: _DETAIL_STRING_LIMIT - len(_TRUNCATED)] + _TRUNCATED

@@ -219,3 +219,18 @@ def test_operator_cli_creates_lists_and_revokes_credentials(tmp_path: Any) -> No
     finally:
         core.client.close()
         p.close()
+
+
+def test_a_credential_sent_in_the_wrong_field_is_never_recorded(core: Harness) -> None:
+    p = core.platform
+    _, secret = ServiceCredentials(p.db).create(p.settings.service_user)
+    r = core.client.post(
+        "/oidc/token", data={"grant_type": "client_credentials", "client_id": secret, "client_secret": secret}
+    )
+    assert r.status_code == 401
+    text = _audit_text(core)
+    assert secret not in text and "[REDACTED]" in text
+    # and in any audited detail, a credential keeps only its id
+    p.audit.record(category="change", action="x", outcome="success", actor="a", service="core",
+                   details={"note": f"copied {secret} here"})
+    assert secret not in _audit_text(core) and secret.rsplit(".", 1)[0] + ".[REDACTED]" in _audit_text(core)
