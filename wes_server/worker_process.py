@@ -5,7 +5,8 @@ DRS: master keys, URL-signing key) starts its workers as a child process under b
 
 * the key directories of the data directory (``issuer``, ``signing``, ``drs``, ``audit``) are
   covered by empty tmpfs mounts, and the TLS key and sigstore token files by ``/dev/null``;
-  the mounts are locked (the child runs in its own user namespace), so it cannot unmount them;
+  the child has no CAP_SYS_ADMIN (not even in its bounding set), so it cannot unmount them, and
+  in any user namespace it could create they are locked;
 * its own user namespace also denies it ``/proc/<pid>/root``, ``environ`` and ``mem`` of every
   process outside it (the API process included), and ``/dev`` is a minimal one (no disks);
 * the secret environment variables (signing passphrase, master key, URL-signing key) are not
@@ -82,7 +83,9 @@ def sandbox_command(settings: Settings, program: list[str], *, own_userns: bool 
     cmd = [bwrap, "--bind", "/", "/", "--dev", "/dev"]
     if own_userns:
         cmd += ["--unshare-user", "--uid", str(os.getuid()), "--gid", str(os.getgid())]
-    cmd += ["--unshare-ipc", "--die-with-parent", "--new-session"]
+    # without CAP_SYS_ADMIN it cannot unmount the masks below (they are its own namespace's
+    # mounts); a nested namespace it could create would see them locked
+    cmd += ["--cap-drop", "CAP_SYS_ADMIN", "--unshare-ipc", "--die-with-parent", "--new-session"]
     data_dir = settings.data_dir.resolve()
     for name in KEY_DIRS:
         cmd += ["--tmpfs", str(data_dir / name)]
@@ -281,8 +284,22 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def drop_mount_capability() -> None:
+    """Remove CAP_SYS_ADMIN from this process's bounding set (bubblewrap already removed it from
+    the others): no program it runs, as root of its user namespace, can get it back to unmount
+    the masks over the key directories."""
+    import ctypes
+
+    pr_capbset_drop, cap_sys_admin = 24, 21
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_capbset_drop, cap_sys_admin, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise ConfigurationError(f"the worker process cannot drop CAP_SYS_ADMIN: {os.strerror(err)}")
+
+
 def main() -> int:
     """The child: read settings and credential from stdin, run the workers until SIGTERM."""
+    drop_mount_capability()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     message = json.loads(sys.stdin.buffer.read() or b"{}")
     sys.stdin.close()

@@ -107,6 +107,28 @@ def test_serve_all_workers_cannot_open_any_key_and_runs_still_complete(
     lines = _probe_in_sandbox(worker, paths)
     assert len(lines) == len(paths)
     assert all(line.startswith("DENIED") for line in lines), lines
+    # it cannot take the masks away: no CAP_SYS_ADMIN, not even in its bounding set (a program
+    # it runs as root of its namespace cannot regain it), and in a namespace of its own making
+    # the masks are locked
+    cap_sys_admin = 1 << 21
+    status = dict(
+        line.split(":\t", 1) for line in Path(f"/proc/{worker}/status").read_text().splitlines() if ":\t" in line
+    )
+    assert not int(status["CapEff"], 16) & cap_sys_admin and not int(status["CapBnd"], 16) & cap_sys_admin
+    as_worker = ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin", "--"]
+    for attempt in (
+        ["umount", str(keys[0].parent)],
+        ["unshare", "--user", "--map-root-user", "--mount", "umount", str(keys[0].parent)],
+    ):
+        r = subprocess.run(
+            ["nsenter", "-t", str(worker), "-U", "-m", "--preserve-credentials", *as_worker, *attempt],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode != 0, (attempt, r.stdout, r.stderr)
+    assert _probe_in_sandbox(worker, [str(keys[0])])[0].startswith("DENIED")
     # the secret environment of the API process is not the worker's
     environ = Path(f"/proc/{worker}/environ").read_bytes()
     assert SECRET_ENV_VALUE.encode() not in environ and b"HELIXGATE_SERVICE_CREDENTIAL" not in environ
