@@ -101,7 +101,7 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
 
     from helixgate.config import load_settings
     from helixgate.integrity import sha256_file
-    from helixgate.platform import Platform
+    from helixgate_app.services import build_platform
     from wes_server import gate
     from wes_server.containers import TaskContainerSpec
     from wes_server.executor import Executor, RunExecution
@@ -115,7 +115,7 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
     ctx.cleanups.callback(client.close)
 
     # worker-side objects on the server's data directory (same database, keys, TRS over HTTP)
-    platform = Platform(load_settings(env=server.env))
+    platform = build_platform(load_settings(env=server.env))
     ctx.cleanups.callback(platform.close)
     executor = Executor(platform)
     wes = executor.wes

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -134,23 +134,24 @@ def startup_lock(db: Database) -> Iterator[None]:
         yield
 
 
-MIGRATION_PACKAGES = ("helixgate", "drs_store", "trs_registry", "wes_server")
+def migrate(db: Database, packages: Iterable[str]) -> None:
+    """Upgrade each owner's tables to the newest Alembic revision (idempotent), in order.
 
-
-def migrate(db: Database, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> None:
-    """Upgrade each owner's tables to the newest Alembic revision (idempotent)."""
-    import importlib
+    ``packages`` are the services' migration packages (``ServiceDeclaration.migrations``),
+    the core's first.
+    """
+    import importlib.util
 
     from alembic import command
     from alembic.config import Config
 
     for pkg in packages:
-        mod = importlib.import_module(pkg)
-        root = Path(mod.__file__ or "").parent / "migrations"
-        if not root.is_dir():
-            continue
+        spec = importlib.util.find_spec(pkg)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            raise RuntimeError(f"migration package {pkg} not found")
         cfg = Config()
-        cfg.set_main_option("script_location", str(root))
+        cfg.set_main_option("script_location", locations[0])
         cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
         cfg.attributes["connection_engine"] = db.engine
         command.upgrade(cfg, "head")

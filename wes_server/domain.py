@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
+from helixgate.platform import Platform
 from helixgate.service_info import base_service_info
 from helixgate.uris import has_scheme
 from wes_server.gate import check_descriptors
@@ -37,7 +38,7 @@ class Viewer:
 
 
 class WorkflowService:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.settings = platform.settings
         self.runs = RunStore(platform.db)
@@ -271,5 +272,5 @@ class WorkflowService:
         return self.runs.request_cancel(run_id)
 
 
-def build(platform: Any) -> WorkflowService:
+def build(platform: Platform) -> WorkflowService:
     return WorkflowService(platform)

@@ -30,8 +30,10 @@ from typing import Any
 from helixgate.errors import BadRequest, HelixGateError, IntegrityError, VerificationError
 from helixgate.integrity import check_sha256, sha256_bytes
 from helixgate.paths import PathEscape, check_relative_path, write_inside
+from helixgate.platform import Platform
 from helixgate.uris import DrsRef, parse_drs
 from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
+from wes_server.domain import WorkflowService
 from wes_server.workflow_guard import Refusals, inside, map_input_references
 
 log = logging.getLogger("helixgate.executor")
@@ -136,10 +138,10 @@ class RunExecution:
 
 
 class Executor:
-    def __init__(self, platform: Any, runner: ContainerRunner | None = None) -> None:
+    def __init__(self, platform: Platform, runner: ContainerRunner | None = None) -> None:
         self.platform = platform
         self.settings = platform.settings
-        self.wes = platform.service("wes")
+        self.wes = platform.domain(WorkflowService)
         self.runner = runner or ContainerRunner(scope=self.settings.container_scope)
         from wes_server import jsbox
 

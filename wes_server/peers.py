@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 from helixgate.client import ApiClient, ClientError
 from helixgate.errors import IntegrityError, UpstreamError
 from helixgate.integrity import check_sha256, normalize_sha256
+from helixgate.platform import Platform
 from helixgate.uris import require_clean, scheme_of
 from helixgate.web import ON_BEHALF_HEADER
 
@@ -48,13 +49,13 @@ def sha256_of(checksums: Any, subject: str) -> str:
     raise IntegrityError(f"{subject} carries no sha-256 checksum", subject=subject)
 
 
-def service_client(platform: Any, base_url: str) -> ApiClient:
+def service_client(platform: Platform, base_url: str) -> ApiClient:
     """A client for a peer service, authenticated as the service identity, verifying TLS."""
     return ApiClient(base_url, lambda: platform.service_token(), verify=platform.settings.tls_ca_bundle or True)
 
 
 class DrsPeer:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.client = service_client(platform, platform.settings.effective_drs_url + "/ga4gh/drs/v1")
 
@@ -83,11 +84,12 @@ class DrsPeer:
         """Same check against the DRS domain of this process: the same read policy, no HTTP
         self-call (which could exhaust the request threads under concurrent submissions)."""
         from drs_store.access import Principal
+        from drs_store.domain import DrsStore
         from helixgate.errors import HelixGateError
 
         account = self.platform.users.get(user)
         who = Principal(user, account.roles if account else (), self.platform.settings.service_user)
-        drs = self.platform.service("drs")
+        drs = self.platform.domain(DrsStore)
         refused = []
         for object_id in object_ids:
             try:
@@ -181,7 +183,7 @@ class DescriptorFile:
 
 
 class TrsPeer:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.client = service_client(platform, platform.settings.effective_trs_url + "/ga4gh/trs/v2")
         self._trust: Any = None
@@ -212,7 +214,9 @@ class TrsPeer:
 
     def _descriptors_here(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
         """The TRS domain of this process: same files, same checksum re-verification, no HTTP self-call."""
-        files = self.platform.service("trs").version_files(tool_id, version_id, "CWL", with_content=True)
+        from trs_registry.domain import TrsRegistry
+
+        files = self.platform.domain(TrsRegistry).version_files(tool_id, version_id, "CWL", with_content=True)
         out = []
         for f in files:
             if f.info.file_type not in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR"):
@@ -270,9 +274,10 @@ class TrsPeer:
         """The version's own signature bundle; "" when it has none (an unsigned version)."""
         if "trs" in self.platform.served:
             from helixgate.errors import NotFound
+            from trs_registry.domain import TrsRegistry
 
             try:
-                return str(self.platform.service("trs").bundle(tool_id, version_id))
+                return str(self.platform.domain(TrsRegistry).bundle(tool_id, version_id))
             except NotFound:
                 return ""
         t, v = quote(tool_id, safe=""), quote(version_id, safe="")
@@ -311,7 +316,9 @@ class TrsPeer:
 
     def trust_material(self) -> dict[str, Any]:
         if "trs" in self.platform.served:
-            return dict(self.platform.service("trs").trust_material())
+            from trs_registry.domain import TrsRegistry
+
+            return dict(self.platform.domain(TrsRegistry).trust_material())
         return self.client.get_json("/x-helixgate/signing/trust")
 
     def version(self, tool_id: str, version_id: str) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def server_settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from helixgate.runtime import serve
+    from helixgate_app.runtime import serve
 
     return serve(server_settings(args), args.service, workers=args.workers)
 
@@ -286,7 +286,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from helixgate.demo import run_demo
+    from helixgate_app.demo import run_demo
 
     return run_demo(keep=args.keep)
 
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = add(sub, "demo", cmd_demo, "run the end-to-end demo on embedded defaults (needs Docker)")
     d.add_argument("--keep", action="store_true", help="keep the temporary data directory")
 
-    from helixgate import cli_groups
+    from helixgate_app import cli_groups
 
     cli_groups.register(sub, add)
     return p
