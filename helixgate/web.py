@@ -709,7 +709,7 @@ def create_app(
         environ["wsgi.input_terminated"] = True
         return inner_wsgi(environ, start_response)
 
-    app.app.wsgi_app = _terminated_input  # type: ignore[method-assign]
+    app.app.wsgi_app = _terminated_input
 
     @app.app.after_request
     def _request_id(resp: Response) -> Response:

@@ -318,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(parent: Any, name: str, func: Handler, help_: str) -> argparse.ArgumentParser:
+    def add(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, func: Handler, help_: str
+    ) -> argparse.ArgumentParser:
         sp = parent.add_parser(name, help=help_, parents=[sub_common])
         sp.set_defaults(func=func)
         return sp

@@ -126,6 +126,8 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
             url = f"http://127.0.0.1:{port}"
             host = f"127.0.0.1:{port}"
             issuer = platform.issuer
+            if issuer is None:  # the embedded settings enable it
+                raise DemoFailure("the demo needs the built-in token issuer")
             users = platform.users
             for name, role in (("dana", "tool-developer"), ("sam", "data-steward"), ("alice", "analyst")):
                 users.ensure(name, roles=(role,))

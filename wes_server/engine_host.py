@@ -257,7 +257,7 @@ class HostedJob(VerifiedJob):
         self.result = (status, rcode)
         return status
 
-    def collect_outputs(self, outdir: str, rcode: int) -> dict[str, Any]:  # type: ignore[override]
+    def collect_outputs(self, outdir: str, rcode: int) -> dict[str, Any]:
         return {}  # the engine collects (globs, outputEval) from the checksummed files
 
 

@@ -386,7 +386,7 @@ class Executor:
                 return [publish(v) for v in value]
             return value
 
-        return publish(outputs)
+        return {name: publish(value) for name, value in dict(outputs).items()}  # the output object's fields
 
     # ------------------------------------------------------------------ audit
     def _audit_exec(self, ex: RunExecution, action: str, target: str, details: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
-from helixgate.client import ApiClient, ClientError
+from helixgate.client import ApiClient, ClientError, json_object
 from helixgate.errors import IntegrityError, UpstreamError
 from helixgate.integrity import check_sha256, normalize_sha256
 from helixgate.platform import Platform
@@ -63,7 +63,7 @@ class DrsPeer:
         return {ON_BEHALF_HEADER: user}
 
     def get_object(self, user: str, object_id: str) -> dict[str, Any]:
-        return self.client.get_json(f"/objects/{quote(object_id, safe='')}", headers=self._as(user))
+        return self.client.get_object(f"/objects/{quote(object_id, safe='')}", headers=self._as(user))
 
     def unreadable(self, user: str, object_ids: list[str]) -> list[str]:
         """The ids ``user`` may not read (checked on their behalf, audited with both identities)."""
@@ -171,7 +171,7 @@ class DrsPeer:
             data=stream,
             headers={**self._as(user), "Content-Type": "application/octet-stream"},
         )
-        return resp.json()
+        return json_object(resp)
 
 
 @dataclass(frozen=True)
@@ -319,10 +319,10 @@ class TrsPeer:
             from trs_registry.domain import TrsRegistry
 
             return dict(self.platform.domain(TrsRegistry).trust_material())
-        return self.client.get_json("/x-helixgate/signing/trust")
+        return self.client.get_object("/x-helixgate/signing/trust")
 
     def version(self, tool_id: str, version_id: str) -> dict[str, Any]:
-        return self.client.get_json(f"/tools/{quote(tool_id, safe='')}/versions/{quote(version_id, safe='')}")
+        return self.client.get_object(f"/tools/{quote(tool_id, safe='')}/versions/{quote(version_id, safe='')}")
 
 
 def _pin(p: dict[str, Any]) -> dict[str, Any]:
