@@ -34,9 +34,7 @@ def build_app(platform: Platform, services: Iterable[ServiceDeclaration[Any]]) -
     return create_app(lambda: platform, services, extra_routes=lambda app: add_oidc_routes(app, platform))
 
 
-def make_server(
-    settings: Settings, platform: Platform, services: Iterable[ServiceDeclaration[Any]]
-) -> uvicorn.Server:
+def make_server(settings: Settings, platform: Platform, services: Iterable[ServiceDeclaration[Any]]) -> uvicorn.Server:
     app = build_app(platform, services)
     config = _TLSConfig(
         app,
