@@ -418,15 +418,14 @@ def snake_case(name: str) -> str:
 
 # --------------------------------------------------------------------------- connexion-level errors
 def _connexion_error_handler(
-    services: Iterable[ServiceDeclaration[Any]],
+    get_platform: Callable[[], Platform],
 ) -> Callable[[ConnexionRequest, Exception], ConnexionResponse]:
-    """Errors raised before a handler, in the error shape of the API the path belongs to
-    (the core's shape outside every mounted API)."""
-    mounted = tuple(services)
+    """Errors raised before a handler, in the error shape of the API the path belongs to,
+    mounted here or not (the core's shape outside every declared API)."""
 
     def handler(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         path = request.url.path
-        owner = next((s for s in mounted if path.startswith(s.base_path)), None)
+        owner = next((s for s in get_platform().services if path.startswith(s.base_path)), None)
         return _connexion_error(owner.error_body if owner else ga4gh_error, request, exc)
 
     return handler
@@ -699,7 +698,7 @@ def create_app(
             swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),
         )
     for exc_type in (ProblemException, StarletteHTTPException, HelixGateError, Exception):
-        app.add_error_handler(exc_type, _connexion_error_handler(services))
+        app.add_error_handler(exc_type, _connexion_error_handler(get_platform))
 
     inner_wsgi = app.app.wsgi_app
 
