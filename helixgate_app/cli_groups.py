@@ -21,7 +21,7 @@ from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityErr
 from helixgate.integrity import check_sha256, normalize_sha256
 from helixgate.sdk import HelixGate, output_files, sha256_of, sha256_path
 from helixgate.uris import has_scheme
-from helixgate_app.cli import api, emit, table
+from helixgate_app.cli_common import api, emit, table
 
 _TEXT_LIMIT = 16 * 1024 * 1024
 # run: / $import: / $include: references to sibling CWL documents (same line only: `run:` may be inline)
