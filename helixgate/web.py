@@ -51,7 +51,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 def openapi_dir() -> Path:
     for candidate in (ROOT / "openapi", Path(__import__("sys").prefix) / "share" / "helixgate" / "openapi"):
-        if (candidate / "wes.yaml").exists():
+        if (candidate / "core.yaml").exists():  # the core's own document
             return candidate
     raise FileNotFoundError("openapi/ directory not found (install from the source tree)")
 
