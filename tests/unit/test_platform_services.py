@@ -15,7 +15,7 @@ from helixgate.declaration import SERVICE as CORE
 from helixgate.errors import ConfigurationError
 from helixgate.platform import Platform
 from helixgate.services import ServiceDeclaration
-from helixgate_app.services import DRS, SERVICES, build_platform
+from helixgate_app.services import DRS, ROLES, SERVICES, build_platform
 
 
 class Greeter(Protocol):
@@ -174,3 +174,12 @@ def test_the_app_platform_declares_every_service(tmp_path: Path) -> None:
             assert isinstance(p.domain(service.domain), service.domain)
     finally:
         p.close()
+
+
+def test_every_serve_role_is_a_cli_choice() -> None:
+    from helixgate_app.cli import build_parser
+
+    for role in (*ROLES, "worker"):
+        assert build_parser().parse_args(["serve", role]).service == role
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "nosuch"])
