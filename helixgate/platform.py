@@ -109,7 +109,7 @@ class Platform:
         self.verifier = make_verifier(settings, self.issuer)
         self.session_seen = _SessionSeen()
         self._domains: dict[type[Any], object] = {}
-        self._ports: dict[type[Any], object] = {}
+        self._ports: dict[tuple[type[Any], PortFactory], object] = {}
         # the APIs this process serves (set by whoever mounts them): peers that live here are
         # called in-process, so a request never waits on a second request to its own server
         self.served: frozenset[str] = frozenset()
@@ -135,19 +135,20 @@ class Platform:
         """The implementation of the port ``kind`` (a Protocol of ``helixgate.ports``): the
         in-process one of a service served here (``served``), else the core's HTTP one.
 
-        Built once per process: ``served`` is set before the first request.
+        Each implementation is built once (a lookup before ``served`` is set gets the remote
+        one, later lookups the in-process one).
         """
-        with self._lock:
-            built = self._ports.get(kind)
+        with self._lock:  # one lock order: ports may build domains
+            local = [s.provides[kind] for s in self.services if s.name in self.served and kind in s.provides]
+            if len(local) > 1:
+                raise ConfigurationError(f"more than one served service provides {kind.__name__}")
+            factory = local[0] if local else self.remote_ports.get(kind)
+            if factory is None:
+                raise ConfigurationError(f"no implementation of {kind.__name__} is available to this platform")
+            built = self._ports.get((kind, factory))
             if built is None:
-                local = [s.provides[kind] for s in self.services if s.name in self.served and kind in s.provides]
-                if len(local) > 1:
-                    raise ConfigurationError(f"more than one served service provides {kind.__name__}")
-                factory = local[0] if local else self.remote_ports.get(kind)
-                if factory is None:
-                    raise ConfigurationError(f"no implementation of {kind.__name__} is available to this platform")
                 built = factory(self)
-                self._ports[kind] = built
+                self._ports[(kind, factory)] = built
             # the declarations map each port to its implementations: ``kind`` is their Protocol
             return cast(T, built)
 

@@ -126,6 +126,13 @@ def test_a_port_is_remote_when_its_provider_is_not_served_here(make_platform: Ma
     assert p.port(Greeter).greet("ann") == "hello ann (over HTTP)"
 
 
+def test_a_port_follows_what_is_served(make_platform: Make) -> None:
+    p = make_platform(LIBRARY, remote_ports={Greeter: RemoteGreeter})
+    assert isinstance(p.port(Greeter), RemoteGreeter)  # looked up before the APIs are mounted
+    p.served = frozenset({"lib", "core"})
+    assert isinstance(p.port(Greeter), LocalGreeter)
+
+
 def test_a_port_without_any_implementation_is_a_configuration_error(make_platform: Make) -> None:
     p = make_platform(LIBRARY, remote_ports={Greeter: RemoteGreeter})
     p.served = frozenset({"lib"})
