@@ -5,16 +5,37 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Any
+from typing import Any, Callable, TypeVar, cast
 
 from helixgate.config import Settings
 from helixgate.db import Database, migrate, startup_lock
+from helixgate.ports import DataPort, ToolPort
 
 DOMAIN_FACTORIES = {
     "drs": "drs_store.domain:build",
     "trs": "trs_registry.domain:build",
     "wes": "wes_server.domain:build",
 }
+
+P = TypeVar("P")
+# The core ports, the service that owns each and its in-process provider (used when that
+# service is served in this process); otherwise the core's HTTP client of that service.
+# (Interim table: the services' declarations will say what they provide.)
+PORT_PROVIDERS: dict[type, tuple[str, str]] = {
+    DataPort: ("drs", "drs_store.port:build"),
+    ToolPort: ("trs", "trs_registry.port:build"),
+}
+
+
+def _http_port(kind: type, platform: Platform) -> object:
+    from helixgate.ports_http import HttpDataPort, HttpToolPort
+
+    s = platform.settings
+    token: Callable[[], str] = platform.service_token
+    verify: bool | str = s.tls_ca_bundle or True
+    if kind is DataPort:
+        return HttpDataPort(s.effective_drs_url, token, verify=verify)
+    return HttpToolPort(s.effective_trs_url, token, verify=verify)
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -86,6 +107,8 @@ class Platform:
         # called in-process, so a request never waits on a second request to its own server
         self.served: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._ports: dict[tuple[type, bool], object] = {}
+        self._ports_lock = threading.Lock()
 
     def service(self, name: str) -> Any:
         """The domain object of one service (``drs``, ``trs``, ``wes``), built once."""
@@ -94,6 +117,20 @@ class Platform:
                 module, _, attr = DOMAIN_FACTORIES[name].partition(":")
                 self._services[name] = getattr(importlib.import_module(module), attr)(self)
             return self._services[name]
+
+    def port(self, kind: type[P]) -> P:
+        """The implementation of core port ``kind`` for this process: the owning service's
+        in-process provider when it is served here, else the HTTP client of that service."""
+        owner, provider = PORT_PROVIDERS[kind]
+        local = owner in self.served
+        with self._ports_lock:
+            if (kind, local) not in self._ports:
+                if local:
+                    module, _, attr = provider.partition(":")
+                    self._ports[(kind, local)] = getattr(importlib.import_module(module), attr)(self)
+                else:
+                    self._ports[(kind, local)] = _http_port(kind, self)
+            return cast(P, self._ports[(kind, local)])
 
     def service_token(self, on_behalf_of: str | None = None, ttl: int = 300) -> str:
         """A short-lived token for the service identity, minted by the built-in issuer.
