@@ -106,9 +106,9 @@ class Platform:
         # the APIs this process serves (set by whoever mounts them): peers that live here are
         # called in-process, so a request never waits on a second request to its own server
         self.served: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
+        # re-entrant: building one domain may build the domains its in-process ports use
+        self._lock = threading.RLock()
         self._ports: dict[tuple[type, bool], object] = {}
-        self._ports_lock = threading.Lock()
 
     def service(self, name: str) -> Any:
         """The domain object of one service (``drs``, ``trs``, ``wes``), built once."""
@@ -123,7 +123,7 @@ class Platform:
         in-process provider when it is served here, else the HTTP client of that service."""
         owner, provider = PORT_PROVIDERS[kind]
         local = owner in self.served
-        with self._ports_lock:
+        with self._lock:  # one lock order: ports build domains
             if (kind, local) not in self._ports:
                 if local:
                     module, _, attr = provider.partition(":")
