@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 from drs_store.access import Principal
 from drs_store.domain import ACCESS_HTTPS, DrsStore, RequestInfo, parse_meta
 from helixgate.audit import AuditTrail
-from helixgate.errors import Conflict, Forbidden, HelixGateError, IntegrityError, NotFound, Unauthorized
+from helixgate.errors import Conflict, Forbidden, HelixGateError, Hidden, IntegrityError, NotFound, Unauthorized
 from helixgate.platform import Platform
 from helixgate.ports import DataObject, Download, Provenance, receive_verified
 from helixgate.users import UserDirectory
@@ -56,13 +56,24 @@ class InProcessDataPort:
 
     @staticmethod
     def _outcome(exc: HelixGateError) -> str:
-        return "denied" if isinstance(exc, (Unauthorized, Forbidden, NotFound)) else "failure"
+        """As the HTTP guard records it: refused access is "denied", a plain miss "failure"."""
+        return "denied" if exc.status in (401, 403) or isinstance(exc, Hidden) else "failure"
 
     def lookup(self, user: str, object_id: str) -> DataObject:
         try:
             raw = self.store.get_object(self._principal(user), object_id)
         except HelixGateError as exc:
-            self._audit("drs.GetObject", user, object_id, self._outcome(exc), {"status": exc.status})
+            outcome = self._outcome(exc)
+            if outcome == "denied":  # a refused read is a security event, as over HTTP
+                self.audit.security_event(
+                    "auth.denied",
+                    actor=self.service_user,
+                    on_behalf_of=user,
+                    service="drs",
+                    target=object_id,
+                    details={"operation": "GetObject", "reason": exc.message, "status": exc.status},
+                )
+            self._audit("drs.GetObject", user, object_id, outcome, {"status": exc.status})
             raise
         self._audit("drs.GetObject", user, object_id, "success", {"status": 200})
         return DataObject.from_drs_json(raw)
