@@ -14,6 +14,7 @@ import pytest
 from helixgate.errors import Forbidden, IntegrityError, NotFound
 from helixgate.ports import DataObject, DataPort, Provenance
 from helixgate.ports_http import HttpDataPort
+from helixgate.sdk import HelixGate
 from tests.contract.conftest import IMPLEMENTATIONS, TEXT, Deployment, sha
 
 pytestmark = [pytest.mark.integration]
@@ -141,6 +142,13 @@ def test_upload_returns_the_server_computed_checksum_and_is_audited_once(deploym
         ("drs", deployment.service_user, "ann", obj.id)
     ]
     assert created[0].details["provenance"]["run_id"] == "r1"
+    stored = HelixGate.connect(deployment.server.url, deployment.server.user("ann", "analyst")).get_object(obj.id)
+    assert stored["provenance"] == {
+        "run_id": "r1",
+        "task_id": "001-t",
+        "workflow": "wf.cwl",
+        "input_checksums": {"/in": sha(TEXT)},
+    }
 
 
 def test_upload_with_a_wrong_checksum_is_refused(deployment: Deployment, impl: str) -> None:
