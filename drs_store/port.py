@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from drs_store.access import Principal
 from drs_store.domain import ACCESS_HTTPS, DrsStore, RequestInfo, parse_meta
+from helixgate import rbac
 from helixgate.audit import AuditTrail
 from helixgate.errors import Conflict, Forbidden, HelixGateError, Hidden, IntegrityError, NotFound, Unauthorized
 from helixgate.platform import Platform
@@ -27,7 +28,13 @@ class InProcessDataPort:
 
     def _principal(self, user: str) -> Principal:
         """The user's rights, exercised by the service identity (what the HTTP guard builds
-        from the on-behalf-of header: an unknown or inactive user is refused)."""
+        from the on-behalf-of header: the service identity must be active and allowed to
+        delegate; an unknown or inactive user is refused)."""
+        service = self.users.get(self.service_user)
+        if service is None or not service.active:
+            raise Forbidden(f"user {self.service_user} is not registered or not active")
+        if not rbac.allows(service.roles, "drs:delegate"):
+            raise Forbidden(f"{self.service_user} may not act on behalf of another user")
         account = self.users.get(user)
         if account is None or not account.active:
             raise Forbidden(f"user {user} is not registered or not active")

@@ -156,3 +156,15 @@ def test_upload_with_a_wrong_checksum_is_refused(deployment: Deployment, impl: s
     prov = Provenance(run_id="r1", task_id="001-t", workflow="wf.cwl")
     with pytest.raises(IntegrityError, match="refused by DRS"):
         port.upload("ann", io.BytesIO(b"actual bytes"), name="bad.txt", sha256=sha(b"other bytes"), provenance=prov)
+
+
+def test_nothing_is_read_once_the_service_identity_is_deactivated(deployment: Deployment, impl: str) -> None:
+    users, service = deployment.platform.users, deployment.service_user
+    port = deployment.data_port(impl)
+    users.set_active(service, False)
+    try:
+        with pytest.raises(Forbidden, match=f"{service} is not"):
+            port.lookup("ann", deployment.readable_id)
+    finally:
+        users.set_active(service, True)
+    assert port.lookup("ann", deployment.readable_id).id == deployment.readable_id
