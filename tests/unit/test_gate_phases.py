@@ -288,3 +288,21 @@ def test_admit_turns_an_unreachable_registry_into_an_integrity_refusal_of_the_im
     ((exc, _),) = world.sink.refusals
     assert isinstance(exc, IntegrityError) and exc.message == f"image {IMAGE}:1.0: no such tool"
     assert world.images.calls == []
+
+
+def test_trust_material_and_bundles_are_fetched_again_only_after_a_minute(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    port = world.port
+    original_trust, original_bundle = port.trust_material, port.bundle
+    monkeypatch.setattr(port, "trust_material", lambda: calls.append("trust") or original_trust())
+    monkeypatch.setattr(port, "bundle", lambda t, v: calls.append("bundle") or original_bundle(t, v))
+    now = [1000.0]
+    monkeypatch.setattr("wes_server.tools.time.monotonic", lambda: now[0])
+    world.gate.signature(f"{IMAGE}:1.0")
+    world.gate.signature(f"{IMAGE}:1.0")
+    assert calls == ["bundle", "trust"]
+    now[0] += 61  # a revoked key stops verifying within a minute
+    world.gate.signature(f"{IMAGE}:1.0")
+    assert calls == ["bundle", "trust", "bundle", "trust"]
