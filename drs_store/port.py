@@ -95,8 +95,8 @@ class InProcessDataPort:
         return refused
 
     def download(self, user: str, object_id: str, dest: Path) -> Download:
+        obj = self.lookup(user, object_id)  # audited (a refusal is a security event), as over HTTP
         who = self._principal(user)
-        obj = DataObject.from_drs_json(self.store.get_object(who, object_id))
         subject = f"input {obj.self_uri}"
         info = RequestInfo(actor=self.service_user, on_behalf_of=user)
         outcome = "failure"

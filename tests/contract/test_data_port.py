@@ -85,11 +85,16 @@ def test_download_is_verified_and_audited_once(deployment: Deployment, impl: str
 
 def test_download_refuses_what_the_user_may_not_read(deployment: Deployment, impl: str, tmp_path: Path) -> None:
     port = deployment.data_port(impl)
+    before = deployment.last_seq()
     with pytest.raises(Forbidden):
         port.download("ann", deployment.secret_id, tmp_path / "s")
     with pytest.raises(NotFound):
         port.download("ann", MISSING, tmp_path / "m")
     assert os.listdir(tmp_path) == []
+    denied = [r for r in deployment.records_since(before) if r.category == "security"]
+    assert [(r.service, r.action, r.target, r.on_behalf_of) for r in denied] == [
+        ("drs", "auth.denied", deployment.secret_id, "ann")
+    ]
 
 
 def test_download_never_writes_through_a_link_planted_at_the_part_file(
