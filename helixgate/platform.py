@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Any, Callable, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from helixgate.config import Settings
 from helixgate.db import Database, migrate, startup_lock
@@ -18,24 +18,13 @@ DOMAIN_FACTORIES = {
 }
 
 P = TypeVar("P")
-# The core ports, the service that owns each and its in-process provider (used when that
-# service is served in this process); otherwise the core's HTTP client of that service.
+# The core ports: the service that owns each, its in-process provider (used when that service
+# is served in this process) and the core's HTTP client factory (``helixgate.ports_http``).
 # (Interim table: the services' declarations will say what they provide.)
-PORT_PROVIDERS: dict[type, tuple[str, str]] = {
-    DataPort: ("drs", "drs_store.port:build"),
-    ToolPort: ("trs", "trs_registry.port:build"),
+PORT_PROVIDERS: dict[type, tuple[str, str, str]] = {
+    DataPort: ("drs", "drs_store.port:build", "helixgate.ports_http:http_data_port"),
+    ToolPort: ("trs", "trs_registry.port:build", "helixgate.ports_http:http_tool_port"),
 }
-
-
-def _http_port(kind: type, platform: Platform) -> object:
-    from helixgate.ports_http import HttpDataPort, HttpToolPort
-
-    s = platform.settings
-    token: Callable[[], str] = platform.service_token
-    verify: bool | str = s.tls_ca_bundle or True
-    if kind is DataPort:
-        return HttpDataPort(s.effective_drs_url, token, verify=verify)
-    return HttpToolPort(s.effective_trs_url, token, verify=verify)
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -121,15 +110,12 @@ class Platform:
     def port(self, kind: type[P]) -> P:
         """The implementation of core port ``kind`` for this process: the owning service's
         in-process provider when it is served here, else the HTTP client of that service."""
-        owner, provider = PORT_PROVIDERS[kind]
+        owner, in_process, remote = PORT_PROVIDERS[kind]
         local = owner in self.served
         with self._lock:  # one lock order: ports build domains
             if (kind, local) not in self._ports:
-                if local:
-                    module, _, attr = provider.partition(":")
-                    self._ports[(kind, local)] = getattr(importlib.import_module(module), attr)(self)
-                else:
-                    self._ports[(kind, local)] = _http_port(kind, self)
+                module, _, attr = (in_process if local else remote).partition(":")
+                self._ports[(kind, local)] = getattr(importlib.import_module(module), attr)(self)
             return cast(P, self._ports[(kind, local)])
 
     def service_token(self, on_behalf_of: str | None = None, ttl: int = 300) -> str:

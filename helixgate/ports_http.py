@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 from urllib.parse import quote
 
 from helixgate.client import ApiClient, ClientError
@@ -40,6 +40,9 @@ from helixgate.ports import (
     sha256_from_checksums,
 )
 from helixgate.web import ON_BEHALF_HEADER
+
+if TYPE_CHECKING:
+    from helixgate.platform import Platform
 
 DRS_BASE = "/ga4gh/drs/v1"
 TRS_BASE = "/ga4gh/trs/v2"
@@ -215,3 +218,16 @@ class HttpToolPort:
             for p in (pins if isinstance(pins, list) else [])
             if isinstance(p, Mapping)
         ]
+
+
+# ---------------------------------------------------------------- wiring
+def http_data_port(platform: Platform) -> HttpDataPort:
+    """DRS at ``drs_url``, as the service identity, verifying TLS against ``tls_ca_bundle``."""
+    s = platform.settings
+    return HttpDataPort(s.effective_drs_url, platform.service_token, verify=s.tls_ca_bundle or True)
+
+
+def http_tool_port(platform: Platform) -> HttpToolPort:
+    """TRS at ``trs_url``, as the service identity, verifying TLS against ``tls_ca_bundle``."""
+    s = platform.settings
+    return HttpToolPort(s.effective_trs_url, platform.service_token, verify=s.tls_ca_bundle or True)

@@ -18,7 +18,7 @@ from helixgate.config import load_settings
 from helixgate.demo_assets import workflow_files
 from helixgate.platform import Platform
 from helixgate.ports import DataPort, ToolPort
-from helixgate.ports_http import HttpDataPort, HttpToolPort
+from helixgate.ports_http import http_data_port, http_tool_port
 from helixgate.sdk import HelixGate
 from tests.fixtures.docker_images import PushedImage, session_scope
 from tests.fixtures.live import LiveServer, start_server, stop_server
@@ -48,14 +48,14 @@ class Deployment:
             from drs_store.port import build
 
             return build(self.platform)
-        return HttpDataPort(self.server.url, self.platform.service_token)
+        return http_data_port(self.platform)  # drs_url: the live server
 
     def tool_port(self, impl: str) -> ToolPort:
         if impl == "in-process":
             from trs_registry.port import build
 
             return build(self.platform)
-        return HttpToolPort(self.server.url, self.platform.service_token)
+        return http_tool_port(self.platform)  # trs_url: the live server
 
     def upload(self, content: bytes, name: str = "x.txt", dataset_id: str | None = None) -> str:
         return str(self.steward.upload(content, name=name, dataset_id=dataset_id or self.dataset_id)["id"])
