@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from drs_store import port
 from drs_store.domain import DrsStore, build
+from helixgate.ports import DataPort
 from helixgate.services import ServiceDeclaration
 
 SERVICE: ServiceDeclaration[DrsStore] = ServiceDeclaration(
@@ -15,4 +17,5 @@ SERVICE: ServiceDeclaration[DrsStore] = ServiceDeclaration(
     models=("drs_store.models",),
     migrations="drs_store.migrations",
     passports_in_body=True,
+    provides={DataPort: port.build},
 )

@@ -15,6 +15,8 @@ from helixgate.db import Database, migrate
 from helixgate.declaration import SERVICE as CORE
 from helixgate.errors import ConfigurationError
 from helixgate.platform import Platform
+from helixgate.ports import DataPort, ToolPort
+from helixgate.ports_http import http_data_port, http_tool_port
 from helixgate.services import ServiceDeclaration
 from trs_registry.declaration import SERVICE as TRS
 from wes_server.declaration import SERVICE as WES
@@ -33,7 +35,10 @@ ROLES: Mapping[str, tuple[ServiceDeclaration[Any], ...]] = {
 
 # the core's HTTP implementation of each port (``helixgate.ports``), used for a service that
 # is not served in this process
-REMOTE_PORTS: Mapping[type[Any], Callable[[Platform], object]] = {}
+REMOTE_PORTS: Mapping[type[Any], Callable[[Platform], object]] = {
+    DataPort: http_data_port,
+    ToolPort: http_tool_port,
+}
 
 
 def named(names: Iterable[str]) -> tuple[ServiceDeclaration[Any], ...]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from helixgate.ports import ToolPort
 from helixgate.services import ServiceDeclaration
+from trs_registry import port
 from trs_registry.domain import TrsRegistry, build
 
 
@@ -23,4 +25,5 @@ SERVICE: ServiceDeclaration[TrsRegistry] = ServiceDeclaration(
     models=("trs_registry.models",),
     migrations="trs_registry.migrations",
     error_body=trs_error,
+    provides={ToolPort: port.build},
 )

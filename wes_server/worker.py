@@ -63,7 +63,7 @@ class WorkerPool:
         if self._executor is None:
             from wes_server.executor import Executor
 
-            self._executor = Executor(self.platform)
+            self._executor = Executor(settings=self.settings, wes=self.wes, audit=self.platform.audit)
         return self._executor
 
     # ------------------------------------------------------------------ work loop
