@@ -29,10 +29,10 @@ def _children(pid: int) -> list[int]:
 
 
 def _worker_pid(server: Any) -> int:
-    """serve all -> bwrap -> python -m wes_server.worker_process"""
+    """serve all -> bwrap -> python -m helixgate_app.worker_process"""
     for child in _children(server.process.pid):
         for grandchild in [child, *_children(child)]:
-            if b"wes_server.worker_process" in Path(f"/proc/{grandchild}/cmdline").read_bytes():
+            if b"helixgate_app.worker_process" in Path(f"/proc/{grandchild}/cmdline").read_bytes():
                 if b"bwrap" not in Path(f"/proc/{grandchild}/cmdline").read_bytes().split(b"\0")[0]:
                     return grandchild
     raise AssertionError(f"no worker process under the server:\n{server.log()[-2000:]}")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from helixgate.config import load_settings
-from wes_server.worker_process import KEY_DIRS, sandbox_command, settings_from_json, settings_to_json
+from helixgate_app.worker_process import KEY_DIRS, sandbox_command, settings_from_json, settings_to_json
 
 
 def test_settings_cross_the_pipe_unchanged(tmp_path: Path) -> None:
@@ -29,10 +29,10 @@ def test_the_sandbox_masks_every_key_directory_and_the_tls_key(tmp_path: Path) -
     cert = tmp_path / "tls.crt"
     cert.write_text("cert")
     settings = load_settings(env={}, data_dir=str(tmp_path / "data"), tls_key=str(tls_key), tls_cert=str(cert))
-    cmd = sandbox_command(settings, ["python", "-m", "wes_server.worker_process"], own_userns=False)
+    cmd = sandbox_command(settings, ["python", "-m", "helixgate_app.worker_process"], own_userns=False)
     masked = {cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--tmpfs"}
     assert masked == {str((tmp_path / "data" / name).resolve()) for name in KEY_DIRS}
     assert ["--ro-bind", "/dev/null", str(tls_key.resolve())] == cmd[cmd.index(str(tls_key.resolve())) - 2 :][:3]
     assert "--unshare-user" not in cmd and "--die-with-parent" in cmd
-    assert cmd[-3:] == ["python", "-m", "wes_server.worker_process"]
+    assert cmd[-3:] == ["python", "-m", "helixgate_app.worker_process"]
     assert "--unshare-user" in sandbox_command(settings, ["true"])  # a non-root server: bwrap makes the namespace

@@ -188,7 +188,7 @@ class WorkerProcess:
     def _spawn(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         env["PYTHONUNBUFFERED"] = "1"
-        program = [sys.executable, "-m", "wes_server.worker_process"]
+        program = [sys.executable, "-m", "helixgate_app.worker_process"]
         if os.geteuid() == 0:
             proc = _spawn_in_identity_userns(sandbox_command(self.settings, program, own_userns=False), env)
         else:
@@ -303,11 +303,11 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     message = json.loads(sys.stdin.buffer.read() or b"{}")
     sys.stdin.close()
-    from helixgate.platform import Platform
+    from helixgate_app.services import build_platform
     from wes_server.worker import WorkerPool
 
     settings = settings_from_json(message["settings"])
-    platform = Platform(
+    platform = build_platform(
         settings, run_migrations=False, holds_keys=False, service_credential=message.get("credential") or None
     )
     stop = threading.Event()
