@@ -14,9 +14,9 @@ from typing import Any, Callable
 import pytest
 from starlette.testclient import TestClient
 
-from helixgate.oidc_routes import add_oidc_routes
 from helixgate.service_credentials import PREFIX, ServiceCredentialRow, ServiceCredentials
-from helixgate.web import create_app
+from helixgate_app.server import build_app
+from helixgate_app.services import build_platform, named
 from tests.fixtures.app import Harness
 
 pytestmark = pytest.mark.integration
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def core(harness_factory: Callable[..., Harness]) -> Harness:
     h = harness_factory(services=("core",))
-    app = create_app(lambda: h.platform, ("core",), extra_routes=lambda a: add_oidc_routes(a, h.platform))
-    h.client = TestClient(app, raise_server_exceptions=False)
+    h.client = TestClient(build_app(h.platform, named(("core",))), raise_server_exceptions=False)
     return h
 
 
@@ -184,14 +183,11 @@ def test_operator_cli_creates_lists_and_revokes_credentials(tmp_path: Any) -> No
     import subprocess
 
     from helixgate.config import load_settings
-    from helixgate.platform import Platform
     from tests.fixtures.live import HELIXGATE, ROOT
 
-    p = Platform(load_settings(env={}, data_dir=str(tmp_path / "data")))
+    p = build_platform(load_settings(env={}, data_dir=str(tmp_path / "data")))
     core = Harness(p, ("core",))
-    core.client = TestClient(
-        create_app(lambda: p, ("core",), extra_routes=lambda a: add_oidc_routes(a, p)), raise_server_exceptions=False
-    )
+    core.client = TestClient(build_app(p, named(("core",))), raise_server_exceptions=False)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HELIXGATE_")},
         "HELIXGATE_DATA_DIR": str(p.settings.data_dir),
