@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_plus
 
 import requests
@@ -39,6 +39,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from helixgate.audit.models import UTCDateTime
 from helixgate.db import Base, Database
 from helixgate.errors import ConfigurationError, NotFound, UpstreamError
+
+if TYPE_CHECKING:  # helixgate.platform imports this module
+    from helixgate.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +206,7 @@ def _basic_client(authorization: str | None) -> tuple[str, str] | None:
 
 
 def token_endpoint(
-    platform: Any,
+    platform: Platform,
     form: Mapping[str, str],
     authorization: str | None,
     *,

@@ -35,6 +35,7 @@ from typing import Any
 
 from helixgate.config import Settings, load_settings
 from helixgate.errors import ConfigurationError
+from helixgate.platform import Platform
 
 log = logging.getLogger("helixgate.worker")
 
@@ -142,7 +143,7 @@ class WorkerProcess:
     """``serve all``'s workers: one sandboxed child process with ``concurrency`` slots,
     restarted if it dies. Same start/stop interface as :class:`wes_server.worker.WorkerPool`."""
 
-    def __init__(self, platform: Any, *, concurrency: int = 2) -> None:
+    def __init__(self, platform: Platform, *, concurrency: int = 2) -> None:
         self.platform = platform
         self.settings: Settings = platform.settings
         self.concurrency = concurrency
