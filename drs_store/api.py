@@ -1,6 +1,7 @@
 """Handlers of the DRS 1.5.0 API and its HelixGate write extension (openapi/drs.yaml).
 
-Thin by design: parse, call ``DrsStore`` (drs_store.domain), audit, shape the response.
+Thin by design: parse, call ``DrsStore`` (drs_store.domain), audit, render the read model
+with ``drs_store.shapes``.
 Authentication and the operation's permission were checked by the guard in helixgate.web;
 object-level rules (grants, public flags, ownership, delegation) live in the store.
 
@@ -24,8 +25,9 @@ from typing import Any, BinaryIO, TypeVar, cast
 
 from flask import Response, jsonify, request
 
-from drs_store.access import Principal
-from drs_store.domain import DrsStore, ObjectHidden, RangeNotSatisfiable, RequestInfo, parse_meta
+from drs_store import shapes
+from drs_store.access import ObjectHidden, Principal
+from drs_store.domain import DrsStore, ObjectInfo, RangeNotSatisfiable, RequestInfo, parse_meta
 from helixgate.body_pipe import pipe_from_environ
 from helixgate.errors import BadRequest, IntegrityError
 from helixgate.service_info import base_service_info
@@ -37,6 +39,15 @@ T = TypeVar("T")
 def _store() -> DrsStore:
     store: DrsStore = platform().service("drs")
     return store
+
+
+def _deployment() -> shapes.Deployment:
+    s = platform().settings
+    return shapes.Deployment(s.drs_host, s.s3_region, tuple(_store().bearer_issuers))
+
+
+def _object(obj: ObjectInfo) -> dict[str, Any]:
+    return shapes.drs_object(_deployment(), obj)
 
 
 def _principal() -> Principal:
@@ -87,41 +98,43 @@ def get_service_info() -> dict[str, Any]:
 
 def options_object(object_id: str) -> dict[str, Any]:
     set_target(object_id)
-    return _store().authorizations(_principal(), object_id)
+    return shapes.authorizations(_deployment(), _store().authorizations(_principal(), object_id))
 
 
 def get_object(object_id: str, expand: bool = False) -> dict[str, Any]:
     set_target(object_id)
-    return _checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=bool(expand)))
+    return _object(_checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=bool(expand))))
 
 
 def post_object(object_id: str) -> dict[str, Any]:
     set_target(object_id)
     expand = _expand_flag(json_body().get("expand"))
-    return _checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=expand))
+    return _object(_checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=expand)))
 
 
 def options_bulk_object() -> dict[str, Any]:
     ids = _bulk_ids(json_body(), "bulk_object_ids")
-    return _store().bulk_authorizations(_principal(), ids).body
+    dep = _deployment()
+    result = _store().bulk_authorizations(_principal(), ids)
+    return shapes.bulk(result, "resolved_drs_object", lambda auth: shapes.authorizations(dep, auth))
 
 
 def get_bulk_objects(expand: bool = False) -> dict[str, Any]:
     ids = _bulk_ids(json_body(), "bulk_object_ids")
     result = _store().bulk_objects(_principal(), ids, expand=bool(expand))
     _record_denials(result.denied)
-    return result.body
+    return shapes.bulk(result, "resolved_drs_object", _object)
 
 
 def get_access_url(object_id: str, access_id: str) -> dict[str, Any]:
     set_target(object_id)
-    return _checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id))
+    return shapes.access_url(_checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id)))
 
 
 def post_access_url(object_id: str, access_id: str) -> dict[str, Any]:
     set_target(object_id)
     json_body()  # the body only carries passports; malformed JSON is still a 400
-    return _checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id))
+    return shapes.access_url(_checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id)))
 
 
 def get_bulk_access_url() -> dict[str, Any]:
@@ -142,7 +155,7 @@ def get_bulk_access_url() -> dict[str, Any]:
         pairs.append((oid, aids))
     result = _store().bulk_access(_principal(), pairs)
     _record_denials(result.denied)
-    return result.body
+    return shapes.bulk(result, "resolved_drs_object_access_urls", shapes.bulk_access_url)
 
 
 # ------------------------------------------------------------------------ write extension
@@ -184,9 +197,9 @@ def upload_object(
             details={"expected": exc.expected, "actual": exc.actual, "name": name},
         )
         raise
-    set_target(obj["id"])
-    audit_change("drs.object.create", obj["id"], details=_change_details(obj, meta.dataset_id))
-    return obj, 201
+    set_target(obj.id)
+    audit_change("drs.object.create", obj.id, details=_change_details(obj, meta.dataset_id))
+    return _object(obj), 201
 
 
 def register_object() -> tuple[dict[str, Any], int]:
@@ -210,15 +223,15 @@ def register_object() -> tuple[dict[str, Any], int]:
             "drs.register.checksum_mismatch", severity=6, details={"expected": exc.expected, "actual": exc.actual}
         )
         raise
-    set_target(obj["id"])
+    set_target(obj.id)
     details = _change_details(obj, meta.dataset_id)
     details["registered_in_place"] = True
-    audit_change("drs.object.register", obj["id"], details=details)
-    return obj, 201
+    audit_change("drs.object.register", obj.id, details=details)
+    return _object(obj), 201
 
 
 def find_objects(checksum: str) -> dict[str, Any]:
-    return {"objects": _store().find_by_checksum(_principal(), checksum)}
+    return {"objects": [_object(o) for o in _store().find_by_checksum(_principal(), checksum)]}
 
 
 def delete_object(object_id: str) -> tuple[str, int]:
@@ -245,13 +258,9 @@ def create_bundle() -> tuple[dict[str, Any], int]:
         public=_opt_bool(body, "public"),
     )
     obj = _store().create_bundle(_principal(), meta, members)
-    set_target(obj["id"])
-    audit_change(
-        "drs.bundle.create",
-        obj["id"],
-        details={"sha256": obj["checksums"][0]["checksum"], "members": [m[1] for m in members][:100]},
-    )
-    return obj, 201
+    set_target(obj.id)
+    audit_change("drs.bundle.create", obj.id, details={"sha256": obj.sha256, "members": [m[1] for m in members][:100]})
+    return _object(obj), 201
 
 
 def create_dataset() -> tuple[dict[str, Any], int]:
@@ -260,14 +269,14 @@ def create_dataset() -> tuple[dict[str, Any], int]:
     if not name:
         raise BadRequest("dataset name is required")
     ds = _store().create_dataset(_principal(), name, _opt_str(body, "description") or "", _opt_bool(body, "public"))
-    set_target(ds["id"])
-    audit_change("drs.dataset.create", ds["id"], details={"name": ds["name"], "public": ds["public"]})
-    return ds, 201
+    set_target(ds.id)
+    audit_change("drs.dataset.create", ds.id, details={"name": ds.name, "public": ds.public})
+    return shapes.dataset(ds), 201
 
 
 def get_dataset(dataset_id: str) -> dict[str, Any]:
     set_target(dataset_id)
-    return _checked(dataset_id, lambda: _store().get_dataset(_principal(), dataset_id))
+    return shapes.dataset(_checked(dataset_id, lambda: _store().get_dataset(_principal(), dataset_id)))
 
 
 def create_grant(dataset_id: str) -> tuple[dict[str, Any], int]:
@@ -277,13 +286,14 @@ def create_grant(dataset_id: str) -> tuple[dict[str, Any], int]:
         raise BadRequest("username is required")
     grant, created = _store().grant(_principal(), dataset_id, username)
     if created:
-        audit_change("drs.grant.create", dataset_id, details={"username": grant["username"], "permission": "read"})
-    return grant, 201 if created else 200
+        audit_change("drs.grant.create", dataset_id, details={"username": grant.username, "permission": "read"})
+    return shapes.grant(grant), 201 if created else 200
 
 
 def list_grants(dataset_id: str, include_revoked: bool = False) -> dict[str, Any]:
     set_target(dataset_id)
-    return {"grants": _store().list_grants(_principal(), dataset_id, include_revoked=bool(include_revoked))}
+    grants = _store().list_grants(_principal(), dataset_id, include_revoked=bool(include_revoked))
+    return {"grants": [shapes.grant(g) for g in grants]}
 
 
 def revoke_grant(dataset_id: str, username: str) -> tuple[str, int]:
@@ -335,9 +345,9 @@ def _opt_bool(body: Any, key: str) -> bool:
     return value
 
 
-def _change_details(obj: dict[str, Any], dataset_id: str | None) -> dict[str, Any]:
-    details: dict[str, Any] = {"sha256": obj["checksums"][0]["checksum"], "size": obj["size"], "dataset_id": dataset_id}
-    prov = obj.get("provenance")
+def _change_details(obj: ObjectInfo, dataset_id: str | None) -> dict[str, Any]:
+    details: dict[str, Any] = {"sha256": obj.sha256, "size": obj.size, "dataset_id": dataset_id}
+    prov = obj.provenance
     if prov:
         details["provenance"] = {k: prov[k] for k in ("run_id", "task_id", "image_digest") if k in prov}
     return details
