@@ -52,16 +52,18 @@ def run_log(row: RunRow, base_url: str) -> dict[str, Any]:
         "run_id": row.id,
         "request": row.request,
         "state": row.state,
-        "run_log": {
-            "name": main,
-            "cmd": ["helixgate-executor", main] if main else [],
-            "start_time": iso(row.start_time),
-            "end_time": iso(row.end_time),
-            "stdout": f"{base_url}/x-helixgate/runs/{row.id}/log/stdout",
-            "stderr": f"{base_url}/x-helixgate/runs/{row.id}/log/stderr",
-            "exit_code": row.exit_code,
-            "system_logs": list(row.system_logs or []),
-        },
+        "run_log": _known(
+            {
+                "name": main,
+                "cmd": ["helixgate-executor", main] if main else [],
+                "start_time": iso(row.start_time),
+                "end_time": iso(row.end_time),
+                "stdout": f"{base_url}/x-helixgate/runs/{row.id}/log/stdout",
+                "stderr": f"{base_url}/x-helixgate/runs/{row.id}/log/stderr",
+                "exit_code": row.exit_code,
+                "system_logs": list(row.system_logs or []),
+            }
+        ),
         "task_logs_url": f"{base_url}/runs/{row.id}/tasks",
         "outputs": row.outputs or {},
     }
@@ -76,18 +78,25 @@ def run_id(run_id: str) -> dict[str, Any]:
 
 
 def task_log(row: TaskRow, base_url: str) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "cmd": list(row.cmd or []),
-        "start_time": iso(row.start_time),
-        "end_time": iso(row.end_time),
-        "stdout": f"{base_url}/x-helixgate/runs/{row.run_id}/tasks/{row.id}/stdout",
-        "stderr": f"{base_url}/x-helixgate/runs/{row.run_id}/tasks/{row.id}/stderr",
-        "exit_code": row.exit_code,
-        "system_logs": list(row.system_logs or []),
-    }
+    return _known(
+        {
+            "id": row.id,
+            "name": row.name,
+            "cmd": list(row.cmd or []),
+            "start_time": iso(row.start_time),
+            "end_time": iso(row.end_time),
+            "stdout": f"{base_url}/x-helixgate/runs/{row.run_id}/tasks/{row.id}/stdout",
+            "stderr": f"{base_url}/x-helixgate/runs/{row.run_id}/tasks/{row.id}/stderr",
+            "exit_code": row.exit_code,
+            "system_logs": list(row.system_logs or []),
+        }
+    )
 
 
 def task_list(rows: Sequence[TaskRow], next_page_token: str, base_url: str) -> dict[str, Any]:
     return {"task_logs": [task_log(r, base_url) for r in rows], "next_page_token": next_page_token}
+
+
+def _known(log: dict[str, Any]) -> dict[str, Any]:
+    """WES Log fields are optional but never null: a time or exit code not known yet is left out."""
+    return {k: v for k, v in log.items() if v is not None}
