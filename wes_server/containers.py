@@ -320,7 +320,11 @@ class CappedSink:
 
 
 class FrameDemuxer:
-    """Splits the engine's multiplexed attach stream (8-byte headers: stream id, 0, 0, 0, big-endian size)."""
+    """Splits the engine's multiplexed attach stream (8-byte headers: stream id, 0, 0, 0, big-endian size).
+
+    Not ``docker.utils.socket.frames_iter``: its reads block in ``poll()`` without a timeout,
+    so a silent task would outlive its time limit; ``_pump`` reads with the task's deadline.
+    """
 
     def __init__(self, stdout: CappedSink, stderr: CappedSink) -> None:
         self._sinks = {1: stdout, 2: stderr}
