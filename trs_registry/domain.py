@@ -47,6 +47,7 @@ from helixgate.errors import (
     UpstreamError,
     VerificationError,
 )
+from helixgate.images import parse_reference, pinned_name
 from helixgate.signing import (
     KeySigner,
     Signer,
@@ -60,7 +61,7 @@ from helixgate.signing import (
     verify_tool_bundle,
 )
 from trs_registry import validation as v
-from trs_registry.images import ImageResolver, ResolvedImage, parse_reference
+from trs_registry.images import ImageResolver, ResolvedImage
 from trs_registry.models import (
     ImageRow,
     ToolAliasRow,
@@ -113,9 +114,8 @@ class ImageInfo:
 
     @property
     def pinned_name(self) -> str:
-        if self.source == "registry":
-            return f"{self.registry_host}/{self.repository}@{self.manifest_digest}"
-        return self.config_digest
+        host = self.registry_host if self.source == "registry" else ""
+        return pinned_name(host, self.repository, self.manifest_digest, self.config_digest)
 
     @property
     def pinned_digest(self) -> str:
