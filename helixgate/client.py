@@ -2,8 +2,9 @@
 
 Errors come back as ``ClientError`` with one clear line (status and the server's message);
 connection failures say which URL could not be reached. TLS certificates are verified.
-Idempotent requests (GET, HEAD, OPTIONS) are retried with exponential backoff on connection
-errors and 502/503/504 by urllib3's ``Retry``; other methods are never sent twice.
+Retries are urllib3's ``Retry``: idempotent requests (GET, HEAD, OPTIONS) on connection and
+read errors and on 502/503/504, with exponential backoff; a connection that could not be
+opened is retried for any method (nothing was sent); no other request is sent twice.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class ApiClient:
             read=retries,
             other=0,
             raise_on_status=False,  # the last 5xx answer becomes a ClientError below
+            respect_retry_after_header=False,  # bounded waits, whatever a peer asks for
         )
         for scheme in ("http://", "https://"):
             self.session.mount(scheme, HTTPAdapter(max_retries=retry))
