@@ -84,7 +84,6 @@ _PROVENANCE_KEYS = {"run_id", "task_id", "image_digest", "input_checksums", "too
 
 
 T = TypeVar("T")
-__all__ = ["ObjectHidden"]  # raised by the policy (drs_store.access), caught by the handlers
 
 
 class Quarantined(Conflict):
