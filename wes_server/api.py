@@ -10,6 +10,7 @@ from helixgate.errors import BadRequest
 from helixgate.web import audit_change, caller, platform, set_target
 from wes_server import shapes
 from wes_server.domain import Viewer, WorkflowService
+from wes_server.submission import parse_run_request
 
 
 def _svc() -> WorkflowService:
@@ -52,7 +53,8 @@ def run_workflow(*_args: Any, **_kwargs: Any) -> tuple[dict[str, Any], int]:
         raise BadRequest(f"malformed multipart body: {exc}") from None
     if any(not name for name, _ in files):
         raise BadRequest("every workflow_attachment part needs a Content-Disposition filename")
-    run_id = _svc().submit(caller().username or "", form, files)
+    req = parse_run_request(form, files, max_attachment_bytes=platform().settings.max_attachment_bytes)
+    run_id = _svc().submit(caller().username or "", req)
     set_target(run_id)
     audit_change("wes.run.create", run_id, details={"workflow_url": form.get("workflow_url", "")[:300]})
     return shapes.run_id(run_id), 200

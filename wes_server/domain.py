@@ -21,7 +21,6 @@ from wes_server.runs import Attachment, RunStore, check_page_size
 from wes_server.submission import (
     RunRequest,
     drs_inputs,
-    parse_run_request,
     refuse_local_inputs,
 )
 from wes_server.workflow_guard import check_input_references, check_workflow_documents
@@ -80,8 +79,8 @@ class WorkflowService:
         return self._counts[1]
 
     # ------------------------------------------------------------------ submission
-    def submit(self, user: str, form: Mapping[str, str], files: list[tuple[str, bytes]]) -> str:
-        req = parse_run_request(form, files, max_attachment_bytes=self.settings.max_attachment_bytes)
+    def submit(self, user: str, req: RunRequest) -> str:
+        """Accept a run request (parsed from the form by ``submission.parse_run_request``)."""
         attachment_paths = {a.path for a in req.attachments}
         refuse_local_inputs(req.workflow_params, attachment_paths)
         try:
