@@ -76,14 +76,6 @@ def _bulk_ids(body: Any, key: str) -> list[str]:
     return ids
 
 
-def _expand_flag(value: Any) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequest("expand must be a boolean")
-    return value
-
-
 # ------------------------------------------------------------------------ DRS 1.5.0
 def get_service_info() -> dict[str, Any]:
     s = platform().settings
@@ -108,7 +100,7 @@ def get_object(object_id: str, expand: bool = False) -> dict[str, Any]:
 
 def post_object(object_id: str) -> dict[str, Any]:
     set_target(object_id)
-    expand = _expand_flag(json_body().get("expand"))
+    expand = bool(json_body().get("expand", False))  # a boolean (the OpenAPI schema)
     return _object(_checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=expand)))
 
 
@@ -203,17 +195,15 @@ def upload_object(
 
 
 def register_object() -> tuple[dict[str, Any], int]:
-    body = json_body()
-    url = body.get("url")
-    if not isinstance(url, str):
-        raise BadRequest("url is required: s3://bucket/key")
+    body = json_body()  # shaped by HelixGateRegistration (connexion); values checked by parse_meta
+    url: str = body["url"]
     meta = parse_meta(
-        name=_opt_str(body, "name"),
-        description=_opt_str(body, "description"),
-        mime_type=_opt_str(body, "mime_type"),
-        dataset_id=_opt_str(body, "dataset_id"),
-        public=_opt_bool(body, "public"),
-        sha256=_opt_str(body, "sha256"),
+        name=body.get("name"),
+        description=body.get("description"),
+        mime_type=body.get("mime_type"),
+        dataset_id=body.get("dataset_id"),
+        public=body.get("public", False),
+        sha256=body.get("sha256"),
         provenance=body.get("provenance"),
     )
     try:
@@ -242,20 +232,13 @@ def delete_object(object_id: str) -> tuple[str, int]:
 
 
 def create_bundle() -> tuple[dict[str, Any], int]:
-    body = json_body()
-    contents = body.get("contents")
-    if not isinstance(contents, list):
-        raise BadRequest("contents must be an array of {name, id}")
-    members: list[tuple[str, str]] = []
-    for item in contents:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("id"), str):
-            raise BadRequest("each contents entry needs a string name and id")
-        members.append((item["name"], item["id"]))
+    body = json_body()  # shaped by HelixGateBundleRequest (connexion); names and members checked by the store
+    members = [(item["name"], item["id"]) for item in body["contents"]]
     meta = parse_meta(
-        name=_opt_str(body, "name"),
-        description=_opt_str(body, "description"),
-        dataset_id=_opt_str(body, "dataset_id"),
-        public=_opt_bool(body, "public"),
+        name=body.get("name"),
+        description=body.get("description"),
+        dataset_id=body.get("dataset_id"),
+        public=body.get("public", False),
     )
     obj = _store().create_bundle(_principal(), meta, members)
     set_target(obj.id)
@@ -264,11 +247,8 @@ def create_bundle() -> tuple[dict[str, Any], int]:
 
 
 def create_dataset() -> tuple[dict[str, Any], int]:
-    body = json_body()
-    name = _opt_str(body, "name")
-    if not name:
-        raise BadRequest("dataset name is required")
-    ds = _store().create_dataset(_principal(), name, _opt_str(body, "description") or "", _opt_bool(body, "public"))
+    body = json_body()  # name: 1-255 characters, description, public (the OpenAPI schema)
+    ds = _store().create_dataset(_principal(), body["name"], body.get("description") or "", body.get("public", False))
     set_target(ds.id)
     audit_change("drs.dataset.create", ds.id, details={"name": ds.name, "public": ds.public})
     return shapes.dataset(ds), 201
@@ -281,9 +261,7 @@ def get_dataset(dataset_id: str) -> dict[str, Any]:
 
 def create_grant(dataset_id: str) -> tuple[dict[str, Any], int]:
     set_target(dataset_id)
-    username = _opt_str(json_body(), "username")
-    if not username:
-        raise BadRequest("username is required")
+    username: str = json_body()["username"]  # a string (the OpenAPI schema); the store refuses ""
     grant, created = _store().grant(_principal(), dataset_id, username)
     if created:
         audit_change("drs.grant.create", dataset_id, details={"username": grant.username, "permission": "read"})
@@ -331,20 +309,6 @@ def stream_object(object_id: str, exp: str = "", sig: str = "", u: str | None = 
 
 
 # ------------------------------------------------------------------------ helpers
-def _opt_str(body: Any, key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(f"{key} must be a string")
-    return value
-
-
-def _opt_bool(body: Any, key: str) -> bool:
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise BadRequest(f"{key} must be a boolean")
-    return value
-
-
 def _change_details(obj: ObjectInfo, dataset_id: str | None) -> dict[str, Any]:
     details: dict[str, Any] = {"sha256": obj.sha256, "size": obj.size, "dataset_id": dataset_id}
     prov = obj.provenance
