@@ -100,11 +100,17 @@ def parse_reference(reference: str) -> ImageReference:
     return ImageReference(ref, registry, name, tag, digest or None)
 
 
+def pinned_reference(name: str | None, digest: str) -> str:
+    """The one spelling of a pinned image: ``name@sha256:<manifest>``, or the bare image id
+    ``sha256:<hex>`` of a local-only image (``name`` None)."""
+    return f"{name}@{digest}" if name else digest
+
+
 def pinned_name(registry_host: str, repository: str, manifest_digest: str, config_digest: str) -> str:
     """``host/repo@sha256:<manifest>`` for a registry image, the image id for a local-only one."""
     if registry_host:
-        return f"{registry_host}/{repository}@{manifest_digest}"
-    return config_digest
+        return pinned_reference(f"{registry_host}/{repository}", manifest_digest)
+    return pinned_reference(None, config_digest)
 
 
 # --------------------------------------------------------------------------- busybox images

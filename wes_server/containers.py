@@ -48,7 +48,7 @@ import requests
 from docker.types import LogConfig, Mount
 
 from helixgate.errors import BadRequest, Conflict, Forbidden, IntegrityError, NotFound, UpstreamError
-from helixgate.images import parse_reference
+from helixgate.images import parse_reference, pinned_reference
 from helixgate.integrity import digests_equal
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class PinnedRef:
     digest: str
 
     def __str__(self) -> str:
-        return f"{self.repository}@{self.digest}" if self.repository else self.digest
+        return pinned_reference(self.repository, self.digest)
 
 
 def parse_pinned_ref(ref: str) -> PinnedRef:
