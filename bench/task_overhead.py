@@ -3,10 +3,10 @@ command (create / start / wait / remove).
 
 Two measurements, both side by side with the bare baseline:
 
-* **direct** — the gate's phases called in this process exactly as ``VerifiedJob.run`` calls
-  them, each timed: TRS lookup (image pin over HTTP), signature check, ensure image
-  (local id == signed id), input staging (copy while hashing + checksum compare), task
-  bookkeeping (task rows + audit record), the hardened container (``ContainerRunner.run``),
+* **direct** — the gate's phases (``TaskGate``) called in this process one by one, each
+  timed: TRS lookup (image pin over HTTP), signature check, ensure image (local id ==
+  signed id), input staging (copy while hashing + checksum compare), task bookkeeping
+  (task rows + audit record), the hardened container (``ContainerRunner.run``),
   output hashing. The server is a real ``helixgate serve`` (TRS/DRS over HTTP); the worker
   objects are built on its data directory.
 * **through WES** — one-step and three-step runs of the same chain workflow submitted over
@@ -101,10 +101,11 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
 
     from helixgate.config import load_settings
     from helixgate.integrity import sha256_file
-    from helixgate.platform import Platform
+    from helixgate_app.services import build_platform
     from wes_server import gate
     from wes_server.containers import TaskContainerSpec
-    from wes_server.executor import Executor, RunExecution
+    from wes_server.domain import WorkflowService
+    from wes_server.executor import Executor
 
     repeats = 5 if opts.quick else 15
     wes_repeats = 2 if opts.quick else 5
@@ -115,12 +116,13 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
     ctx.cleanups.callback(client.close)
 
     # worker-side objects on the server's data directory (same database, keys, TRS over HTTP)
-    platform = Platform(load_settings(env=server.env))
+    platform = build_platform(load_settings(env=server.env))
     ctx.cleanups.callback(platform.close)
-    executor = Executor(platform)
+    executor = Executor(settings=platform.settings, wes=platform.domain(WorkflowService), audit=platform.audit)
     wes = executor.wes
     run_row = wes.runs.create(owner="ann", request={}, tags={}, attachments=[], workflow_source={"kind": "bench"})
-    execution = RunExecution(executor, run_row, threading.Event())
+    execution = executor.execution(run_row, threading.Event())
+    task_gate = execution.gate
     src = ctx.tmp / "input.txt"
     src.write_bytes(world.input_text)
     known = hashlib.sha256(world.input_text).hexdigest()
@@ -135,18 +137,17 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
         outdir.mkdir()
         start = time.perf_counter()
         clock.time(PHASES[4], lambda: wes.runs.add_task(run_row.id, task_id, "s01", state="INITIALIZING"))
-        pin = clock.time(PHASES[0], lambda: wes.trs.image_pin(image_ref, prefer))
+        pin = clock.time(PHASES[0], lambda: wes.tools.image_pin(image_ref, prefer))
 
         def verify() -> gate.SignedTool:
-            signed = wes.trs.signed_version(pin["tool_id"], pin["version_id"])
-            gate.check_reference(image_ref, signed)
-            gate.check_pin(pin, signed)
+            signed = wes.tools.signed_version(pin.tool_id, pin.version_id)
+            task_gate.digests(image_ref, pin, signed)
             return signed
 
         signed = clock.time(PHASES[1], verify)
 
         def ensure() -> None:
-            gate.check_local_image(executor.runner.ensure_image(signed.pinned_ref, signed.config_digest), signed)
+            task_gate.local_image(signed)
 
         clock.time(PHASES[2], ensure)
 
@@ -159,13 +160,13 @@ def run(opts: Options, ctx: BenchContext) -> list[Row]:
         clock.time(PHASES[3], stage_input)
 
         def start_bookkeeping() -> None:
-            wes.runs.update_task(run_row.id, task_id, state="RUNNING", image_id=pin["image_id"],
+            wes.runs.update_task(run_row.id, task_id, state="RUNNING", image_id=pin.image_id,
                                  inputs=[{"path": "input.txt", "sha256": known}])
-            executor._audit_exec(execution, "wes.task.start", task_id, {"image_id": pin["image_id"]})
+            execution.audit.executed("wes.task.start", task_id, {"image_id": pin.image_id})
 
         clock.time(PHASES[4], start_bookkeeping)
         spec = TaskContainerSpec(
-            run_id=run_row.id, task_id=task_id, image_id=pin["image_id"], command=COMMAND,
+            run_id=run_row.id, task_id=task_id, image_id=pin.image_id, command=COMMAND,
             output_dir=str(outdir), stdout_path=str(outdir / "out.txt"), stderr_path=str(task_dir / "stderr.log"),
             inputs=[(str(stage / "input.txt"), "/var/lib/cwl/input.txt")], workdir="/var/spool/cwl",
             cpus=1.0, memory_bytes=64 * 1024 * 1024,

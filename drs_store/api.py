@@ -31,14 +31,14 @@ from drs_store.domain import DrsStore, ObjectInfo, RangeNotSatisfiable, RequestI
 from helixgate.body_pipe import pipe_from_environ
 from helixgate.errors import BadRequest, IntegrityError
 from helixgate.service_info import base_service_info
-from helixgate.web import audit_change, caller, current, error_body, json_body, platform, security_event, set_target
+from helixgate.services import ga4gh_error
+from helixgate.web import audit_change, caller, current, json_body, platform, security_event, set_target
 
 T = TypeVar("T")
 
 
 def _store() -> DrsStore:
-    store: DrsStore = platform().service("drs")
-    return store
+    return platform().domain(DrsStore)
 
 
 def _deployment() -> shapes.Deployment:
@@ -290,7 +290,7 @@ def stream_object(object_id: str, exp: str = "", sig: str = "", u: str | None = 
     try:
         plan = _store().open_stream(object_id, user=u, expires=exp, signature=sig, range_header=range_header, info=info)
     except RangeNotSatisfiable as exc:
-        resp = jsonify(error_body("drs", 416, exc.message))
+        resp = jsonify(ga4gh_error(416, exc.message))
         resp.status_code = 416
         resp.headers["Content-Range"] = f"bytes */{exc.size}"
         return resp

@@ -65,6 +65,7 @@ from helixgate.errors import (
 )
 from helixgate.integrity import normalize_sha256
 from helixgate.limits import loads as safe_json_loads
+from helixgate.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -857,7 +858,7 @@ def _b64(raw: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- factory
-def build(platform: Any, *, storage_factory: Callable[[Any], ObjectStorage] = make_storage) -> DrsStore:
+def build(platform: Platform, *, storage_factory: Callable[[Any], ObjectStorage] = make_storage) -> DrsStore:
     settings = platform.settings
     issuers = [i.issuer for i in settings.issuers]
     if platform.issuer is not None:

@@ -31,7 +31,11 @@ class Deployment:
     bearer_issuers: tuple[str, ...]
 
     def uri(self, object_id: str) -> str:
-        return f"drs://{self.drs_host}/{object_id}"
+        return drs_uri(self.drs_host, object_id)
+
+
+def drs_uri(drs_host: str, object_id: str) -> str:
+    return f"drs://{drs_host}/{object_id}"
 
 
 def rfc3339(value: datetime) -> str:

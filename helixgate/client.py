@@ -33,6 +33,17 @@ def _message(resp: requests.Response) -> str:
     return str(body)[:300]
 
 
+def json_object(resp: requests.Response) -> dict[str, Any]:
+    """The response's body, which must be a JSON object."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise UpstreamError(f"{resp.request.method} {resp.url} did not return a JSON object")
+    return body
+
+
 class ApiClient:
     def __init__(
         self,
@@ -105,6 +116,15 @@ class ApiClient:
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
+
+    def get_object(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        """GET a JSON object (anything else is the server's error)."""
+        return json_object(self.request("GET", path, **kwargs))
+
+    def post_object(self, path: str, body: Any, **kwargs: Any) -> dict[str, Any]:
+        """POST ``body`` as JSON and read back a JSON object."""
+        headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+        return json_object(self.request("POST", path, data=json.dumps(body), headers=headers, **kwargs))
 
     def post_json(self, path: str, body: Any, **kwargs: Any) -> Any:
         resp = self.request(

@@ -21,8 +21,8 @@ def get_service_info() -> dict[str, Any]:
 
 def get_me() -> dict[str, Any]:
     c = caller()
-    user = platform().users.get(c.username)
-    body = user.to_dict() if user else {"username": c.username}
+    user = platform().users.get(c.username) if c.username else None
+    body: dict[str, Any] = user.to_dict() if user else {"username": c.username}
     body["permissions"] = sorted(rbac.permissions_for(c.roles))
     return body
 

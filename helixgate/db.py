@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING = {
@@ -50,7 +50,7 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
-        self.engine: Engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+        self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
@@ -81,6 +81,14 @@ class Database:
             return None
         path = self.url.split("///", 1)[-1]
         return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched (``Session.execute`` is typed as returning any
+    ``Result``; DML returns a ``CursorResult``)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"{type(result).__name__} has no row count (not the result of an UPDATE or DELETE)")
+    return result.rowcount
 
 
 # Session-level PostgreSQL advisory lock key (advisory locks are per database, so other
@@ -134,23 +142,24 @@ def startup_lock(db: Database) -> Iterator[None]:
         yield
 
 
-MIGRATION_PACKAGES = ("helixgate", "drs_store", "trs_registry", "wes_server")
+def migrate(db: Database, packages: Iterable[str]) -> None:
+    """Upgrade each owner's tables to the newest Alembic revision (idempotent), in order.
 
-
-def migrate(db: Database, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> None:
-    """Upgrade each owner's tables to the newest Alembic revision (idempotent)."""
-    import importlib
+    ``packages`` are the services' migration packages (``ServiceDeclaration.migrations``),
+    the core's first.
+    """
+    import importlib.util
 
     from alembic import command
     from alembic.config import Config
 
     for pkg in packages:
-        mod = importlib.import_module(pkg)
-        root = Path(mod.__file__ or "").parent / "migrations"
-        if not root.is_dir():
-            continue
+        spec = importlib.util.find_spec(pkg)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if not locations:
+            raise RuntimeError(f"migration package {pkg} not found")
         cfg = Config()
-        cfg.set_main_option("script_location", str(root))
+        cfg.set_main_option("script_location", locations[0])
         cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
         cfg.attributes["connection_engine"] = db.engine
         command.upgrade(cfg, "head")

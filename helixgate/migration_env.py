@@ -1,5 +1,6 @@
-"""Shared Alembic environment: each owner (core, drs, trs, wes) migrates only its own
-tables (by name prefix) and keeps its own version table."""
+"""Shared Alembic environment: each service (the core included) migrates only its own
+tables (by name prefix) and keeps its own version table; its declaration names the modules
+that define them."""
 
 from __future__ import annotations
 
@@ -10,19 +11,13 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from helixgate.db import Base
-
-OWNERS = {
-    "core": ("helixgate.users", "helixgate.audit", "helixgate.installation"),
-    "drs": ("drs_store.models",),
-    "trs": ("trs_registry.models",),
-    "wes": ("wes_server.models",),
-}
+from helixgate.services import ServiceDeclaration
 
 
-def run(owner: str) -> None:
-    for module in OWNERS[owner]:
+def run(service: ServiceDeclaration[Any]) -> None:
+    for module in service.models:
         importlib.import_module(module)
-    prefix = f"{owner}_"
+    prefix = service.table_prefix
     config = context.config
 
     def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
@@ -34,7 +29,7 @@ def run(owner: str) -> None:
     opts: dict[str, Any] = dict(
         target_metadata=Base.metadata,
         include_object=include_object,
-        version_table=f"alembic_version_{owner}",
+        version_table=f"alembic_version_{service.name}",
         render_as_batch=True,
         compare_type=True,
     )

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from flask import jsonify
+import connexion
+from flask import Response, jsonify
+
+if TYPE_CHECKING:
+    from helixgate.platform import Platform
 
 
-def add_oidc_routes(app: Any, platform: Any) -> None:
+def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
     issuer = platform.issuer
     if issuer is None:
         return
     flask_app = app.app
 
     @flask_app.get("/oidc/.well-known/openid-configuration")
-    def _discovery() -> Any:
+    def _discovery() -> Response:
         return jsonify(issuer.discovery_document())
 
     @flask_app.get("/oidc/jwks.json")
-    def _jwks() -> Any:
+    def _jwks() -> Response:
         return jsonify(issuer.jwks())

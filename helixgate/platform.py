@@ -1,20 +1,25 @@
 """The per-process object graph: settings, database, users, audit, token verification,
-and each service's domain object, built lazily on first use."""
+and each declared service's domain object and ports, built lazily on first use.
+
+The platform knows services only through the declarations it is given
+(``helixgate.services.ServiceDeclaration``); the composition root (``helixgate_app``) lists
+them. Lookups are typed: ``platform.domain(DrsStore) -> DrsStore``,
+``platform.port(DataPort) -> DataPort``.
+"""
 
 from __future__ import annotations
 
-import importlib
 import threading
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping, TypeVar, cast
 
+from helixgate import declaration as core_declaration
 from helixgate.config import Settings
 from helixgate.db import Database, migrate, startup_lock
+from helixgate.errors import ConfigurationError
+from helixgate.services import ServiceDeclaration
 
-DOMAIN_FACTORIES = {
-    "drs": "drs_store.domain:build",
-    "trs": "trs_registry.domain:build",
-    "wes": "wes_server.domain:build",
-}
+T = TypeVar("T")
+PortFactory = Callable[["Platform"], object]
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -34,14 +39,36 @@ def _private_sqlite_file(url: str) -> None:
         pass
 
 
+def _declarations(services: Iterable[ServiceDeclaration[Any]]) -> tuple[ServiceDeclaration[Any], ...]:
+    """The core first (its tables and users come before any service's), each name once."""
+    ordered = [core_declaration.SERVICE, *(s for s in services if s is not core_declaration.SERVICE)]
+    names = [s.name for s in ordered]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"services declared more than once: {', '.join(duplicates)}")
+    return tuple(ordered)
+
+
 class Platform:
-    def __init__(self, settings: Settings, *, run_migrations: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Iterable[ServiceDeclaration[Any]] = (),
+        *,
+        remote_ports: Mapping[type[Any], PortFactory] | None = None,
+        run_migrations: bool = True,
+    ) -> None:
+        """``services``: the declarations this process may use (the core is always one);
+        ``remote_ports``: the core's HTTP implementation of each port, used when no service
+        served in this process provides it."""
         from helixgate.audit import AuditTrail
         from helixgate.auth import builtin_issuer_for, make_verifier
         from helixgate.installation import default_container_scope, ensure_installation_id
         from helixgate.users import UserDirectory
         from helixgate.web import _SessionSeen
 
+        self.services = _declarations(services)
+        self.remote_ports: Mapping[type[Any], PortFactory] = dict(remote_ports or {})
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         _private_sqlite_file(settings.effective_database_url)
         self.db = Database(settings.effective_database_url)
@@ -50,7 +77,7 @@ class Platform:
         # bootstraps, the others wait for it and then find the work done.
         with startup_lock(self.db):
             if run_migrations:
-                migrate(self.db)
+                migrate(self.db, [s.migrations for s in self.services if s.migrations])
             self.installation_id = ensure_installation_id(self.db)
             # the identity WES workers use to read data on behalf of users (created if missing,
             # never modified: its state is the administrators' decision)
@@ -81,19 +108,49 @@ class Platform:
             self.issuer.record_served()
         self.verifier = make_verifier(settings, self.issuer)
         self.session_seen = _SessionSeen()
-        self._services: dict[str, Any] = {}
+        self._domains: dict[type[Any], object] = {}
+        self._ports: dict[tuple[type[Any], PortFactory], object] = {}
         # the APIs this process serves (set by whoever mounts them): peers that live here are
         # called in-process, so a request never waits on a second request to its own server
         self.served: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a domain's build may look up another domain or port
 
-    def service(self, name: str) -> Any:
-        """The domain object of one service (``drs``, ``trs``, ``wes``), built once."""
+    def domain(self, kind: type[T]) -> T:
+        """The domain object of the declared service whose domain class is ``kind``, built once."""
         with self._lock:
-            if name not in self._services:
-                module, _, attr = DOMAIN_FACTORIES[name].partition(":")
-                self._services[name] = getattr(importlib.import_module(module), attr)(self)
-            return self._services[name]
+            built = self._domains.get(kind)
+            if built is None:
+                service = next((s for s in self.services if s.domain is kind), None)
+                if service is None:
+                    raise ConfigurationError(f"no service declared to this platform builds {kind.__name__}")
+                built = service.build(self)
+                if not isinstance(built, kind):  # a declaration whose build returns something else
+                    raise ConfigurationError(
+                        f"service {service.name} built {type(built).__name__}, not {kind.__name__}"
+                    )
+                self._domains[kind] = built
+            return cast(T, built)
+
+    def port(self, kind: type[T]) -> T:
+        """The implementation of the port ``kind`` (a Protocol of ``helixgate.ports``): the
+        in-process one of a service served here (``served``), else the core's HTTP one.
+
+        Each implementation is built once (a lookup before ``served`` is set gets the remote
+        one, later lookups the in-process one).
+        """
+        with self._lock:  # one lock order: ports may build domains
+            local = [s.provides[kind] for s in self.services if s.name in self.served and kind in s.provides]
+            if len(local) > 1:
+                raise ConfigurationError(f"more than one served service provides {kind.__name__}")
+            factory = local[0] if local else self.remote_ports.get(kind)
+            if factory is None:
+                raise ConfigurationError(f"no implementation of {kind.__name__} is available to this platform")
+            built = self._ports.get((kind, factory))
+            if built is None:
+                built = factory(self)
+                self._ports[(kind, factory)] = built
+            # the declarations map each port to its implementations: ``kind`` is their Protocol
+            return cast(T, built)
 
     def service_token(self, on_behalf_of: str | None = None, ttl: int = 300) -> str:
         """A short-lived token for the service identity, minted by the built-in issuer.
@@ -105,13 +162,11 @@ class Platform:
 
             return Path(self.settings.service_token_file).read_text().strip()
         if self.issuer is None:
-            from helixgate.errors import ConfigurationError
-
             raise ConfigurationError("service_token_file is required when builtin_issuer is off")
         return self.issuer.issue(self.settings.service_user, ttl)
 
     def close(self) -> None:
-        for svc in self._services.values():
+        for svc in self._domains.values():
             close = getattr(svc, "close", None)
             if close:
                 close()

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import requests
 
-from helixgate.client import ApiClient, ClientError
+from helixgate.client import ApiClient, ClientError, json_object
 from helixgate.errors import BadRequest, HelixGateError, IntegrityError, UpstreamError, VerificationError
 from helixgate.integrity import CHUNK, check_sha256, normalize_sha256
 from helixgate.uris import has_scheme, parse_drs
@@ -217,7 +217,7 @@ class HelixGate:
         body: dict[str, Any] = {"organization": organization, "name": name, "description": description}
         if tool_id:
             body["id"] = tool_id
-        return self.api.post_json(f"{TRS}/x-helixgate/tools", body)
+        return self.api.post_object(f"{TRS}/x-helixgate/tools", body)
 
     def publish_version(
         self,
@@ -238,19 +238,19 @@ class HelixGate:
             for path, content in files.items()
         ]
         body = {"id": version_id, "files": entries, "images": images, "descriptor_type": descriptor_type}
-        return self.api.post_json(f"{TRS}/x-helixgate/tools/{quote(tool_id, safe='')}/versions", body)
+        return self.api.post_object(f"{TRS}/x-helixgate/tools/{quote(tool_id, safe='')}/versions", body)
 
     def version_record(self, tool_id: str, version_id: str, *, content: bool = False) -> dict[str, Any]:
         t, v = quote(tool_id, safe=""), quote(version_id, safe="")
         params = {"include_content": "true"} if content else None
-        return self.api.get_json(f"{TRS}/x-helixgate/tools/{t}/versions/{v}", params=params)
+        return self.api.get_object(f"{TRS}/x-helixgate/tools/{t}/versions/{v}", params=params)
 
     def trust_material(self) -> dict[str, Any]:
-        return self.api.get_json(f"{TRS}/x-helixgate/signing/trust")
+        return self.api.get_object(f"{TRS}/x-helixgate/signing/trust")
 
     def get_tool(self, tool_id: str) -> dict[str, Any]:
         """The tool with its versions and HelixGate fields (owner, times)."""
-        return self.api.get_json(f"{TRS}/x-helixgate/tools/{quote(tool_id, safe='')}")
+        return self.api.get_object(f"{TRS}/x-helixgate/tools/{quote(tool_id, safe='')}")
 
     def version_bundle(self, tool_id: str, version_id: str) -> str:
         """The registry's Sigstore bundle for a version, exactly as signed."""
@@ -267,10 +267,10 @@ class HelixGate:
 
     # ------------------------------------------------------------------ DRS
     def create_dataset(self, name: str, *, public: bool = False) -> dict[str, Any]:
-        return self.api.post_json(f"{DRS}/x-helixgate/datasets", {"name": name, "public": public})
+        return self.api.post_object(f"{DRS}/x-helixgate/datasets", {"name": name, "public": public})
 
     def grant(self, dataset_id: str, username: str) -> dict[str, Any]:
-        return self.api.post_json(
+        return self.api.post_object(
             f"{DRS}/x-helixgate/datasets/{quote(dataset_id, safe='')}/grants", {"username": username}
         )
 
@@ -295,7 +295,7 @@ class HelixGate:
             data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
-        return resp.json()
+        return json_object(resp)
 
     def upload_file(
         self,
@@ -316,7 +316,7 @@ class HelixGate:
         return self.upload(chunks(), name=name or path.name, dataset_id=dataset_id, sha256=sha256)
 
     def get_object(self, object_id: str) -> dict[str, Any]:
-        return self.api.get_json(f"{DRS}/objects/{quote(object_id, safe='')}")
+        return self.api.get_object(f"{DRS}/objects/{quote(object_id, safe='')}")
 
     def download(self, object_id: str) -> Iterator[bytes]:
         """The object's bytes through a short-lived signed URL (the server re-hashes while streaming)."""
@@ -403,10 +403,10 @@ class HelixGate:
             }.items()
             if v
         }
-        return self.api.post_json(f"{DRS}/x-helixgate/registrations", body)
+        return self.api.post_object(f"{DRS}/x-helixgate/registrations", body)
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self.api.get_json(f"{DRS}/x-helixgate/datasets/{quote(dataset_id, safe='')}")
+        return self.api.get_object(f"{DRS}/x-helixgate/datasets/{quote(dataset_id, safe='')}")
 
     def revoke(self, dataset_id: str, username: str) -> None:
         d, u = quote(dataset_id, safe=""), quote(username, safe="")
@@ -467,7 +467,7 @@ class HelixGate:
     # ------------------------------------------------------------------ platform
     def me(self) -> dict[str, Any]:
         """The calling user: username, roles and permissions."""
-        return self.api.get_json("/helixgate/v1/me")
+        return self.api.get_object("/helixgate/v1/me")
 
     # ------------------------------------------------------------------ WES
     def submit_run(
@@ -496,7 +496,7 @@ class HelixGate:
         return str(self.api.get_json(f"{WES}/runs/{run_id}/status")["state"])
 
     def run_log(self, run_id: str) -> dict[str, Any]:
-        return self.api.get_json(f"{WES}/runs/{run_id}")
+        return self.api.get_object(f"{WES}/runs/{run_id}")
 
     def run_tasks(self, run_id: str) -> list[dict[str, Any]]:
         tasks: list[dict[str, Any]] = []

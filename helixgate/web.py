@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 import ipaddress
 import logging
 import re
@@ -19,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import connexion
@@ -36,29 +37,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from helixgate import limits, rbac
 from helixgate.body_pipe import BodyPipeMiddleware
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, Hidden, PayloadTooLarge, Unauthorized
+from helixgate.services import ServiceDeclaration, ga4gh_error
+
+if TYPE_CHECKING:
+    from helixgate.platform import Platform
 
 log = logging.getLogger("helixgate.web")
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_PATHS = {
-    "wes": "/ga4gh/wes/v1",
-    "trs": "/ga4gh/trs/v2",
-    "drs": "/ga4gh/drs/v1",
-    "core": "/helixgate/v1",
-}
-HANDLER_MODULES = {
-    "wes": "wes_server.api",
-    "trs": "trs_registry.api",
-    "drs": "drs_store.api",
-    "core": "helixgate.core_api",
-}
 ON_BEHALF_HEADER = "X-HelixGate-On-Behalf-Of"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 def openapi_dir() -> Path:
     for candidate in (ROOT / "openapi", Path(__import__("sys").prefix) / "share" / "helixgate" / "openapi"):
-        if (candidate / "wes.yaml").exists():
+        if (candidate / "core.yaml").exists():  # the core's own document
             return candidate
     raise FileNotFoundError("openapi/ directory not found (install from the source tree)")
 
@@ -118,11 +111,12 @@ def caller() -> Caller:
     return current().caller
 
 
-def platform() -> Any:
+def platform() -> Platform:
     """The Platform serving the current request."""
     from flask import current_app
 
-    return current_app.config["HELIXGATE_PLATFORM"]()
+    get_platform: Callable[[], Platform] = current_app.config["HELIXGATE_PLATFORM"]
+    return get_platform()
 
 
 def audit_change(
@@ -169,21 +163,11 @@ def set_target(target: str) -> None:
 
 
 # --------------------------------------------------------------------------- errors
-def error_body(service: str, status: int, message: str) -> dict[str, Any]:
-    if service == "trs":
-        return {"code": status, "message": message}
-    return {"msg": message, "status_code": status}
+ErrorBody = Callable[[int, str], dict[str, Any]]
 
 
-def service_for_path(path: str) -> str:
-    for service, base in BASE_PATHS.items():
-        if path.startswith(base):
-            return service
-    return "core"
-
-
-def _flask_error(service: str, exc: HelixGateError, request_id: str) -> Response:
-    resp = jsonify(error_body(service, exc.status, exc.message))
+def _flask_error(error_body: ErrorBody, exc: HelixGateError, request_id: str) -> Response:
+    resp = jsonify(error_body(exc.status, exc.message))
     resp.status_code = exc.status
     resp.headers["X-Request-ID"] = request_id
     if exc.status == 401:
@@ -192,17 +176,6 @@ def _flask_error(service: str, exc: HelixGateError, request_id: str) -> Response
 
 
 # --------------------------------------------------------------------------- the guard
-class Platform:
-    """Per-process objects the handlers need. Built once by ``helixgate.platform``."""
-
-    settings: Any
-    db: Any
-    users: Any
-    audit: Any
-    verifier: Any
-    services: dict[str, Any]
-
-
 class _SessionSeen:
     """Remembers recently seen token ids to audit 'token accepted for a new session' once."""
 
@@ -222,14 +195,14 @@ class _SessionSeen:
             return True
 
 
-def _bearer_token(service: str, operation_id: str) -> str | None:
+def _bearer_token(declaration: ServiceDeclaration[Any]) -> str | None:
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization header must be 'Bearer <token>'")
         return token.strip()
-    if service == "drs" and request.method == "POST":
+    if declaration.passports_in_body and request.method == "POST":
         # DRS PassportAuth lives in the body (x-in: body); accept a passport JWT there.
         body = request.get_json(silent=True)
         if isinstance(body, dict):
@@ -239,9 +212,10 @@ def _bearer_token(service: str, operation_id: str) -> str | None:
     return None
 
 
-def authenticate(platform: Any, service: str, operation_id: str) -> Caller:
+def authenticate(platform: Platform, declaration: ServiceDeclaration[Any]) -> Caller:
     """Turn the request's bearer token into a registered, active Caller (or anonymous)."""
-    token = _bearer_token(service, operation_id)
+    service = declaration.name
+    token = _bearer_token(declaration)
     if token is None:
         return Caller(None)
     principal = platform.verifier.verify(token)
@@ -279,8 +253,14 @@ def authenticate(platform: Any, service: str, operation_id: str) -> Caller:
 
 
 def _guard(
-    func: Callable[..., Any], *, service: str, operation_id: str, permission: str, get_platform: Callable[[], Any]
+    func: Callable[..., Any],
+    *,
+    declaration: ServiceDeclaration[Any],
+    operation_id: str,
+    permission: str,
+    get_platform: Callable[[], Platform],
 ) -> Callable[..., Any]:
+    service, error_body = declaration.name, declaration.error_body
     anonymous_ok = permission in rbac.ANONYMOUS_CAPABLE
 
     @functools.wraps(func)
@@ -294,7 +274,7 @@ def _guard(
         outcome, status, message = "success", 200, ""
         try:
             if permission != rbac.PUBLIC:
-                state.caller = authenticate(platform, service, operation_id)
+                state.caller = authenticate(platform, declaration)
                 if state.caller.username is None:
                     if not anonymous_ok or (permission == "trs:read" and not platform.settings.anonymous_read):
                         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
@@ -328,11 +308,11 @@ def _guard(
                         **({"hidden": True} if isinstance(exc, Hidden) else {}),
                     },
                 )
-            return _flask_error(service, exc, rid)
+            return _flask_error(error_body, exc, rid)
         except Exception:  # never a stack trace to the client
             log.exception("unhandled error in %s (request %s)", operation_id, rid)
             outcome, status, message = "error", 500, "internal server error"
-            return _flask_error(service, HelixGateError(f"internal server error (request id {rid})"), rid)
+            return _flask_error(error_body, HelixGateError(f"internal server error (request id {rid})"), rid)
         finally:
             try:
                 platform.audit.record(
@@ -391,13 +371,17 @@ class GuardedResolver(Resolver):
     """Resolves operationIds to ``<module>.<snake_case(operationId)>`` and wraps each in the guard."""
 
     def __init__(
-        self, service: str, get_platform: Callable[[], Any], streaming_routes: set[tuple[str, str]] | None = None
+        self,
+        declaration: ServiceDeclaration[Any],
+        get_platform: Callable[[], Platform],
+        streaming_routes: set[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__()
-        self.service = service
+        self.declaration = declaration
+        self.service = declaration.name
         self.get_platform = get_platform
         self.streaming_routes = streaming_routes if streaming_routes is not None else set()
-        self.module = __import__(HANDLER_MODULES[service], fromlist=["_"])
+        self.module = importlib.import_module(declaration.handlers)
 
     def resolve(self, operation: Any) -> Resolution:
         op_id = operation.operation_id
@@ -410,14 +394,18 @@ class GuardedResolver(Resolver):
         if spec.get("x-helixgate-streaming-body"):
             if "{" in operation.path:
                 raise RuntimeError(f"{self.service}: streaming-body operation {op_id} must have a fixed path")
-            self.streaming_routes.add((operation.method.upper(), BASE_PATHS[self.service] + operation.path))
+            self.streaming_routes.add((operation.method.upper(), self.declaration.base_path + operation.path))
         name = snake_case(op_id)
         func = getattr(self.module, name, None)
         if func is None:
-            raise RuntimeError(f"{self.service}: no handler {HANDLER_MODULES[self.service]}.{name} for {op_id}")
+            raise RuntimeError(f"{self.service}: no handler {self.declaration.handlers}.{name} for {op_id}")
         return Resolution(
             _guard(
-                func, service=self.service, operation_id=op_id, permission=permission, get_platform=self.get_platform
+                func,
+                declaration=self.declaration,
+                operation_id=op_id,
+                permission=permission,
+                get_platform=self.get_platform,
             ),
             op_id,
         )
@@ -429,9 +417,22 @@ def snake_case(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- connexion-level errors
-def _connexion_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+def _connexion_error_handler(
+    get_platform: Callable[[], Platform],
+) -> Callable[[ConnexionRequest, Exception], ConnexionResponse]:
+    """Errors raised before a handler, in the error shape of the API the path belongs to,
+    mounted here or not (the core's shape outside every declared API)."""
+
+    def handler(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        path = request.url.path
+        owner = next((s for s in get_platform().services if path.startswith(s.base_path)), None)
+        return _connexion_error(owner.error_body if owner else ga4gh_error, request, exc)
+
+    return handler
+
+
+def _connexion_error(error_body: ErrorBody, request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     path = request.url.path
-    service = service_for_path(path)
     if isinstance(exc, ProblemException):
         status, message = exc.status, str(exc.detail or exc.title or "bad request")
     elif isinstance(exc, StarletteHTTPException):
@@ -459,7 +460,7 @@ def _connexion_error(request: ConnexionRequest, exc: Exception) -> ConnexionResp
 
     return ConnexionResponse(
         status_code=status,
-        body=json.dumps(error_body(service, status, _clean(message))),
+        body=json.dumps(error_body(status, _clean(message))),
         content_type="application/json",
     )
 
@@ -631,14 +632,17 @@ def _client_from_forwarded(value: str, proxies: tuple[Any, ...]) -> str | None:
 
 
 # --------------------------------------------------------------------------- OpenAPI documents
-def _add_spec_routes(app: connexion.FlaskApp, services: Iterable[str], get_platform: Callable[[], Any]) -> None:
+def _add_spec_routes(
+    app: connexion.FlaskApp, services: Iterable[ServiceDeclaration[Any]], get_platform: Callable[[], Platform]
+) -> None:
     """Serve each API's document as written (``$ref`` kept: DRS's schemas are recursive, so the
     resolved form connexion would serve cannot be encoded), with ``servers`` set to the public URL."""
     import yaml
 
-    for service in services:
-        raw = yaml.safe_load((openapi_dir() / f"{service}.yaml").read_text(encoding="utf-8"))
-        base = BASE_PATHS[service]
+    for declaration in services:
+        service = declaration.name
+        raw = yaml.safe_load((openapi_dir() / declaration.openapi).read_text(encoding="utf-8"))
+        base = declaration.base_path
 
         def document(raw: dict[str, Any] = raw, base: str = base) -> dict[str, Any]:
             doc = dict(raw)
@@ -659,11 +663,13 @@ def _add_spec_routes(app: connexion.FlaskApp, services: Iterable[str], get_platf
 
 # --------------------------------------------------------------------------- app factory
 def create_app(
-    get_platform: Callable[[], Any],
-    services: Iterable[str] = ("wes", "trs", "drs", "core"),
+    get_platform: Callable[[], Platform],
+    services: Iterable[ServiceDeclaration[Any]],
     *,
     extra_routes: Callable[[Any], None] | None = None,
 ) -> connexion.FlaskApp:
+    """One connexion app serving the APIs of ``services`` (their declarations)."""
+    services = tuple(services)
     middlewares = [m for m in ConnexionMiddleware.default_middlewares if m is not SecurityMiddleware]
     app = connexion.FlaskApp(
         __name__,
@@ -682,17 +688,17 @@ def create_app(
     )
     streaming_routes: set[tuple[str, str]] = set()  # filled by the resolvers below
     app.add_middleware(BodyPipeMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, routes=streaming_routes)
-    for service in services:
+    for declaration in services:
         app.add_api(
-            f"{service}.yaml",
-            base_path=BASE_PATHS[service],
-            resolver=GuardedResolver(service, get_platform, streaming_routes),
+            declaration.openapi,
+            base_path=declaration.base_path,
+            resolver=GuardedResolver(declaration, get_platform, streaming_routes),
             validate_responses=False,
             strict_validation=False,
             swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),
         )
     for exc_type in (ProblemException, StarletteHTTPException, HelixGateError, Exception):
-        app.add_error_handler(exc_type, _connexion_error)
+        app.add_error_handler(exc_type, _connexion_error_handler(get_platform))
 
     inner_wsgi = app.app.wsgi_app
 
@@ -702,7 +708,7 @@ def create_app(
         environ["wsgi.input_terminated"] = True
         return inner_wsgi(environ, start_response)
 
-    app.app.wsgi_app = _terminated_input  # type: ignore[method-assign]
+    app.app.wsgi_app = _terminated_input
 
     @app.app.after_request
     def _request_id(resp: Response) -> Response:

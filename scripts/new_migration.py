@@ -13,17 +13,17 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from helixgate.db import Database, migrate
-
-PACKAGES = {"core": "helixgate", "drs": "drs_store", "trs": "trs_registry", "wes": "wes_server"}
+from helixgate.db import Database
+from helixgate_app.services import migrate_all, named
 
 
 def main() -> None:
     owner, message = sys.argv[1], sys.argv[2]
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{Path(tmp) / 'scratch.db'}")
-        migrate(db)  # bring the scratch database to head first
-        root = Path(__file__).resolve().parents[1] / PACKAGES[owner] / "migrations"
+        migrate_all(db)  # bring the scratch database to head first
+        (service,) = named([owner])
+        root = Path(__file__).resolve().parents[1] / str(service.migrations).replace(".", "/")
         cfg = Config()
         cfg.set_main_option("script_location", str(root))
         cfg.set_main_option("sqlalchemy.url", db.url)

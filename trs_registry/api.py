@@ -21,8 +21,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from helixgate.errors import BadRequest, IntegrityError, NotFound, PayloadTooLarge, Unauthorized
 from helixgate.limits import bounded_int
 from helixgate.service_info import base_service_info
-from helixgate.web import BASE_PATHS, audit_change, caller, platform, security_event, set_target
+from helixgate.web import audit_change, caller, platform, security_event, set_target
 from trs_registry import shapes, validation
+from trs_registry.declaration import SERVICE
 from trs_registry.domain import PublisherSignatureRefused, ToolQuery, TrsRegistry
 from trs_registry.validation import ALL_DESCRIPTOR_TYPES, MAX_REQUEST_BYTES
 
@@ -34,11 +35,11 @@ _ALIAS_PREFIXES = ("#workflow/", "#tool/")
 
 # ---------------------------------------------------------------- helpers
 def _registry() -> TrsRegistry:
-    return platform().service("trs")  # type: ignore[no-any-return]
+    return platform().domain(TrsRegistry)
 
 
 def _base() -> str:
-    return platform().settings.effective_trs_url + BASE_PATHS["trs"]
+    return platform().settings.effective_trs_url + SERVICE.base_path
 
 
 def _json(

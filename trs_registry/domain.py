@@ -48,6 +48,7 @@ from helixgate.errors import (
     VerificationError,
 )
 from helixgate.images import parse_reference, pinned_name
+from helixgate.platform import Platform
 from helixgate.signing import (
     KeySigner,
     Signer,
@@ -948,7 +949,7 @@ class TrsRegistry:
 
 
 # ---------------------------------------------------------------- wiring
-def sigstore_token_provider(platform: Any) -> Callable[[], str]:
+def sigstore_token_provider(platform: Platform) -> Callable[[], str]:
     """The registry's OIDC identity token for keyless signing (audience ``sigstore``).
 
     A token file (``sigstore_token_file``, e.g. a projected service-account token) wins when
@@ -980,8 +981,8 @@ def sigstore_token_provider(platform: Any) -> Callable[[], str]:
     )
 
 
-def build(platform: Any, *, token_provider: Callable[[], str] | None = None) -> TrsRegistry:
-    """The registry for this process (``Platform.service("trs")``)."""
+def build(platform: Platform, *, token_provider: Callable[[], str] | None = None) -> TrsRegistry:
+    """The registry for this process (``Platform.domain(TrsRegistry)``)."""
     settings: Settings = platform.settings
     if settings.signer == "sigstore" and token_provider is None:
         token_provider = sigstore_token_provider(platform)

@@ -9,12 +9,13 @@ from flask import Response, request
 from helixgate.errors import BadRequest
 from helixgate.web import audit_change, caller, platform, set_target
 from wes_server import shapes
+from wes_server.declaration import SERVICE
 from wes_server.domain import Viewer, WorkflowService
 from wes_server.submission import parse_run_request
 
 
 def _svc() -> WorkflowService:
-    return platform().service("wes")
+    return platform().domain(WorkflowService)
 
 
 def _viewer() -> Viewer:
@@ -23,7 +24,7 @@ def _viewer() -> Viewer:
 
 
 def _base_url() -> str:
-    return platform().settings.effective_public_url + "/ga4gh/wes/v1"
+    return platform().settings.effective_public_url + SERVICE.base_path
 
 
 def get_service_info() -> dict[str, Any]:

@@ -15,19 +15,12 @@ from typing import Any
 from cwltool.errors import WorkflowException
 from cwltool.job import JobBase
 
-from helixgate.errors import BadRequest, HelixGateError, IntegrityError
+from helixgate.errors import BadRequest, HelixGateError
 from helixgate.integrity import sha256_file
 from helixgate.paths import PathEscape, check_relative_path, write_inside
 from wes_server.containers import TaskCancelled, TaskContainerSpec
-from wes_server.executor import (
-    CONTAINER_OUTDIR,
-    ChecksumRegistry,
-    GateRefusal,
-    Recorded,
-    RunExecution,
-    utcnow,
-)
-from wes_server.gate import check_input, hash_input_file
+from wes_server.execution import CONTAINER_OUTDIR, RunExecution, utcnow
+from wes_server.gate import GateRefusal, Recorded, TaskInput
 
 log = logging.getLogger("helixgate.executor")
 MiB = 1024 * 1024
@@ -42,7 +35,7 @@ class VerifiedJob(JobBase):
     def run(self, runtimeContext: Any, tmpdir_lock: threading.Lock | None = None) -> None:  # noqa: N803
         ex = self.execution
         task_id = ex.next_task_id(self.name)
-        runs = ex.executor.wes.runs
+        runs = ex.runs
         status = "permanentFail"
         outputs: dict[str, Any] = {}
         evidence: list[str] = []
@@ -65,20 +58,13 @@ class VerifiedJob(JobBase):
             os.makedirs(self.tmpdir, exist_ok=True)
             self._setup(runtimeContext)
             self.prepare_environment(runtimeContext, self._env_requirement())
-            # --- gate step 1: the image
-            try:
-                src = ex.run.workflow_source
-                prefer = (src["tool_id"], src["version_id"]) if src.get("kind") == "trs" else None
-                image = ex.executor.verify_image(reference, prefer)
-            except IntegrityError as exc:
-                raise self._refuse(task_id, exc) from None
-            except HelixGateError as exc:
-                raise self._refuse(
-                    task_id, IntegrityError(f"image {reference}: {exc.message}", subject=reference)
-                ) from None
-            # --- gate step 2: inputs, copied into a task-owned directory while hashed
+            # --- the gate: signature, digests and pin, local image, every input
+            src = ex.run.workflow_source
+            prefer = (src["tool_id"], src["version_id"]) if src.get("kind") == "trs" else None
             stage = Path(ex.workdir) / "tasks" / task_id
-            mounts, checked = self._stage_inputs(task_id, stage)
+            admitted = ex.gate.admit(task_id, reference, prefer, self._task_inputs(), stage / "inputs")
+            image = admitted.image
+            checked = [c.as_json() for c in admitted.inputs.checked]
             evidence = [
                 f"image {reference} verified: signature by {image.signer} over tool "
                 f"{image.tool_id}:{image.version_id}; local image id {image.image_id} equals the signed "
@@ -94,8 +80,7 @@ class VerifiedJob(JobBase):
                 resources=self._resources(),
                 system_logs=evidence,
             )
-            ex.executor._audit_exec(
-                ex,
+            ex.audit.executed(
                 "wes.task.start",
                 task_id,
                 {
@@ -108,7 +93,7 @@ class VerifiedJob(JobBase):
                 },
             )
             # --- run
-            result = self._run_container(task_id, image.image_id, mounts, stage)
+            result = self._run_container(task_id, image.image_id, list(admitted.inputs.mounts), stage)
             rcode = result.exit_code if not result.timed_out else 124
             if result.error:
                 runs.update_task(ex.run.id, task_id, system_logs=[*evidence, result.error[:2000]])
@@ -158,54 +143,15 @@ class VerifiedJob(JobBase):
             with runtimeContext.workflow_eval_lock:
                 self.output_callback(outputs, status)
 
-    # ------------------------------------------------------------------ gate helpers
-    def _refuse(self, task_id: str, exc: IntegrityError) -> GateRefusal:
-        ex = self.execution
-        ex.fail(exc)
-        ex.executor._security_event(ex, exc, task_id)
-        message = f"task {task_id} refused before start: {exc.message}"
-        ex.executor.wes.runs.append_system_log(ex.run.id, message)
-        return GateRefusal(message)
-
-    def _stage_inputs(self, task_id: str, stage: Path) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
-        """Copy every input into ``stage`` while hashing; compare with the known checksum."""
-        ex = self.execution
-        inputs_dir = stage / "inputs"
-        inputs_dir.mkdir(parents=True, exist_ok=True)
-        mounts: list[tuple[str, str]] = []
-        checked: list[dict[str, Any]] = []
-        n = 0
-        for key, ent in self.pathmapper.items_exclude_children():
-            if not ent.staged or ent.type not in ("File", "Directory"):
-                continue
-            files: list[tuple[str, str]]
-            try:
-                # cwltool's path mapper dereferences symlinks into ``resolved``: the gate checks
-                # the location the producer's record is bound to, never where a link points.
-                files = input_files(ent.type, _origin(key, ent.resolved))
-            except IntegrityError as exc:
-                raise self._refuse(task_id, exc) from None
-            n += 1
-            host_root = inputs_dir / f"{n:04d}"
-            for src, rel in files:
-                try:
-                    actual, rec = stage_input(ex.registry, src, host_root / (rel or os.path.basename(ent.target)))
-                except IntegrityError as exc:
-                    raise self._refuse(task_id, exc) from None
-                checked.append(
-                    {
-                        "path": ent.target if not rel else os.path.join(ent.target, rel),
-                        "sha256": actual,
-                        "source": rec.source,
-                    }
-                )
-            target_host = host_root / os.path.basename(ent.target) if ent.type == "File" else host_root
-            mounts.append((str(target_host), ent.target))
-        for root, dirs, _ in os.walk(inputs_dir):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o555)
-        os.chmod(inputs_dir, 0o555)
-        return mounts, checked
+    def _task_inputs(self) -> list[TaskInput]:
+        """The staged File/Directory inputs cwltool mapped for this task. Its path mapper
+        dereferences symlinks into ``resolved``: the gate checks the location the producer's
+        record is bound to, never where a link points."""
+        return [
+            TaskInput(ent.type, _origin(key, ent.resolved), ent.target)
+            for key, ent in self.pathmapper.items_exclude_children()
+            if ent.staged and ent.type in ("File", "Directory")
+        ]
 
     def _env_requirement(self) -> dict[str, str]:
         req, _ = self.get_requirement("EnvVarRequirement")
@@ -220,12 +166,12 @@ class VerifiedJob(JobBase):
 
     def _run_container(self, task_id: str, image_id: str, mounts: list[tuple[str, str]], stage: Path) -> Any:
         ex = self.execution
-        settings = ex.executor.settings
+        settings = ex.settings
         os.chmod(self.outdir, 0o777)  # written by the task's non-root uid  # noqa: S103
         try:
             self._write_initial_workdir()
         except PathEscape as exc:  # an escape from the run directory is a security event
-            raise self._refuse(task_id, exc) from None
+            raise ex.gate.refuse(task_id, exc) from None
         if self.stdin:
             raise WorkflowException("stdin redirection is not supported by the HelixGate executor")
         # CWL stdout/stderr captures are outputs (uncapped); otherwise logs (capped).
@@ -250,8 +196,7 @@ class VerifiedJob(JobBase):
             network=bool(self.networkaccess and settings.allow_task_network),
             log_cap_bytes=cap,
         )
-        result = ex.executor.runner.run(spec)
-        return result
+        return ex.runner.run(spec)
 
     def _write_initial_workdir(self) -> None:
         if self.generatemapper is None:
@@ -306,47 +251,6 @@ def _origin(key: str, resolved: str) -> str:
 
         return str(uri_file_path(key))
     return resolved
-
-
-def input_files(kind: str, resolved: str) -> list[tuple[str, str]]:
-    """(path, path relative to the Directory) of every file feeding one input; a Directory is
-    walked file by file, and a symlinked sub-directory is refused rather than skipped."""
-    if kind == "File":
-        return [(resolved, "")]
-    out: list[tuple[str, str]] = []
-    for root, dirs, names in os.walk(resolved):
-        for d in dirs:
-            if os.path.islink(os.path.join(root, d)):
-                where = os.path.join(root, d)
-                raise IntegrityError(
-                    f"input directory entry {where} is a symbolic link: refusing to read through it",
-                    subject=where,
-                    expected="a plain directory",
-                    actual="a symbolic link",
-                )
-        out.extend((os.path.join(root, f), os.path.relpath(os.path.join(root, f), resolved)) for f in names)
-    return out
-
-
-def stage_input(registry: ChecksumRegistry, src: str, dst: Path) -> tuple[str, Recorded]:
-    """Copy one input file into the task's staging directory while hashing it, and compare
-    the hash with the record of the exact path that feeds it (the producing task's output,
-    the DRS object or the attachment): never through a symlink or a hard link."""
-    rec = registry.get(src)
-    if rec is None:
-        raise IntegrityError(
-            f"input {src} has no recorded producer (no DRS object, attachment or task output wrote it); "
-            "refusing to use it",
-            subject=src,
-            expected="a file recorded by its producer",
-            actual="unknown file",
-        )
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    what = f"input {os.path.basename(src)} ({rec.source})"
-    actual = hash_input_file(src, what, copy_to=str(dst))
-    check_input(f"input {os.path.basename(src)}", rec.sha256, actual, rec.source)
-    os.chmod(dst, 0o444)
-    return actual, rec
 
 
 def _read_capped(path: Path, cap: int = 1024 * 1024) -> bytes | None:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
+from helixgate.platform import Platform
+from helixgate.ports import DataPort, ToolPort
 from helixgate.uris import has_scheme
 from wes_server.gate import check_descriptors
 from wes_server.models import RunRow, TaskRow
-from wes_server.peers import DrsPeer, TrsPeer, parse_trs_reference
 from wes_server.queue import RunQueue, make_queue
 from wes_server.runs import Attachment, RunStore, check_page_size
 from wes_server.submission import (
@@ -23,6 +24,7 @@ from wes_server.submission import (
     drs_inputs,
     refuse_local_inputs,
 )
+from wes_server.tools import SignedVersions, parse_trs_reference
 from wes_server.workflow_guard import check_input_references, check_workflow_documents
 
 log = logging.getLogger("helixgate.wes")
@@ -53,13 +55,14 @@ class RunPage:
 
 
 class WorkflowService:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform, *, data: DataPort, tools: ToolPort) -> None:
         self.platform = platform
         self.settings = platform.settings
         self.runs = RunStore(platform.db)
         self.queue: RunQueue = make_queue(platform.settings, platform.db)
-        self.drs = DrsPeer(platform)
-        self.trs = TrsPeer(platform)
+        # DRS and TRS only through their ports (in-process or HTTP: chosen by the caller)
+        self.data = data
+        self.tools = SignedVersions(tools, platform.settings)
         self._counts: tuple[float, dict[str, int]] | None = None
         # wakes this process's idle workers at once; workers elsewhere poll the queue
         self.submitted = threading.Event()
@@ -127,10 +130,10 @@ class WorkflowService:
         trs = parse_trs_reference(url, self.settings)
         if trs is not None:
             tool_id, version_id = trs
-            files = self.trs.fetch_descriptors(tool_id, version_id)  # checksums verified against TRS
+            files = self.tools.descriptors(tool_id, version_id)  # checksums verified against TRS
             # ...and against the version's own verified statement: an unsigned or badly signed
             # version, or a descriptor edited with its recorded checksum, is refused here (422).
-            signed = self.trs.signed_version(tool_id, version_id)
+            signed = self.tools.signed_version(tool_id, version_id)
             check_descriptors({f.path: f.content for f in files}, signed)
             for f in files:
                 req.attachments.append(Attachment(f.path, f.content, f.sha256))
@@ -166,7 +169,7 @@ class WorkflowService:
             raise BadRequest(
                 f"DRS inputs must live in this deployment's DRS ({self.settings.drs_host}): {', '.join(foreign[:10])}"
             )
-        refused = self.drs.unreadable(user, [ref.object_id for ref in inputs])
+        refused = self.data.unreadable(user, [ref.object_id for ref in inputs])
         if refused:
             raise Forbidden(
                 f"user {user} may not read input(s): "
@@ -224,5 +227,5 @@ class WorkflowService:
         return self.runs.request_cancel(run_id)
 
 
-def build(platform: Any) -> WorkflowService:
-    return WorkflowService(platform)
+def build(platform: Platform) -> WorkflowService:
+    return WorkflowService(platform, data=platform.port(DataPort), tools=platform.port(ToolPort))

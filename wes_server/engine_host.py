@@ -28,7 +28,8 @@ from schema_salad.ref_resolver import uri_file_path
 from helixgate.errors import ConfigurationError, HelixGateError
 from wes_server.cwl_job import VerifiedJob
 from wes_server.engine import ENGINE_FD_ENV, Channel
-from wes_server.executor import CONTAINER_OUTDIR, CONTAINER_STAGEDIR, RunExecution
+from wes_server.execution import CONTAINER_OUTDIR, CONTAINER_STAGEDIR, RunExecution, WorkflowFailed
+from wes_server.gate import GateRefusal
 from wes_server.workflow_guard import inside
 
 log = logging.getLogger("helixgate.executor")
@@ -257,13 +258,13 @@ class HostedJob(VerifiedJob):
         self.result = (status, rcode)
         return status
 
-    def collect_outputs(self, outdir: str, rcode: int) -> dict[str, Any]:  # type: ignore[override]
+    def collect_outputs(self, outdir: str, rcode: int) -> dict[str, Any]:
         return {}  # the engine collects (globs, outputEval) from the checksummed files
 
 
 # ------------------------------------------------------------------ one run
 def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
-    settings = ex.executor.settings
+    settings = ex.settings
     host, guest = socket.socketpair()
     guest_fd = guest.fileno()
     cmd = engine_command(ex.workdir, guest_fd)
@@ -331,8 +332,6 @@ def _tail(path: Path, cap: int = 2000) -> str:
 
 
 def _done(msg: dict[str, Any]) -> tuple[Any, str]:
-    from wes_server.executor import GateRefusal, WorkflowFailed
-
     if msg.get("refused"):
         raise GateRefusal(str(msg["refused"])[:4000])
     if msg.get("error"):

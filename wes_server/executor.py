@@ -1,7 +1,8 @@
 """The verified executor: cwltool evaluates the workflow in an unprivileged engine process
 (``wes_server.engine``, started by ``wes_server.engine_host``); every CommandLineTool step it
-asks for runs here through ``VerifiedJob``, which passes the verification gate and then runs
-one short-lived hardened container through the Docker SDK.
+asks for runs here through ``VerifiedJob``, which asks the run's ``TaskGate``
+(``wes_server.gate``) to admit it and then runs one short-lived hardened container through
+the Docker SDK. DRS and TRS are reached only through the ports the WES domain was built with.
 
 The gate, before EVERY task, fails closed:
   1. the image reference resolves to a TRS-signed version; its bundle verifies under the
@@ -19,127 +20,39 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from helixgate.errors import BadRequest, HelixGateError, IntegrityError, VerificationError
+from helixgate.audit import AuditTrail
+from helixgate.config import Settings
+from helixgate.errors import BadRequest, HelixGateError, IntegrityError
 from helixgate.integrity import check_sha256, sha256_bytes
 from helixgate.paths import PathEscape, check_relative_path, write_inside
+from helixgate.ports import Provenance
 from helixgate.uris import DrsRef, parse_drs
-from wes_server.containers import ContainerRunner, TaskCancelled, TaskContainerSpec
-from wes_server.workflow_guard import Refusals, inside, map_input_references
+from wes_server import gate
+from wes_server.containers import ContainerRunner
+from wes_server.domain import WorkflowService
+from wes_server.engine_host import EngineFailed, run_in_engine
+from wes_server.execution import SAFE_NAME, RunExecution, RunOutcome, WorkflowFailed
+from wes_server.gate import GateRefusal, Recorded
+from wes_server.workflow_guard import inside, map_input_references
 
 log = logging.getLogger("helixgate.executor")
 # cwltool narrates every step on stderr; the run and task logs carry what matters
 logging.getLogger("cwltool").setLevel(logging.ERROR)
 logging.getLogger("salad").setLevel(logging.ERROR)
 
-CONTAINER_OUTDIR = "/var/spool/cwl"
-CONTAINER_STAGEDIR = "/var/lib/cwl"
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-@dataclass
-class RunOutcome:
-    state: str
-    outputs: dict[str, Any] = field(default_factory=dict)
-    exit_code: int | None = None
-
-
-@dataclass(frozen=True)
-class VerifiedImage:
-    image_id: str  # sha256:<config digest>, what the engine shows
-    pinned_ref: str  # name@sha256:<manifest digest> or sha256:<id>
-    tool_id: str
-    version_id: str
-    signer: str
-
-
-class WorkflowFailed(HelixGateError):
-    """The workflow itself failed in the engine (invalid document, failing expression)."""
-
-    status = 422
-
-
-class GateRefusal(HelixGateError):
-    """The verification gate refused a task (wraps the precise integrity error)."""
-
-    status = 422
-
-
-@dataclass
-class Recorded:
-    sha256: str
-    task_id: str | None  # None for external (DRS) inputs and attachments
-    source: str  # drs URI, attachment path or producing task
-
-
-class ChecksumRegistry:
-    """Path -> the checksum its producer recorded (DRS object, attachment or the task whose
-    output it is), shared by the tasks of one run."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, Recorded] = {}
-        self._lock = threading.Lock()
-
-    # Keyed by the exact (absolute, normalized) path the producer wrote: never by realpath,
-    # so a symlink planted at a path cannot borrow the record of the file it points to.
-    def record(self, path: str, rec: Recorded) -> None:
-        with self._lock:
-            self._items[os.path.abspath(path)] = rec
-
-    def get(self, path: str) -> Recorded | None:
-        with self._lock:
-            return self._items.get(os.path.abspath(path))
-
-    def items(self) -> list[tuple[str, Recorded]]:
-        with self._lock:
-            return list(self._items.items())
-
-
-class RunExecution:
-    """State of one run while it executes: where things are, what is known to be right."""
-
-    def __init__(self, executor: Executor, run: Any, cancel: threading.Event) -> None:
-        self.executor = executor
-        self.platform = executor.platform
-        self.run = run
-        self.cancel = cancel
-        self.registry = ChecksumRegistry()
-        self.workdir = executor.work_root / run.id
-        self.task_counter = 0
-        self.counter_lock = threading.Lock()
-        self.failure: HelixGateError | None = None
-        self.done = threading.Event()
-        self.tasks_run = 0
-        # references the restricted loader or the confined file system refused: each one is
-        # a security event (a workflow reached for something that is not its own)
-        self.refusals = Refusals(self._refused)
-
-    def _refused(self, reference: str, reason: str) -> None:
-        exc = IntegrityError(f"workflow reference {reference} refused: {reason}", subject=reference)
-        self.executor._security_event(self, exc, task_id=None)
-
-    def next_task_id(self, name: str) -> str:
-        with self.counter_lock:
-            self.task_counter += 1
-            return f"{self.task_counter:03d}-{_SAFE_NAME.sub('_', name)[:80]}"
-
-    def fail(self, exc: HelixGateError) -> None:
-        if self.failure is None:
-            self.failure = exc
-
 
 class Executor:
-    def __init__(self, platform: Any, runner: ContainerRunner | None = None) -> None:
-        self.platform = platform
-        self.settings = platform.settings
-        self.wes = platform.service("wes")
+    def __init__(
+        self, *, settings: Settings, wes: WorkflowService, audit: AuditTrail, runner: ContainerRunner | None = None
+    ) -> None:
+        self.settings = settings
+        self.wes = wes
+        self.audit = audit
         self.runner = runner or ContainerRunner(scope=self.settings.container_scope)
         from wes_server import jsbox
 
@@ -149,29 +62,23 @@ class Executor:
         # resolved once: inputs are then opened by exact path, never through a symlink
         self.work_root = work_root.resolve()
 
-    # ------------------------------------------------------------------ trust
-    def trust_policy(self) -> Any:
-        """The signature policy: configured locally, or the registry's published keys (cached)."""
-        return self.wes.trs.trust_policy()
-
-    def verify_image(self, reference: str, prefer: tuple[str, str] | None = None) -> VerifiedImage:
-        """Gate step 1 (see ``wes_server.gate``): the version's own statement verifies; the task's
-        image reference, TRS's recorded pin and the local image id all equal what it signs."""
-        from wes_server import gate
-
-        if not reference:
-            raise VerificationError("the task names no container image", subject="DockerRequirement")
-        pin = self.wes.trs.image_pin(reference, prefer)  # untrusted: compared below
-        signed = self.wes.trs.signed_version(*(prefer or (pin["tool_id"], pin["version_id"])))
-        gate.check_reference(reference, signed)
-        gate.check_pin(pin, signed)
-        local_id = self.runner.ensure_image(signed.pinned_ref, signed.config_digest)
-        gate.check_local_image(local_id, signed)
-        return VerifiedImage(local_id, signed.pinned_ref, signed.tool_id, signed.version_id, signed.signer)
+    def execution(self, run: Any, cancel: threading.Event) -> RunExecution:
+        """The state of one run, with its gate (the tool port's signed versions, this
+        worker's container engine, the run's checksum registry)."""
+        return RunExecution(
+            run=run,
+            cancel=cancel,
+            workdir=self.work_root / run.id,
+            settings=self.settings,
+            runs=self.wes.runs,
+            runner=self.runner,
+            audit=self.audit,
+            tools=self.wes.tools,
+        )
 
     # ------------------------------------------------------------------ one run
     def execute(self, run: Any, *, cancel: threading.Event) -> RunOutcome:
-        ex = RunExecution(self, run, cancel)
+        ex = self.execution(run, cancel)
         runs = self.wes.runs
         watcher = threading.Thread(target=self._watch_cancel, args=(ex,), daemon=True)
         watcher.start()
@@ -204,7 +111,7 @@ class Executor:
             runs.append_system_log(run.id, exc.message)
             return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
         except IntegrityError as exc:
-            self._security_event(ex, exc, task_id=None)
+            ex.audit.integrity_failed(exc, None)
             runs.append_system_log(run.id, f"refused: {exc.message}")
             return RunOutcome("EXECUTOR_ERROR", exit_code=1)
         except HelixGateError as exc:
@@ -232,8 +139,6 @@ class Executor:
         A TRS run's descriptors come from WES's own tables: before cwltool reads a byte, each
         is hashed and compared with the checksum its version's verified statement signs.
         """
-        from wes_server import gate
-
         run = ex.run
         att_dir = ex.workdir / "attachments"
         att_dir.mkdir()
@@ -241,7 +146,7 @@ class Executor:
         main_rel = str(run.workflow_source["main"])
         src = run.workflow_source
         if src.get("kind") == "trs":
-            signed = self.wes.trs.signed_version(src["tool_id"], src["version_id"])
+            signed = self.wes.tools.signed_version(src["tool_id"], src["version_id"])
             gate.check_descriptors({a.path: a.content for a in attachments}, signed, primary=main_rel)
         for a in attachments:
             check_sha256(f"attachment {a.path}", a.sha256, sha256_bytes(a.content))
@@ -276,13 +181,13 @@ class Executor:
                     raise PathEscape(f"input {loc[:200]} names no object", subject=loc[:200])
                 dest_dir = inputs_dir / object_id
                 dest_dir.mkdir(exist_ok=True)
-                obj = self.wes.drs.get_object(ex.run.owner, object_id)
-                name = _SAFE_NAME.sub("_", value.get("basename") or obj.get("name") or object_id)[:200]
+                obj = self.wes.data.lookup(ex.run.owner, object_id)
+                name = SAFE_NAME.sub("_", value.get("basename") or obj.name or object_id)[:200]
                 dest = dest_dir / name
                 if not dest.exists():
-                    sha, _size, _ = self.wes.drs.download(ex.run.owner, object_id, dest)
+                    sha = self.wes.data.download(ex.run.owner, object_id, dest).sha256
                     ex.registry.record(str(dest), Recorded(sha, None, loc))
-                    self._audit_exec(ex, "wes.input.read", loc, {"sha256": sha})
+                    ex.audit.executed("wes.input.read", loc, {"sha256": sha})
                 value.pop("path", None)
                 value["location"] = dest.as_uri()
                 value.setdefault("basename", name)
@@ -299,8 +204,6 @@ class Executor:
         """cwltool's evaluation runs in the unprivileged engine process (``wes_server.engine``,
         no keys, no Docker socket, no network); this worker answers its task requests
         through the verification gate (``wes_server.engine_host``)."""
-        from wes_server.engine_host import EngineFailed, run_in_engine
-
         (ex.workdir / "jobs").mkdir()
         try:
             outputs, status = run_in_engine(ex, main, job_order)
@@ -319,8 +222,6 @@ class Executor:
         """A run that stopped short: if a recorded file was replaced (a link planted between
         tasks makes the sandboxed engine fail before the gate sees it), say so as an integrity
         failure naming the file, not as a bare engine error."""
-        from wes_server import gate
-
         gate.check_recorded_files((path, rec.sha256, rec.source) for path, rec in ex.registry.items())
 
     # ------------------------------------------------------------------ outputs
@@ -334,30 +235,29 @@ class Executor:
                 if rec is None:
                     raise IntegrityError(f"output {path} has no recorded checksum", subject=path)
                 task = self.wes.runs.task(ex.run.id, rec.task_id) if rec.task_id else None
-                provenance: dict[str, Any] = {
-                    "run_id": ex.run.id,
-                    "task_id": rec.task_id or "",
-                    "workflow": str(ex.run.workflow_source.get("main", "")),
-                    "input_checksums": {i["path"]: i["sha256"] for i in (task.inputs if task else [])},
-                }
-                if task is not None and task.image_id:
-                    provenance["image_digest"] = task.image_id
-                    provenance["tool"] = task.image or ""
+                provenance = Provenance(
+                    run_id=ex.run.id,
+                    task_id=rec.task_id or "",
+                    workflow=str(ex.run.workflow_source.get("main", "")),
+                    input_checksums={i["path"]: i["sha256"] for i in (task.inputs if task else [])},
+                    image_digest=(task.image_id or "") if task is not None else "",
+                    tool=(task.image or "") if task is not None and task.image_id else "",
+                )
                 with open(path, "rb") as fh:
-                    obj = self.wes.drs.upload(
+                    obj = self.wes.data.upload(
                         ex.run.owner,
                         fh,
                         name=value.get("basename") or os.path.basename(path),
                         sha256=rec.sha256,
                         provenance=provenance,
                     )
-                uri = obj.get("self_uri") or f"drs://{self.settings.drs_host}/{obj['id']}"
-                self._audit_exec(ex, "wes.output.write", uri, {"sha256": rec.sha256, "task_id": rec.task_id})
+                uri = obj.self_uri or f"drs://{self.settings.drs_host}/{obj.id}"
+                ex.audit.executed("wes.output.write", uri, {"sha256": rec.sha256, "task_id": rec.task_id})
                 out = {
                     "class": "File",
                     "location": uri,
                     "basename": value.get("basename"),
-                    "size": obj.get("size", value.get("size")),
+                    "size": obj.size,
                     "checksum": f"sha256${rec.sha256}",
                 }
                 if value.get("secondaryFiles"):
@@ -384,37 +284,7 @@ class Executor:
                 return [publish(v) for v in value]
             return value
 
-        return publish(outputs)
-
-    # ------------------------------------------------------------------ audit
-    def _audit_exec(self, ex: RunExecution, action: str, target: str, details: dict[str, Any]) -> None:
-        self.platform.audit.record(
-            category="execution",
-            action=action,
-            outcome="success",
-            actor=self.settings.service_user,
-            on_behalf_of=ex.run.owner,
-            service="wes",
-            target=target,
-            details={"run_id": ex.run.id, **details},
-        )
-
-    def _security_event(self, ex: RunExecution, exc: IntegrityError, task_id: str | None) -> None:
-        self.platform.audit.security_event(
-            "integrity.failed",
-            actor=self.settings.service_user,
-            on_behalf_of=ex.run.owner,
-            service="wes",
-            target=exc.subject or ex.run.id,
-            severity=9,
-            details={
-                "run_id": ex.run.id,
-                "task_id": task_id,
-                "reason": exc.message,
-                "expected": exc.expected,
-                "actual": exc.actual,
-            },
-        )
+        return {name: publish(value) for name, value in dict(outputs).items()}  # the output object's fields
 
 
 def _client_text(message: str, workdir: Path, cap: int = 2000) -> str:
@@ -439,22 +309,3 @@ def _local_path(location: str) -> str:
     if location.startswith("file://"):
         return unquote(urlsplit(location).path)
     return location
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-# re-exported for the job module
-__all__ = [
-    "ChecksumRegistry",
-    "Executor",
-    "GateRefusal",
-    "Recorded",
-    "RunExecution",
-    "RunOutcome",
-    "TaskCancelled",
-    "TaskContainerSpec",
-    "VerificationError",
-    "utcnow",
-]

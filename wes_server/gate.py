@@ -1,10 +1,16 @@
-"""The verification gate as plain functions: what a task may run is derived from the
-verified statement alone, and everything read from the database or over HTTP (pins,
-checksums, paths, attachment bytes, local image ids, intermediate files) is compared with it
-or with checksums the system computed itself.
+"""The verification gate: what a task may run is derived from the verified statement alone,
+and everything read from the database or over HTTP (pins, checksums, paths, attachment
+bytes, local image ids, intermediate files) is compared with it or with checksums the system
+computed itself.
 
-Every function takes explicit inputs and raises ``IntegrityError`` (a security event for the
-caller) naming what differed, expected vs actual. Nothing here talks to docker, HTTP or SQL.
+``TaskGate`` is the gate of one run's tasks, a plain object with its collaborators injected
+(the signed versions, the local image inspector, the run's checksum registry, where refusals
+are reported) and one method per phase: signature, digests and pin, local image, inputs.
+``VerifiedJob.run`` asks it to ``admit`` a task and then only launches the container.
+
+Every check raises ``IntegrityError`` naming what differed, expected vs actual; ``admit``
+reports it (a security event) and refuses the task. Nothing here talks to docker, HTTP or
+SQL directly.
 """
 
 from __future__ import annotations
@@ -12,13 +18,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
-from helixgate.errors import BadRequest, IntegrityError, VerificationError
+from helixgate.errors import BadRequest, HelixGateError, IntegrityError, VerificationError
 from helixgate.integrity import CHUNK
 from helixgate.paths import check_relative_path, open_regular_nofollow
+from helixgate.ports import ImagePin
 from helixgate.signing import TrustPolicy, VerifiedStatement, verify_tool_bundle
 
 
@@ -89,16 +98,16 @@ def signed_tool(bundle: str, *, policy: TrustPolicy, tool_id: str, version_id: s
     )
 
 
-def check_pin(pin: Mapping[str, Any], signed: SignedTool) -> None:
+def check_pin(pin: ImagePin, signed: SignedTool) -> None:
     """Compare what TRS's tables answered for an image (``pin``) with the signed facts."""
     subject = f"{signed.tool_id}:{signed.version_id}"
     pairs = (
-        ("tool id", signed.tool_id, str(pin.get("tool_id", ""))),
-        ("version id", signed.version_id, str(pin.get("version_id", ""))),
-        ("image digest recorded in TRS", signed.image_digest, str(pin.get("signed_digest", ""))),
-        ("image digest kind recorded in TRS", signed.digest_kind, str(pin.get("digest_kind", ""))),
-        ("image configuration digest recorded in TRS", signed.config_digest, str(pin.get("image_id", ""))),
-        ("pinned image reference recorded in TRS", signed.pinned_ref, str(pin.get("pinned_ref", ""))),
+        ("tool id", signed.tool_id, pin.tool_id),
+        ("version id", signed.version_id, pin.version_id),
+        ("image digest recorded in TRS", signed.image_digest, pin.signed_digest),
+        ("image digest kind recorded in TRS", signed.digest_kind, pin.digest_kind),
+        ("image configuration digest recorded in TRS", signed.config_digest, pin.image_id),
+        ("pinned image reference recorded in TRS", signed.pinned_ref, pin.pinned_ref),
     )
     for what, expected, actual in pairs:
         if not hmac.compare_digest(expected.encode(), actual.encode()):
@@ -218,3 +227,238 @@ def check_recorded_files(records: Iterable[tuple[str, str, str]]) -> None:
         what = f"recorded file {os.path.basename(path)[:200]} ({source[:200]})"
         check_input(what, expected, hash_input_file(path, what), source[:200])
 
+
+
+# ---------------------------------------------------------------- the gate as a unit
+class GateRefusal(HelixGateError):
+    """The verification gate refused a task (wraps the precise integrity error)."""
+
+    status = 422
+
+
+@dataclass(frozen=True)
+class Recorded:
+    sha256: str
+    task_id: str | None  # None for external (DRS) inputs and attachments
+    source: str  # drs URI, attachment path or producing task
+
+
+class ChecksumRegistry:
+    """Path -> the checksum its producer recorded (DRS object, attachment or the task whose
+    output it is), shared by the tasks of one run."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Recorded] = {}
+        self._lock = threading.Lock()
+
+    # Keyed by the exact (absolute, normalized) path the producer wrote: never by realpath,
+    # so a symlink planted at a path cannot borrow the record of the file it points to.
+    def record(self, path: str, rec: Recorded) -> None:
+        with self._lock:
+            self._items[os.path.abspath(path)] = rec
+
+    def get(self, path: str) -> Recorded | None:
+        with self._lock:
+            return self._items.get(os.path.abspath(path))
+
+    def items(self) -> list[tuple[str, Recorded]]:
+        with self._lock:
+            return list(self._items.items())
+
+
+@dataclass(frozen=True)
+class VerifiedImage:
+    image_id: str  # sha256:<config digest>, what the engine shows
+    pinned_ref: str  # name@sha256:<manifest digest> or sha256:<id>
+    tool_id: str
+    version_id: str
+    signer: str
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """One staged input as the engine declared it: ``origin`` is the local path it was
+    declared at (before any symlink was followed), ``target`` its path in the container."""
+
+    kind: str  # "File" or "Directory"
+    origin: str
+    target: str
+
+
+@dataclass(frozen=True)
+class CheckedInput:
+    path: str  # in the container
+    sha256: str
+    source: str  # the record that vouched for it
+
+    def as_json(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256, "source": self.source}
+
+
+@dataclass(frozen=True)
+class StagedInputs:
+    mounts: tuple[tuple[str, str], ...]  # (host path, container path), read-only
+    checked: tuple[CheckedInput, ...]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gate let through: the verified image and the staged, checked inputs."""
+
+    image: VerifiedImage
+    inputs: StagedInputs
+
+
+class SignedVersionSource(Protocol):
+    """Which signed version covers an image, and a version's verified facts
+    (``wes_server.tools.SignedVersions`` over the tool port)."""
+
+    def image_pin(self, reference: str, prefer: tuple[str, str] | None = None) -> ImagePin: ...
+
+    def signed_version(self, tool_id: str, version_id: str) -> SignedTool: ...
+
+
+class ImageInspector(Protocol):
+    """The local container engine: make the image with this id present (pulling only by
+    digest) and return the id the engine reports for it."""
+
+    def ensure_image(self, pinned_ref: str, expected_image_id: str) -> str: ...
+
+
+class RefusalSink(Protocol):
+    """Where a refused task is reported (security event, run log, the run stops)."""
+
+    def refused(self, exc: IntegrityError, task_id: str) -> None: ...
+
+
+class TaskGate:
+    """The verification gate of one run's tasks."""
+
+    def __init__(
+        self,
+        *,
+        tools: SignedVersionSource,
+        images: ImageInspector,
+        registry: ChecksumRegistry,
+        sink: RefusalSink,
+    ) -> None:
+        self.tools = tools
+        self.images = images
+        self.registry = registry
+        self.sink = sink
+
+    # ------------------------------------------------------------ phases
+    def signature(self, reference: str, prefer: tuple[str, str] | None = None) -> tuple[ImagePin, SignedTool]:
+        """Phase 1: the signed version covering ``reference`` (only ``prefer`` when the run
+        executes that version), verified from its own bundle."""
+        if not reference:
+            raise VerificationError("the task names no container image", subject="DockerRequirement")
+        pin = self.tools.image_pin(reference, prefer)  # untrusted: compared in phase 2
+        signed = self.tools.signed_version(*(prefer or (pin.tool_id, pin.version_id)))
+        return pin, signed
+
+    @staticmethod
+    def digests(reference: str, pin: ImagePin, signed: SignedTool) -> None:
+        """Phase 2: the task's image reference and TRS's recorded pin equal what is signed."""
+        check_reference(reference, signed)
+        check_pin(pin, signed)
+
+    def local_image(self, signed: SignedTool) -> VerifiedImage:
+        """Phase 3: the engine's image id is the signed configuration digest."""
+        local_id = self.images.ensure_image(signed.pinned_ref, signed.config_digest)
+        check_local_image(local_id, signed)
+        return VerifiedImage(local_id, signed.pinned_ref, signed.tool_id, signed.version_id, signed.signer)
+
+    def image(self, reference: str, prefer: tuple[str, str] | None = None) -> VerifiedImage:
+        """Phases 1-3; any failure to establish them is an integrity failure of the image."""
+        try:
+            pin, signed = self.signature(reference, prefer)
+            self.digests(reference, pin, signed)
+            return self.local_image(signed)
+        except IntegrityError:
+            raise
+        except HelixGateError as exc:  # TRS unreachable, no such version, engine refused...
+            raise IntegrityError(f"image {reference}: {exc.message}", subject=reference) from None
+
+    def stage_inputs(self, inputs: Sequence[TaskInput], inputs_dir: Path) -> StagedInputs:
+        """Phase 4: every input file copied into ``inputs_dir`` while hashed, each compared
+        with the record of the exact path that feeds it; the staged tree is made read-only."""
+        inputs_dir.mkdir(parents=True, exist_ok=True)
+        mounts: list[tuple[str, str]] = []
+        checked: list[CheckedInput] = []
+        for n, entry in enumerate(inputs, start=1):
+            host_root = inputs_dir / f"{n:04d}"
+            for src, rel in input_files(entry.kind, entry.origin):
+                actual, rec = stage_input(self.registry, src, host_root / (rel or os.path.basename(entry.target)))
+                path = entry.target if not rel else os.path.join(entry.target, rel)
+                checked.append(CheckedInput(path, actual, rec.source))
+            target_host = host_root / os.path.basename(entry.target) if entry.kind == "File" else host_root
+            mounts.append((str(target_host), entry.target))
+        for root, dirs, _ in os.walk(inputs_dir):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o555)
+        os.chmod(inputs_dir, 0o555)
+        return StagedInputs(tuple(mounts), tuple(checked))
+
+    # ------------------------------------------------------------ the whole gate
+    def admit(
+        self,
+        task_id: str,
+        reference: str,
+        prefer: tuple[str, str] | None,
+        inputs: Sequence[TaskInput],
+        inputs_dir: Path,
+    ) -> Admission:
+        """Every phase, in order; the first failure is reported and refuses the task."""
+        try:
+            image = self.image(reference, prefer)
+            staged = self.stage_inputs(inputs, inputs_dir)
+        except IntegrityError as exc:
+            raise self.refuse(task_id, exc) from None
+        return Admission(image, staged)
+
+    def refuse(self, task_id: str, exc: IntegrityError) -> GateRefusal:
+        """Report ``exc`` and return the refusal that stops the task."""
+        self.sink.refused(exc, task_id)
+        return GateRefusal(f"task {task_id} refused before start: {exc.message}")
+
+
+def input_files(kind: str, resolved: str) -> list[tuple[str, str]]:
+    """(path, path relative to the Directory) of every file feeding one input; a Directory is
+    walked file by file, and a symlinked sub-directory is refused rather than skipped."""
+    if kind == "File":
+        return [(resolved, "")]
+    out: list[tuple[str, str]] = []
+    for root, dirs, names in os.walk(resolved):
+        for d in dirs:
+            if os.path.islink(os.path.join(root, d)):
+                where = os.path.join(root, d)
+                raise IntegrityError(
+                    f"input directory entry {where} is a symbolic link: refusing to read through it",
+                    subject=where,
+                    expected="a plain directory",
+                    actual="a symbolic link",
+                )
+        out.extend((os.path.join(root, f), os.path.relpath(os.path.join(root, f), resolved)) for f in names)
+    return out
+
+
+def stage_input(registry: ChecksumRegistry, src: str, dst: Path) -> tuple[str, Recorded]:
+    """Copy one input file into the task's staging directory while hashing it, and compare
+    the hash with the record of the exact path that feeds it (the producing task's output,
+    the DRS object or the attachment): never through a symlink or a hard link."""
+    rec = registry.get(src)
+    if rec is None:
+        raise IntegrityError(
+            f"input {src} has no recorded producer (no DRS object, attachment or task output wrote it); "
+            "refusing to use it",
+            subject=src,
+            expected="a file recorded by its producer",
+            actual="unknown file",
+        )
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    what = f"input {os.path.basename(src)} ({rec.source})"
+    actual = hash_input_file(src, what, copy_to=str(dst))
+    check_input(f"input {os.path.basename(src)}", rec.sha256, actual, rec.source)
+    os.chmod(dst, 0o444)
+    return actual, rec

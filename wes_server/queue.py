@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, or_, select, update
 
 from helixgate.config import Settings
-from helixgate.db import Database
+from helixgate.db import Database, rowcount
 from helixgate.errors import UpstreamError
 from wes_server.models import QueueRow
 
@@ -79,7 +79,7 @@ class SqlRunQueue:
                     deliveries=QueueRow.deliveries + 1,
                 )
             )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+            if rowcount(res) != 1:
                 return None
             deliveries = s.scalar(select(QueueRow.deliveries).where(QueueRow.run_id == run_id)) or 1
             return Lease(run_id, receipt, deliveries)
@@ -91,7 +91,7 @@ class SqlRunQueue:
                 .where(and_(QueueRow.run_id == lease.run_id, QueueRow.receipt == lease.receipt))
                 .values(available_at=_now() + timedelta(seconds=lease_seconds))
             )
-            return res.rowcount == 1  # type: ignore[attr-defined]
+            return rowcount(res) == 1
 
     def ack(self, lease: Lease) -> None:
         with self.db.session() as s:

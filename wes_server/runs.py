@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
-from helixgate.db import Database
+from helixgate.db import Database, rowcount
 from helixgate.errors import BadRequest, Hidden, NotFound
 from helixgate.limits import bounded_int
 from wes_server.models import AttachmentRow, RunRow, RunTagRow, TaskRow
@@ -229,7 +229,7 @@ class RunStore:
                     start_time=func.coalesce(RunRow.start_time, now),
                 )
             )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+            if rowcount(res) != 1:
                 return None
         return self.get(run_id)
 
@@ -241,7 +241,7 @@ class RunStore:
                 .where(RunRow.id == run_id, RunRow.worker_id == worker_id, RunRow.state.in_(tuple(ACTIVE)))
                 .values(heartbeat_at=utcnow())
             )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+            if rowcount(res) != 1:
                 return None
             return bool(s.scalar(select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
@@ -259,7 +259,7 @@ class RunStore:
             if worker_id is not None:
                 q = q.where(RunRow.worker_id == worker_id)
             res = s.execute(q.values(**values))
-            return res.rowcount == 1  # type: ignore[attr-defined]
+            return rowcount(res) == 1
 
     def append_system_log(self, run_id: str, message: str) -> None:
         with self.db.session() as s:
@@ -310,7 +310,7 @@ class RunStore:
                 .where(RunRow.id == run_id, RunRow.state.in_(tuple(ACTIVE)))
                 .values(state="QUEUED", worker_id=None, heartbeat_at=None)
             )
-            ok = res.rowcount == 1  # type: ignore[attr-defined]
+            ok = rowcount(res) == 1
         if ok:
             self.append_system_log(run_id, message)
         return ok

@@ -10,6 +10,8 @@ import uuid
 from typing import Any
 
 from helixgate.errors import HelixGateError
+from helixgate.platform import Platform
+from wes_server.domain import WorkflowService
 from wes_server.queue import Lease
 from wes_server.runs import TERMINAL
 
@@ -21,9 +23,9 @@ class RunCancelled(Exception):
 
 
 class WorkerPool:
-    def __init__(self, platform: Any, *, concurrency: int = 2, poll_interval: float = 0.5) -> None:
+    def __init__(self, platform: Platform, *, concurrency: int = 2, poll_interval: float = 0.5) -> None:
         self.platform = platform
-        self.wes = platform.service("wes")
+        self.wes = platform.domain(WorkflowService)
         self.settings = platform.settings
         self.concurrency = concurrency
         self.poll_interval = poll_interval
@@ -61,7 +63,7 @@ class WorkerPool:
         if self._executor is None:
             from wes_server.executor import Executor
 
-            self._executor = Executor(self.platform)
+            self._executor = Executor(settings=self.settings, wes=self.wes, audit=self.platform.audit)
         return self._executor
 
     # ------------------------------------------------------------------ work loop

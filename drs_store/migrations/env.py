@@ -1,3 +1,4 @@
 from helixgate.migration_env import run
+from drs_store.declaration import SERVICE
 
-run("drs")
+run(SERVICE)

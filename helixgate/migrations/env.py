@@ -1,3 +1,4 @@
 from helixgate.migration_env import run
+from helixgate.declaration import SERVICE
 
-run("core")
+run(SERVICE)

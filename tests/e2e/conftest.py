@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import pytest
 
-from helixgate.demo_assets import workflow_files
 from helixgate.sdk import HelixGate
+from helixgate_app.demo_assets import workflow_files
 from tests.fixtures.docker_images import PushedImage, session_scope
 
 

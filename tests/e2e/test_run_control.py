@@ -149,7 +149,7 @@ def _world(server: Any, image: PushedImage, sid: str) -> World:
     steward = HelixGate.connect(server.url, server.user("steward", "data-steward"))
     analyst = HelixGate.connect(server.url, server.user("ann", "analyst"))
     tag_ref = f"{image.repository}:{image.tag}"
-    from helixgate.demo_assets import workflow_files
+    from helixgate_app.demo_assets import workflow_files
 
     tool = dev.create_tool("helixgate-test", f"kit-{uuid.uuid4().hex[:8]}")
     dev.publish_version(tool["id"], "1.0.0", workflow_files(tag_ref), [tag_ref], primary="workflow.cwl")

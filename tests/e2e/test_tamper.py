@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from drs_store.models import ObjectRow
 from helixgate.client import ClientError
-from helixgate.demo_assets import workflow_files
+from helixgate_app.demo_assets import workflow_files
 from tests.e2e.conftest import World
 from tests.e2e.test_run_control import _slow_workflow, _wait_task, _world
 from tests.fixtures.docker_images import TEST_LABEL, PushedImage, session_scope

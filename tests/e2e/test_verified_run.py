@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from helixgate.demo_assets import workflow_files
+from helixgate_app.demo_assets import workflow_files
 from tests.e2e.conftest import World
 from tests.fixtures.docker_images import labelled_containers
 

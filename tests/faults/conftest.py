@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from helixgate.demo_assets import workflow_files
 from helixgate.sdk import TERMINAL, HelixGate
+from helixgate_app.demo_assets import workflow_files
 from tests.e2e.conftest import World
 from tests.fixtures.docker_images import PushedImage
 from tests.fixtures.services import drop_postgres_database, fresh_postgres_database

@@ -17,7 +17,7 @@ import pytest
 from drs_store.s3_storage import S3Storage
 from helixgate.db import Database
 from helixgate.errors import UpstreamError
-from helixgate.platform import Platform
+from helixgate_app.services import build_platform
 from tests.fixtures.app import Harness, make_settings
 from wes_server.queue import SqsRunQueue
 
@@ -155,7 +155,7 @@ def test_sqs_errors_are_retried_a_bounded_number_of_times_then_upstream_error(
 
 
 def _harness(tmp_path: Path, db: Database, **overrides: Any) -> Harness:
-    return Harness(Platform(make_settings(tmp_path / "data", db, **overrides)), ("wes", "trs", "drs", "core"))
+    return Harness(build_platform(make_settings(tmp_path / "data", db, **overrides)), ("wes", "trs", "drs", "core"))
 
 
 def test_upload_during_an_s3_outage_is_a_clear_502_and_stores_nothing(

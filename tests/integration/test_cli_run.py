@@ -12,9 +12,9 @@ from typing import Callable
 
 import pytest
 
-from helixgate.cli_groups import workflow_attachments
-from helixgate.demo_assets import workflow_files
 from helixgate.sdk import HelixGate
+from helixgate_app.cli_groups import workflow_attachments
+from helixgate_app.demo_assets import workflow_files
 from tests.fixtures.docker_images import PushedImage, session_scope
 from tests.fixtures.live import LiveServer
 from tests.integration.test_cli_data import as_json, closed_url, one_line_error

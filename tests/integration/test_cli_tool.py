@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import pytest
 
-from helixgate.demo_assets import workflow_files
 from helixgate.errors import IntegrityError, VerificationError
 from helixgate.sdk import HelixGate, verify_tool_version
 from helixgate.signing import KeySigner
+from helixgate_app.demo_assets import workflow_files
 from tests.fixtures.docker_images import PushedImage, session_scope
 from tests.fixtures.live import LiveServer
 from tests.integration.test_cli_data import as_json, closed_url, one_line_error

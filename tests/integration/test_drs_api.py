@@ -20,7 +20,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from drs_store.domain import bundle_checksum
+from drs_store.domain import DrsStore, bundle_checksum
 from drs_store.local_storage import HEADER_SIZE
 from drs_store.models import ObjectRow
 from tests.fixtures.app import Harness
@@ -397,7 +397,7 @@ def test_signed_url_forgery_and_expiry_are_403(env: Env) -> None:
     _error(h.client.get(f"{BASE}/x-helixgate/stream/{other_object}?{query}"), 403)
     _error(h.client.get(f"{path}?exp=abc&sig=x"), 403)
 
-    store = h.platform.service("drs")
+    store = h.platform.domain(DrsStore)
     expired = store.signer.sign(object_id, "steward", 60, now=time.time() - 120)
     assert "expired" in _error(h.client.get(f"{path}?{urlencode(expired)}"), 403)
     assert h.client.get(url).status_code == 200
@@ -736,7 +736,7 @@ def test_service_info(env: Env) -> None:
 
 def test_signing_key_file_is_private(harness_factory: Callable[..., Harness]) -> None:
     h = harness_factory(services=("drs", "core"))
-    h.platform.service("drs")
+    h.platform.domain(DrsStore)
     key = Path(h.platform.settings.data_dir) / "drs" / "url-signing.key"
     assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
-    assert key.read_text() not in repr(h.platform.service("drs").signer)
+    assert key.read_text() not in repr(h.platform.domain(DrsStore).signer)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
-from helixgate.cli import main as cli_main
+from helixgate_app.cli import main as cli_main
 
 pytestmark = pytest.mark.integration
 

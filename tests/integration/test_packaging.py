@@ -27,6 +27,6 @@ def test_wheel_carries_everything_the_services_need(tmp_path: Path) -> None:
     for package in ("helixgate", "drs_store", "trs_registry", "wes_server"):
         assert f"{package}/migrations/env.py" in names
         assert any(n.startswith(f"{package}/migrations/versions/") and n.endswith(".py") for n in names), package
-    assert "helixgate/demo_assets/workflow.cwl" in names
+    assert "helixgate_app/demo_assets/workflow.cwl" in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "helixgate = helixgate.cli:main" in entry_points
+    assert "helixgate = helixgate_app.cli:main" in entry_points

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from helixgate.sdk import HelixGate
+from tests.fixtures.live import free_port
 from tests.fixtures.tls import make_pki as _cert
 
 pytestmark = pytest.mark.integration
@@ -79,14 +80,21 @@ def test_wes_refuses_a_drs_certificate_it_cannot_verify(
 ) -> None:
     ca, cert, key = _cert(tmp_path / "pki", "real")
     other_ca, _, _ = _cert(tmp_path / "other", "other")
-    server = live_server_factory(
-        extra_env={
-            "HELIXGATE_TLS_CERT": str(cert),
-            "HELIXGATE_TLS_KEY": str(key),
-            "HELIXGATE_TLS_CA_BUNDLE": str(other_ca),  # WES trusts a CA that did not sign DRS's certificate
-            "HELIXGATE_CA_BUNDLE": str(ca),
-        }
-    )
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    env = {
+        "HELIXGATE_TLS_CERT": str(cert),
+        "HELIXGATE_TLS_KEY": str(key),
+        "HELIXGATE_TLS_CA_BUNDLE": str(other_ca),  # WES trusts a CA that did not sign DRS's certificate
+        "HELIXGATE_CA_BUNDLE": str(ca),
+        "HELIXGATE_BUILTIN_ISSUER_URL": f"{url}/oidc",
+        "HELIXGATE_DRS_URL": url,
+        "HELIXGATE_TRS_URL": url,
+    }
+    # the APIs without workers, and a worker process of its own: DRS is not served where the
+    # worker runs, so it reads inputs over https (in `serve all` it would call DRS in-process)
+    server = live_server_factory(extra_env=env, port=port, workers=0)
+    live_server_factory(extra_env=env, data_dir=server.data_dir, service="worker")
     server.verify = str(ca)
     steward = HelixGate.connect(server.url, server.user("steward", "data-steward"), verify=str(ca))
     analyst = HelixGate.connect(server.url, server.user("ann", "analyst"), verify=str(ca))

@@ -21,6 +21,7 @@ from cwltool.main import main as cwltool_main
 from helixgate.db import Database
 from helixgate.platform import Platform
 from helixgate.web import create_app
+from helixgate_app.services import build_platform, named
 from tests.fixtures.app import make_settings
 from tests.unit.test_trs_images import FakeOciRegistry
 
@@ -62,10 +63,11 @@ def served(tmp_path: Path, sqlite_database: Database) -> Iterator[tuple[str, Pla
     oci = FakeOciRegistry()
     port = _free_port()
     settings = make_settings(tmp_path / "data", sqlite_database, port=port, registry_insecure_hosts=(oci.host,))
-    platform = Platform(settings)
+    platform = build_platform(settings)
+    platform.served = frozenset({"trs"})
     oci.push("tools/echo", "1.0")
     server = uvicorn.Server(
-        uvicorn.Config(create_app(lambda: platform, ("trs",)), host="127.0.0.1", port=port, log_level="error")
+        uvicorn.Config(create_app(lambda: platform, named(("trs",))), host="127.0.0.1", port=port, log_level="error")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from helixgate.db import Database
-from helixgate.platform import Platform
+from helixgate_app.services import build_platform
 from tests.fixtures.app import Harness, make_settings
 
 
@@ -30,7 +30,7 @@ def hostile_factory(tmp_path: Path, sqlite_database: Database) -> Iterator[Calla
 
     def make(**overrides: Any) -> Harness:
         settings = make_settings(tmp_path / f"data{len(made)}", sqlite_database, **overrides)
-        h = Harness(Platform(settings), ("wes", "trs", "drs", "core"))
+        h = Harness(build_platform(settings), ("wes", "trs", "drs", "core"))
         made.append(h)
         return h
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from helixgate.config import load_settings
-from helixgate.db import Database, migrate
-from helixgate.platform import Platform
-from helixgate.web import BASE_PATHS, openapi_dir
+from helixgate.db import Database
+from helixgate.web import openapi_dir
+from helixgate_app.services import SERVICES, build_platform, migrate_all
 from tests.fixtures.app import Harness
 from tests.fixtures.services import drop_postgres_database, fresh_postgres_database
 
@@ -37,6 +37,7 @@ HUGE_INT = "9" * 40
 BAD_DATETIMES = ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-13-45T99:99:99Z", "yesterday")
 SURROGATE_URL = "%ED%A0%80"  # the UTF-8 spelling of U+D800: not valid UTF-8
 METHODS = ("get", "post", "put", "patch", "delete")
+BASE_PATHS = {s.name: s.base_path for s in SERVICES}
 
 
 # --------------------------------------------------------------------------- the documents
@@ -112,8 +113,9 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         db = Database(pg[0])
     else:
         db = Database(f"sqlite:///{tmp / 'test.db'}")
-    migrate(db)
-    h = Harness(Platform(load_settings(env={}, data_dir=str(tmp / "data"), database_url=db.url)), tuple(BASE_PATHS))
+    migrate_all(db)
+    settings = load_settings(env={}, data_dir=str(tmp / "data"), database_url=db.url)
+    h = Harness(build_platform(settings), tuple(BASE_PATHS))
     yield h
     h.client.close()
     h.platform.close()

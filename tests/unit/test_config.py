@@ -58,7 +58,7 @@ def test_issuer_algorithms_must_be_asymmetric() -> None:
 
 
 def test_cli_global_options_work_before_and_after_the_command() -> None:
-    from helixgate.cli import build_parser
+    from helixgate_app.cli import build_parser
 
     parser = build_parser()
     before = parser.parse_args(["--url", "http://a:1", "--json", "run", "status", "r1"])

@@ -10,14 +10,15 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from helixgate.db import Database, migrate
+from helixgate.db import Database
+from helixgate_app.services import migrate_all
 from wes_server.models import RunRow
 from wes_server.runs import RunStore, utcnow
 
 
 def _store(tmp_path: Path) -> RunStore:
     db = Database(f"sqlite:///{tmp_path / 'runs.db'}")
-    migrate(db)
+    migrate_all(db)
     return RunStore(db)
 
 

@@ -13,8 +13,9 @@ from helixgate.config import ENV_PREFIX, Settings
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "compose" / "README.md"]
+PACKAGES = ("helixgate", "helixgate_app", "wes_server", "trs_registry", "drs_store")
 CODE = [
-    *(p for pkg in ("helixgate", "wes_server", "trs_registry", "drs_store") for p in (ROOT / pkg).rglob("*.py")),
+    *(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")),
     *(ROOT / "scripts").glob("*.py"),
     *(ROOT / "scripts").glob("*.sh"),
     *(ROOT / "compose").glob("*.yml"),

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from helixgate import rbac
-from helixgate.web import HANDLER_MODULES, snake_case
+from helixgate.declaration import SERVICE as CORE
+from helixgate.services import ServiceDeclaration
+from helixgate.web import snake_case
+from helixgate_app.services import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
@@ -29,11 +34,13 @@ def test_every_operation_declares_a_known_permission(service: str) -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("service", ["core"])
-def test_every_operation_has_a_handler(service: str) -> None:
-    module = __import__(HANDLER_MODULES[service], fromlist=["_"])
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_every_operation_has_a_handler(service: ServiceDeclaration[Any]) -> None:
+    module = importlib.import_module(service.handlers)
     missing = [
-        op["operationId"] for _, _, op in _operations(service) if not hasattr(module, snake_case(op["operationId"]))
+        op["operationId"]
+        for _, _, op in _operations(service.name)
+        if not hasattr(module, snake_case(op["operationId"]))
     ]
     assert missing == []
 
@@ -61,4 +68,4 @@ def test_guard_refuses_an_operation_without_permission(tmp_path: Path) -> None:
         _operation: dict = {"operationId": "GetServiceInfo"}
 
     with pytest.raises(RuntimeError, match="x-helixgate-permission"):
-        GuardedResolver("core", lambda: None).resolve(Op())
+        GuardedResolver(CORE, lambda: None).resolve(Op())

@@ -22,6 +22,7 @@ from helixgate.signing import KeyTrustPolicy, verify_tool_bundle
 from tests.fixtures.app import Harness
 from tests.fixtures.ga4gh_schemas import validate, validate_list
 from tests.unit.test_trs_images import FakeOciRegistry
+from trs_registry.domain import TrsRegistry
 from trs_registry.validation import new_tool
 
 TRS = "/ga4gh/trs/v2"
@@ -708,7 +709,7 @@ def test_publish_signs_the_image_config_digest_and_legacy_v1_statements_are_re_s
     create_tool(h, alice)
     manifest, config = oci.push("tools/bwa", "3.0")
     publish(h, alice, "example-lab.bwa", version_body(oci, "3.0.0", tag="3.0"))
-    registry = h.platform.service("trs")
+    registry = h.platform.domain(TrsRegistry)
     policy = registry.trust_policy()
 
     def verified() -> Any:
@@ -771,7 +772,7 @@ def test_concurrent_id_and_alias_claims_never_both_win(h: Harness) -> None:
 
     from helixgate.errors import Conflict
 
-    trs = h.platform.service("trs")
+    trs = h.platform.domain(TrsRegistry)
     for i in range(12):
         name = f"race-{i}.tool"
         barrier = threading.Barrier(2)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helixgate.errors import IntegrityError, VerificationError
+from helixgate.ports import ImagePin
 from helixgate.signing import KeySigner, ToolVersionClaim
 from wes_server import gate
 
@@ -35,7 +36,7 @@ def signed(**overrides: object) -> gate.SignedTool:
     return gate.SignedTool(**fields)  # type: ignore[arg-type]
 
 
-def pin(**overrides: str) -> dict[str, str]:
+def pin(**overrides: str) -> ImagePin:
     p = {
         "tool_id": "lab.tool",
         "version_id": "1.0.0",
@@ -45,7 +46,7 @@ def pin(**overrides: str) -> dict[str, str]:
         "pinned_ref": f"127.0.0.1:5000/lab/tool@{MANIFEST}",
     }
     p.update(overrides)
-    return p
+    return ImagePin(**p)
 
 
 def test_matching_pin_passes_and_each_edited_field_is_refused_with_expected_and_actual() -> None:

@@ -1,3 +1,4 @@
 from helixgate.migration_env import run
+from trs_registry.declaration import SERVICE
 
-run("trs")
+run(SERVICE)

@@ -1,3 +1,4 @@
 from helixgate.migration_env import run
+from wes_server.declaration import SERVICE
 
-run("wes")
+run(SERVICE)

@@ -19,9 +19,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from helixgate.errors import HelixGateError
+from helixgate.platform import Platform
 
 SAMPLE = b"".join(
     line + b"\n"
@@ -57,22 +58,22 @@ class Printer:
 
 
 @contextlib.contextmanager
-def embedded_platform(data_dir: Path, port: int, scope: str) -> Iterator[Any]:
+def embedded_platform(data_dir: Path, port: int, scope: str) -> Iterator[Platform]:
     """All services + two worker threads in this process; stopped and cleaned on exit."""
     import uvicorn
 
     from helixgate.config import load_settings
-    from helixgate.platform import Platform
-    from helixgate.server import build_app
+    from helixgate_app.server import build_app
+    from helixgate_app.services import ROLES, build_platform
     from wes_server.worker import WorkerPool
 
     settings = load_settings(
         env={}, data_dir=str(data_dir), port=port, lease_seconds=15, container_scope=scope, bootstrap_admin="admin"
     )
-    platform = Platform(settings)
+    platform = build_platform(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            build_app(platform, ("wes", "trs", "drs", "core")),
+            build_app(platform, ROLES["all"]),
             host="127.0.0.1",
             port=port,
             log_level="error",
@@ -103,9 +104,9 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
 
     import docker
 
-    from helixgate.demo_assets import workflow_files
     from helixgate.images import build_busybox_image
     from helixgate.sdk import HelixGate
+    from helixgate_app.demo_assets import workflow_files
     from wes_server.containers import ContainerRunner
 
     logging.basicConfig(handlers=[logging.NullHandler()], force=True)  # the demo prints its own evidence
@@ -125,6 +126,8 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
             url = f"http://127.0.0.1:{port}"
             host = f"127.0.0.1:{port}"
             issuer = platform.issuer
+            if issuer is None:  # the embedded settings enable it
+                raise DemoFailure("the demo needs the built-in token issuer")
             users = platform.users
             for name, role in (("dana", "tool-developer"), ("sam", "data-steward"), ("alice", "analyst")):
                 users.ensure(name, roles=(role,))
@@ -237,7 +240,7 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
     return 0
 
 
-def _corrupt_blob(platform: Any, object_id: str) -> None:
+def _corrupt_blob(platform: Platform, object_id: str) -> None:
     """Flip one byte of the stored ciphertext (what an attacker with disk access could do)."""
     from sqlalchemy import text
 

@@ -14,52 +14,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from helixgate.errors import HelixGateError
+from helixgate_app.cli_common import Handler, api, emit, load, table
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-# --------------------------------------------------------------------------- helpers
-def load(args: argparse.Namespace, **overrides: Any) -> Any:
-    from helixgate.config import load_settings
-
-    if getattr(args, "data_dir", None):
-        overrides["data_dir"] = args.data_dir
-    return load_settings(getattr(args, "config", None), **overrides)
-
-
-def api(args: argparse.Namespace) -> Any:
-    from helixgate.client import ApiClient
-
-    token = args.token or os.environ.get("HELIXGATE_TOKEN")
-    if not token and args.token_file:
-        token = Path(args.token_file).expanduser().read_text().strip()
-    verify: bool | str = args.ca_bundle or True
-    return ApiClient(args.url, token, verify=verify)
-
-
-def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str] | None = None) -> None:
-    if args.json or human is None:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        text = human(data)
-        if text:
-            print(text)
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cols = [list(map(str, c)) for c in zip(header, *rows, strict=True)] if rows else [[h] for h in header]
-    widths = [max(len(x) for x in col) for col in cols]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(header, widths, strict=True))]
-    for r in rows:
-        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
-    return "\n".join(lines)
-
 
 # --------------------------------------------------------------------------- serve / worker
 SERVER_OPTIONS = ("host", "port", "tls_cert", "tls_key", "database_url")
@@ -87,7 +48,7 @@ def server_settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from helixgate.runtime import serve
+    from helixgate_app.runtime import serve
 
     return serve(server_settings(args), args.service, workers=args.workers)
 
@@ -286,7 +247,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from helixgate.demo import run_demo
+    from helixgate_app.demo import run_demo
 
     return run_demo(keep=args.keep)
 
@@ -318,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(parent: Any, name: str, func: Handler, help_: str) -> argparse.ArgumentParser:
+    def add(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, func: Handler, help_: str
+    ) -> argparse.ArgumentParser:
         sp = parent.add_parser(name, help=help_, parents=[sub_common])
         sp.set_defaults(func=func)
         return sp
@@ -378,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = add(sub, "demo", cmd_demo, "run the end-to-end demo on embedded defaults (needs Docker)")
     d.add_argument("--keep", action="store_true", help="keep the temporary data directory")
 
-    from helixgate import cli_groups
+    from helixgate_app import cli_groups
 
     cli_groups.register(sub, add)
     return p

@@ -10,6 +10,7 @@ import uvicorn
 
 from helixgate.config import Settings
 from helixgate.platform import Platform
+from helixgate.services import ServiceDeclaration
 from helixgate.web import create_app
 
 log = logging.getLogger("helixgate.server")
@@ -24,15 +25,16 @@ class _TLSConfig(uvicorn.Config):
             self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
 
 
-def build_app(platform: Platform, services: Iterable[str]) -> Any:
+def build_app(platform: Platform, services: Iterable[ServiceDeclaration[Any]]) -> Any:
+    """The app serving ``services``; they are this process's from now on (``Platform.served``)."""
     from helixgate.oidc_routes import add_oidc_routes
 
     services = tuple(services)
-    platform.served = frozenset(services)
+    platform.served = frozenset(s.name for s in services)
     return create_app(lambda: platform, services, extra_routes=lambda app: add_oidc_routes(app, platform))
 
 
-def make_server(settings: Settings, platform: Platform, services: Iterable[str]) -> uvicorn.Server:
+def make_server(settings: Settings, platform: Platform, services: Iterable[ServiceDeclaration[Any]]) -> uvicorn.Server:
     app = build_app(platform, services)
     config = _TLSConfig(
         app,

@@ -2,7 +2,7 @@
 
 Every command talks to the services over HTTP through ``helixgate.sdk.HelixGate``; handlers
 only parse arguments, call the SDK and shape the output (human text, or JSON with ``--json``).
-Errors are ``HelixGateError``s: ``helixgate.cli.main`` prints them as one line and exits 1.
+Errors are ``HelixGateError``s: ``helixgate_app.cli.main`` prints them as one line and exits 1.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from helixgate.cli import api, emit, table
 from helixgate.cwl_documents import document_references
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
 from helixgate.integrity import check_sha256, normalize_sha256
 from helixgate.sdk import HelixGate, output_files, sha256_of, sha256_path
 from helixgate.uris import has_scheme
+from helixgate_app.cli_common import api, emit, table
 
 _TEXT_LIMIT = 16 * 1024 * 1024
 

@@ -9,36 +9,28 @@ import threading
 from typing import Any
 
 from helixgate.config import Settings
-from helixgate.platform import Platform
+from helixgate_app.services import ROLES, WES, build_platform
 
 log = logging.getLogger("helixgate")
-
-SERVICES = {
-    "all": ("wes", "trs", "drs", "core"),
-    "wes": ("wes", "core"),
-    "trs": ("trs", "core"),
-    "drs": ("drs", "core"),
-    "core": ("core",),
-}
 
 
 def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if "wes" in SERVICES.get(service, ()):
+    if WES in ROLES.get(service, ()):
         from wes_server import jsbox
 
         # submissions validate CWL expressions in the sandbox: without it, do not serve WES
         jsbox.install(settings)
-    platform = Platform(settings)
+    platform = build_platform(settings)
     pool: Any = None
     try:
         server: Any = None
         if service != "worker":
-            from helixgate.server import make_server
+            from helixgate_app.server import make_server
 
             # mount the APIs before any worker leases a run: peers served here are then
             # called in-process from the first run on (a worker's start-up checks take time)
-            server = make_server(settings, platform, SERVICES[service])
+            server = make_server(settings, platform, ROLES[service])
         if service == "worker" or (service == "all" and workers > 0):
             from wes_server.worker import WorkerPool
 
@@ -57,7 +49,7 @@ def serve(settings: Settings, service: str, *, workers: int = 2) -> int:
         else:
             log.info(
                 "serving %s on %s (container scope %s)",
-                ", ".join(SERVICES[service]),
+                ", ".join(s.name for s in ROLES[service]),
                 settings.effective_public_url,
                 platform.settings.container_scope,
             )
