@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helixgate import rbac
-from helixgate.errors import ConfigurationError, Forbidden
+from helixgate.errors import ConfigurationError, Forbidden, HelixGateError, NotFound, Unauthorized
 
 ENV_SIGNING_KEY = "HELIXGATE_DRS_URL_SIGNING_KEY"
 KEY_BYTES = 32
@@ -77,6 +77,42 @@ def may_read(user: str | None, facts: ReadFacts) -> bool:
     if user is None:
         return False
     return user == facts.owner or user == facts.dataset_creator or facts.has_grant
+
+
+def principal_may_read(who: Principal, facts: ReadFacts) -> bool:
+    """The read rule for a caller: a signed-in caller also needs the ``drs:read`` permission."""
+    if who.user is not None and not who.has("drs:read"):
+        return False
+    return may_read(who.user, facts)
+
+
+def may_see_dataset(who: Principal, *, public: bool, creator: str, has_grant: bool) -> bool:
+    return public or (who.user is not None and (who.user == creator or has_grant))
+
+
+def may_manage_dataset(who: Principal, creator: str) -> bool:
+    """Add objects to a dataset, manage its grants: its creator or an admin."""
+    return who.user == creator or who.has("drs:admin")
+
+
+def may_delete(who: Principal, *, owner: str, dataset_creator: str | None) -> bool:
+    """Delete an object: its owner, its dataset's creator or an admin."""
+    return who.user is not None and (who.user == owner or who.user == dataset_creator or who.has("drs:admin"))
+
+
+class ObjectHidden(NotFound):
+    """A read refused by policy, answered as 'not found' (settings.drs_hide_existence)."""
+
+
+def read_refusal(object_id: str, who: Principal, *, hide_existence: bool) -> HelixGateError:
+    """The error a refused read answers: 404 when existence is hidden, else 401 or 403."""
+    if hide_existence:
+        return ObjectHidden(f"object not found: {object_id}")
+    if who.user is None:
+        return Unauthorized(f"object {object_id} is not public: authentication required")
+    if who.delegated:
+        return Forbidden(f"{who.user} may not read object {object_id} (delegated by {who.actor})")
+    return Forbidden(f"{who.user} may not read object {object_id}: ask a data steward for a grant on its dataset")
 
 
 @dataclass(frozen=True)

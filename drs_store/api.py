@@ -1,6 +1,7 @@
 """Handlers of the DRS 1.5.0 API and its HelixGate write extension (openapi/drs.yaml).
 
-Thin by design: parse, call ``DrsStore`` (drs_store.domain), audit, shape the response.
+Thin by design: parse, call ``DrsStore`` (drs_store.domain), audit, render the read model
+with ``drs_store.shapes``.
 Authentication and the operation's permission were checked by the guard in helixgate.web;
 object-level rules (grants, public flags, ownership, delegation) live in the store.
 
@@ -24,8 +25,9 @@ from typing import Any, BinaryIO, TypeVar, cast
 
 from flask import Response, jsonify, request
 
-from drs_store.access import Principal
-from drs_store.domain import DrsStore, ObjectHidden, RangeNotSatisfiable, RequestInfo, parse_meta
+from drs_store import shapes
+from drs_store.access import ObjectHidden, Principal
+from drs_store.domain import DrsStore, ObjectInfo, RangeNotSatisfiable, RequestInfo, parse_meta
 from helixgate.body_pipe import pipe_from_environ
 from helixgate.errors import BadRequest, IntegrityError
 from helixgate.service_info import base_service_info
@@ -37,6 +39,15 @@ T = TypeVar("T")
 
 def _store() -> DrsStore:
     return platform().domain(DrsStore)
+
+
+def _deployment() -> shapes.Deployment:
+    s = platform().settings
+    return shapes.Deployment(s.drs_host, s.s3_region, tuple(_store().bearer_issuers))
+
+
+def _object(obj: ObjectInfo) -> dict[str, Any]:
+    return shapes.drs_object(_deployment(), obj)
 
 
 def _principal() -> Principal:
@@ -65,14 +76,6 @@ def _bulk_ids(body: Any, key: str) -> list[str]:
     return ids
 
 
-def _expand_flag(value: Any) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequest("expand must be a boolean")
-    return value
-
-
 # ------------------------------------------------------------------------ DRS 1.5.0
 def get_service_info() -> dict[str, Any]:
     s = platform().settings
@@ -87,41 +90,43 @@ def get_service_info() -> dict[str, Any]:
 
 def options_object(object_id: str) -> dict[str, Any]:
     set_target(object_id)
-    return _store().authorizations(_principal(), object_id)
+    return shapes.authorizations(_deployment(), _store().authorizations(_principal(), object_id))
 
 
 def get_object(object_id: str, expand: bool = False) -> dict[str, Any]:
     set_target(object_id)
-    return _checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=bool(expand)))
+    return _object(_checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=bool(expand))))
 
 
 def post_object(object_id: str) -> dict[str, Any]:
     set_target(object_id)
-    expand = _expand_flag(json_body().get("expand"))
-    return _checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=expand))
+    expand = bool(json_body().get("expand", False))  # a boolean (the OpenAPI schema)
+    return _object(_checked(object_id, lambda: _store().get_object(_principal(), object_id, expand=expand)))
 
 
 def options_bulk_object() -> dict[str, Any]:
     ids = _bulk_ids(json_body(), "bulk_object_ids")
-    return _store().bulk_authorizations(_principal(), ids).body
+    dep = _deployment()
+    result = _store().bulk_authorizations(_principal(), ids)
+    return shapes.bulk(result, "resolved_drs_object", lambda auth: shapes.authorizations(dep, auth))
 
 
 def get_bulk_objects(expand: bool = False) -> dict[str, Any]:
     ids = _bulk_ids(json_body(), "bulk_object_ids")
     result = _store().bulk_objects(_principal(), ids, expand=bool(expand))
     _record_denials(result.denied)
-    return result.body
+    return shapes.bulk(result, "resolved_drs_object", _object)
 
 
 def get_access_url(object_id: str, access_id: str) -> dict[str, Any]:
     set_target(object_id)
-    return _checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id))
+    return shapes.access_url(_checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id)))
 
 
 def post_access_url(object_id: str, access_id: str) -> dict[str, Any]:
     set_target(object_id)
     json_body()  # the body only carries passports; malformed JSON is still a 400
-    return _checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id))
+    return shapes.access_url(_checked(object_id, lambda: _store().access_url(_principal(), object_id, access_id)))
 
 
 def get_bulk_access_url() -> dict[str, Any]:
@@ -142,7 +147,7 @@ def get_bulk_access_url() -> dict[str, Any]:
         pairs.append((oid, aids))
     result = _store().bulk_access(_principal(), pairs)
     _record_denials(result.denied)
-    return result.body
+    return shapes.bulk(result, "resolved_drs_object_access_urls", shapes.bulk_access_url)
 
 
 # ------------------------------------------------------------------------ write extension
@@ -184,23 +189,21 @@ def upload_object(
             details={"expected": exc.expected, "actual": exc.actual, "name": name},
         )
         raise
-    set_target(obj["id"])
-    audit_change("drs.object.create", obj["id"], details=_change_details(obj, meta.dataset_id))
-    return obj, 201
+    set_target(obj.id)
+    audit_change("drs.object.create", obj.id, details=_change_details(obj, meta.dataset_id))
+    return _object(obj), 201
 
 
 def register_object() -> tuple[dict[str, Any], int]:
-    body = json_body()
-    url = body.get("url")
-    if not isinstance(url, str):
-        raise BadRequest("url is required: s3://bucket/key")
+    body = json_body()  # shaped by HelixGateRegistration (connexion); values checked by parse_meta
+    url: str = body["url"]
     meta = parse_meta(
-        name=_opt_str(body, "name"),
-        description=_opt_str(body, "description"),
-        mime_type=_opt_str(body, "mime_type"),
-        dataset_id=_opt_str(body, "dataset_id"),
-        public=_opt_bool(body, "public"),
-        sha256=_opt_str(body, "sha256"),
+        name=body.get("name"),
+        description=body.get("description"),
+        mime_type=body.get("mime_type"),
+        dataset_id=body.get("dataset_id"),
+        public=body.get("public", False),
+        sha256=body.get("sha256"),
         provenance=body.get("provenance"),
     )
     try:
@@ -210,15 +213,15 @@ def register_object() -> tuple[dict[str, Any], int]:
             "drs.register.checksum_mismatch", severity=6, details={"expected": exc.expected, "actual": exc.actual}
         )
         raise
-    set_target(obj["id"])
+    set_target(obj.id)
     details = _change_details(obj, meta.dataset_id)
     details["registered_in_place"] = True
-    audit_change("drs.object.register", obj["id"], details=details)
-    return obj, 201
+    audit_change("drs.object.register", obj.id, details=details)
+    return _object(obj), 201
 
 
 def find_objects(checksum: str) -> dict[str, Any]:
-    return {"objects": _store().find_by_checksum(_principal(), checksum)}
+    return {"objects": [_object(o) for o in _store().find_by_checksum(_principal(), checksum)]}
 
 
 def delete_object(object_id: str) -> tuple[str, int]:
@@ -229,61 +232,46 @@ def delete_object(object_id: str) -> tuple[str, int]:
 
 
 def create_bundle() -> tuple[dict[str, Any], int]:
-    body = json_body()
-    contents = body.get("contents")
-    if not isinstance(contents, list):
-        raise BadRequest("contents must be an array of {name, id}")
-    members: list[tuple[str, str]] = []
-    for item in contents:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("id"), str):
-            raise BadRequest("each contents entry needs a string name and id")
-        members.append((item["name"], item["id"]))
+    body = json_body()  # shaped by HelixGateBundleRequest (connexion); names and members checked by the store
+    members = [(item["name"], item["id"]) for item in body["contents"]]
     meta = parse_meta(
-        name=_opt_str(body, "name"),
-        description=_opt_str(body, "description"),
-        dataset_id=_opt_str(body, "dataset_id"),
-        public=_opt_bool(body, "public"),
+        name=body.get("name"),
+        description=body.get("description"),
+        dataset_id=body.get("dataset_id"),
+        public=body.get("public", False),
     )
     obj = _store().create_bundle(_principal(), meta, members)
-    set_target(obj["id"])
-    audit_change(
-        "drs.bundle.create",
-        obj["id"],
-        details={"sha256": obj["checksums"][0]["checksum"], "members": [m[1] for m in members][:100]},
-    )
-    return obj, 201
+    set_target(obj.id)
+    audit_change("drs.bundle.create", obj.id, details={"sha256": obj.sha256, "members": [m[1] for m in members][:100]})
+    return _object(obj), 201
 
 
 def create_dataset() -> tuple[dict[str, Any], int]:
-    body = json_body()
-    name = _opt_str(body, "name")
-    if not name:
-        raise BadRequest("dataset name is required")
-    ds = _store().create_dataset(_principal(), name, _opt_str(body, "description") or "", _opt_bool(body, "public"))
-    set_target(ds["id"])
-    audit_change("drs.dataset.create", ds["id"], details={"name": ds["name"], "public": ds["public"]})
-    return ds, 201
+    body = json_body()  # name: 1-255 characters, description, public (the OpenAPI schema)
+    ds = _store().create_dataset(_principal(), body["name"], body.get("description") or "", body.get("public", False))
+    set_target(ds.id)
+    audit_change("drs.dataset.create", ds.id, details={"name": ds.name, "public": ds.public})
+    return shapes.dataset(ds), 201
 
 
 def get_dataset(dataset_id: str) -> dict[str, Any]:
     set_target(dataset_id)
-    return _checked(dataset_id, lambda: _store().get_dataset(_principal(), dataset_id))
+    return shapes.dataset(_checked(dataset_id, lambda: _store().get_dataset(_principal(), dataset_id)))
 
 
 def create_grant(dataset_id: str) -> tuple[dict[str, Any], int]:
     set_target(dataset_id)
-    username = _opt_str(json_body(), "username")
-    if not username:
-        raise BadRequest("username is required")
+    username: str = json_body()["username"]  # a string (the OpenAPI schema); the store refuses ""
     grant, created = _store().grant(_principal(), dataset_id, username)
     if created:
-        audit_change("drs.grant.create", dataset_id, details={"username": grant["username"], "permission": "read"})
-    return grant, 201 if created else 200
+        audit_change("drs.grant.create", dataset_id, details={"username": grant.username, "permission": "read"})
+    return shapes.grant(grant), 201 if created else 200
 
 
 def list_grants(dataset_id: str, include_revoked: bool = False) -> dict[str, Any]:
     set_target(dataset_id)
-    return {"grants": _store().list_grants(_principal(), dataset_id, include_revoked=bool(include_revoked))}
+    grants = _store().list_grants(_principal(), dataset_id, include_revoked=bool(include_revoked))
+    return {"grants": [shapes.grant(g) for g in grants]}
 
 
 def revoke_grant(dataset_id: str, username: str) -> tuple[str, int]:
@@ -321,23 +309,9 @@ def stream_object(object_id: str, exp: str = "", sig: str = "", u: str | None = 
 
 
 # ------------------------------------------------------------------------ helpers
-def _opt_str(body: Any, key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise BadRequest(f"{key} must be a string")
-    return value
-
-
-def _opt_bool(body: Any, key: str) -> bool:
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise BadRequest(f"{key} must be a boolean")
-    return value
-
-
-def _change_details(obj: dict[str, Any], dataset_id: str | None) -> dict[str, Any]:
-    details: dict[str, Any] = {"sha256": obj["checksums"][0]["checksum"], "size": obj["size"], "dataset_id": dataset_id}
-    prov = obj.get("provenance")
+def _change_details(obj: ObjectInfo, dataset_id: str | None) -> dict[str, Any]:
+    details: dict[str, Any] = {"sha256": obj.sha256, "size": obj.size, "dataset_id": dataset_id}
+    prov = obj.provenance
     if prov:
         details["provenance"] = {k: prov[k] for k in ("run_id", "task_id", "image_digest") if k in prov}
     return details

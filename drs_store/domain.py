@@ -1,8 +1,10 @@
 """The data store's rules: objects, bundles, datasets, grants, access URLs and streaming.
 
 ``DrsStore`` is built once per process by ``build(platform)``; HTTP handlers in
-``drs_store.api`` only parse requests and shape responses. Every method takes the caller
-as a ``Principal`` (effective user + roles, and the authenticated actor).
+``drs_store.api`` only parse requests and render the store's read models with
+``drs_store.shapes``. Every method takes the caller as a ``Principal`` (effective user +
+roles, and the authenticated actor). Who may do what is decided in ``drs_store.access``;
+the SQL lives in ``drs_store.repository``; this module holds the rules and transactions.
 
 Decisions (documented in the API notes as well):
 
@@ -28,16 +30,27 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from drs_store.access import Principal, ReadFacts, UrlSigner, may_read
+from drs_store import repository as repo
+from drs_store.access import (
+    ObjectHidden,
+    Principal,
+    ReadFacts,
+    UrlSigner,
+    may_delete,
+    may_manage_dataset,
+    may_see_dataset,
+    principal_may_read,
+    read_refusal,
+)
 from drs_store.models import BundleMemberRow, DatasetRow, GrantRow, ObjectRow, utcnow
 from drs_store.storage import ObjectStorage, StoredBlob, make_storage
 from helixgate.errors import (
@@ -63,7 +76,7 @@ ACCESS_S3 = "s3"
 MAX_BUNDLE_MEMBERS = 1000
 MAX_EXPAND_DEPTH = 64
 MAX_PROVENANCE_BYTES = 16 * 1024
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = repo.ID
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 _MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;.{0,120})?$")
 _IMAGE_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -71,8 +84,7 @@ _PROV_TEXT = re.compile(r"^[A-Za-z0-9._:@/+-]{1,256}$")
 _PROVENANCE_KEYS = {"run_id", "task_id", "image_digest", "input_checksums", "tool", "workflow"}
 
 
-class ObjectHidden(NotFound):
-    """A read refused by policy, answered as 'not found' (settings.drs_hide_existence)."""
+T = TypeVar("T")
 
 
 class Quarantined(Conflict):
@@ -119,16 +131,80 @@ class StreamPlan:
 
 
 @dataclass
-class BulkResult:
-    body: dict[str, Any]
+class BulkResult(Generic[T]):
+    """What a bulk request resolved, what failed (by status) and which ids policy refused."""
+
+    requested: int
+    resolved: list[T] = field(default_factory=list)
+    failed: dict[int, list[str]] = field(default_factory=dict)
     denied: list[str] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- read models
 @dataclass(frozen=True)
-class _Dataset:
+class Member:
+    """One entry of a bundle; ``contents`` is set only when expanded and the member is a bundle."""
+
+    name: str
     id: str
+    contents: tuple[Member, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    id: str
+    kind: str  # "blob" | "bundle"
+    size: int
+    sha256: str
+    created_at: datetime
+    updated_at: datetime
+    name: str | None
+    mime_type: str | None
+    description: str | None
+    backend: str | None
+    public: bool  # the object or its dataset is public
+    quarantined_at: datetime | None
+    provenance: dict[str, Any] | None
+    contents: tuple[Member, ...] | None = None  # bundles only
+
+
+@dataclass(frozen=True)
+class Authorizations:
+    object_id: str
+    public: bool
+
+
+@dataclass(frozen=True)
+class AccessUrl:
+    object_id: str
+    access_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: str
+    name: str
+    description: str
     public: bool
     created_by: str
+    created_at: datetime
+    object_count: int
+
+
+@dataclass(frozen=True)
+class GrantInfo:
+    id: str
+    dataset_id: str
+    username: str
+    granted_by: str
+    granted_at: datetime
+    revoked_by: str | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: GrantRow) -> GrantInfo:
+        return cls(row.id, row.dataset_id, row.username, row.granted_by, row.granted_at, row.revoked_by, row.revoked_at)
 
 
 # --------------------------------------------------------------------------- validation
@@ -281,21 +357,15 @@ class DrsStore:
     def stats(self) -> tuple[int, int]:
         """(number of live objects, total bytes of live blobs)."""
         with self.db.session() as s:
-            count = s.scalar(select(func.count()).select_from(ObjectRow).where(ObjectRow.deleted_at.is_(None)))
-            total = s.scalar(
-                select(func.coalesce(func.sum(ObjectRow.size), 0)).where(
-                    ObjectRow.deleted_at.is_(None), ObjectRow.kind == "blob"
-                )
-            )
-        return int(count or 0), int(total or 0)
+            return repo.stats(s)
 
     # ------------------------------------------------------------------ reads
-    def get_object(self, who: Principal, object_id: str, *, expand: bool = False) -> dict[str, Any]:
+    def get_object(self, who: Principal, object_id: str, *, expand: bool = False) -> ObjectInfo:
         with self.db.session() as s:
             row = self._readable(s, who, object_id)
-            return self._render(s, row, expand=expand)
+            return self._info(s, row, expand=expand)
 
-    def authorizations(self, who: Principal, object_id: str) -> dict[str, Any]:
+    def authorizations(self, who: Principal, object_id: str) -> Authorizations:
         """OPTIONS: how to authorize for this object. Needs no read access (it tells how to get it)."""
         if not _ID.match(object_id):
             raise NotFound(f"object not found: {object_id[:64]}")
@@ -304,50 +374,42 @@ class DrsStore:
             if row is None or row.deleted_at is not None:
                 if self.settings.drs_hide_existence:
                     # Same answer as for an existing private object: no existence oracle.
-                    return self._authorizations(object_id, public=False)
+                    return Authorizations(object_id, public=False)
                 raise NotFound(f"object not found: {object_id}")
-            return self._authorizations(object_id, public=self._is_public(s, row))
+            return Authorizations(object_id, public=self._is_public(s, row))
 
-    def bulk_objects(self, who: Principal, ids: Sequence[str], *, expand: bool = False) -> BulkResult:
+    def bulk_objects(self, who: Principal, ids: Sequence[str], *, expand: bool = False) -> BulkResult[ObjectInfo]:
         self._check_bulk(ids)
-        resolved: list[dict[str, Any]] = []
-        failed: dict[int, list[str]] = {}
-        denied: list[str] = []
+        result: BulkResult[ObjectInfo] = BulkResult(len(ids))
         with self.db.session() as s:
             for object_id in ids:
                 try:
                     row = self._readable(s, who, object_id)
-                    resolved.append(self._render(s, row, expand=expand))
+                    result.resolved.append(self._info(s, row, expand=expand))
                 except HelixGateError as exc:
                     if isinstance(exc, (ObjectHidden, Forbidden, Unauthorized)):
-                        denied.append(object_id)
-                    failed.setdefault(exc.status, []).append(object_id)
-        return BulkResult(self._bulk_body(len(ids), resolved, failed, "resolved_drs_object"), denied)
+                        result.denied.append(object_id)
+                    result.failed.setdefault(exc.status, []).append(object_id)
+        return result
 
-    def bulk_authorizations(self, who: Principal, ids: Sequence[str]) -> BulkResult:
+    def bulk_authorizations(self, who: Principal, ids: Sequence[str]) -> BulkResult[Authorizations]:
         self._check_bulk(ids)
-        resolved: list[dict[str, Any]] = []
-        failed: dict[int, list[str]] = {}
+        result: BulkResult[Authorizations] = BulkResult(len(ids))
         for object_id in ids:
             try:
-                resolved.append(self.authorizations(who, object_id))
+                result.resolved.append(self.authorizations(who, object_id))
             except HelixGateError as exc:
-                failed.setdefault(exc.status, []).append(object_id)
-        return BulkResult(self._bulk_body(len(ids), resolved, failed, "resolved_drs_object"))
+                result.failed.setdefault(exc.status, []).append(object_id)
+        return result
 
-    def find_by_checksum(self, who: Principal, sha256: str) -> list[dict[str, Any]]:
+    def find_by_checksum(self, who: Principal, sha256: str) -> list[ObjectInfo]:
         digest = normalize_sha256(sha256)
         with self.db.session() as s:
-            rows = s.scalars(
-                select(ObjectRow)
-                .where(ObjectRow.sha256 == digest, ObjectRow.deleted_at.is_(None))
-                .order_by(ObjectRow.created_at, ObjectRow.id)
-                .limit(1000)
-            ).all()
-            return [self._render(s, r, expand=False) for r in rows if self._may_read(s, who, r)]
+            rows = repo.by_checksum(s, digest)
+            return [self._info(s, r, expand=False) for r in rows if self._may_read(s, who, r)]
 
     # ------------------------------------------------------------------ access URLs
-    def access_url(self, who: Principal, object_id: str, access_id: str) -> dict[str, Any]:
+    def access_url(self, who: Principal, object_id: str, access_id: str) -> AccessUrl:
         with self.db.session() as s:
             row = self._readable(s, who, object_id)
             if row.kind != "blob":
@@ -361,28 +423,25 @@ class DrsStore:
             url = self.storage.presign(blob, ttl)  # checks the stored object's identity first
             if url is None:
                 raise NotFound(f"access id 's3' not found for object {object_id}")
-            return {"url": url}
+            return AccessUrl(object_id, access_id, url)
         params = self.signer.sign(object_id, who.user, ttl)
-        return {"url": f"{self.settings.effective_drs_url}{BASE_PATH}{STREAM_PATH}{object_id}?{urlencode(params)}"}
+        stream_url = f"{self.settings.effective_drs_url}{BASE_PATH}{STREAM_PATH}{object_id}?{urlencode(params)}"
+        return AccessUrl(object_id, access_id, stream_url)
 
-    def bulk_access(self, who: Principal, pairs: Sequence[tuple[str, Sequence[str]]]) -> BulkResult:
+    def bulk_access(self, who: Principal, pairs: Sequence[tuple[str, Sequence[str]]]) -> BulkResult[AccessUrl]:
         self._check_bulk(pairs)
-        resolved: list[dict[str, Any]] = []
-        failed: dict[int, list[str]] = {}
-        denied: list[str] = []
+        result: BulkResult[AccessUrl] = BulkResult(sum(len(dict.fromkeys(a)) for _, a in pairs))
         for object_id, access_ids in pairs:
             for access_id in dict.fromkeys(access_ids):
                 try:
-                    url = self.access_url(who, object_id, access_id)
-                    resolved.append({"drs_object_id": object_id, "drs_access_id": access_id, **url})
+                    result.resolved.append(self.access_url(who, object_id, access_id))
                 except HelixGateError as exc:
                     if isinstance(exc, (ObjectHidden, Forbidden, Unauthorized)):
-                        denied.append(object_id)
-                    ids = failed.setdefault(exc.status, [])
+                        result.denied.append(object_id)
+                    ids = result.failed.setdefault(exc.status, [])
                     if object_id not in ids:
                         ids.append(object_id)
-        requested = sum(len(dict.fromkeys(a)) for _, a in pairs)
-        return BulkResult(self._bulk_body(requested, resolved, failed, "resolved_drs_object_access_urls"), denied)
+        return result
 
     # ------------------------------------------------------------------ streaming
     def open_stream(
@@ -483,9 +542,7 @@ class DrsStore:
             log.exception("could not audit the quarantine of object %s", object_id)
 
     # ------------------------------------------------------------------ writes
-    def upload(
-        self, who: Principal, stream: BinaryIO, meta: ObjectMeta, *, content_length: int | None
-    ) -> dict[str, Any]:
+    def upload(self, who: Principal, stream: BinaryIO, meta: ObjectMeta, *, content_length: int | None) -> ObjectInfo:
         limit = int(self.settings.max_upload_bytes)
         if content_length is not None and content_length > limit:
             raise PayloadTooLarge(f"upload of {content_length} bytes exceeds the limit of {limit} bytes")
@@ -495,7 +552,7 @@ class DrsStore:
         blob = self.storage.put(stream, expected_sha256=meta.sha256, max_bytes=limit, object_id=object_id)
         return self._insert_blob(who, blob, meta)
 
-    def register_external(self, who: Principal, url: str, meta: ObjectMeta) -> dict[str, Any]:
+    def register_external(self, who: Principal, url: str, meta: ObjectMeta) -> ObjectInfo:
         with self.db.session() as s:
             self._check_dataset_write(s, who, meta.dataset_id)
         blob = self.storage.register_external(url, expected_sha256=meta.sha256)
@@ -523,7 +580,7 @@ class DrsStore:
             **content,
         )
 
-    def _insert_blob(self, who: Principal, blob: StoredBlob, meta: ObjectMeta) -> dict[str, Any]:
+    def _insert_blob(self, who: Principal, blob: StoredBlob, meta: ObjectMeta) -> ObjectInfo:
         row = self._new_row(
             who,
             "blob",
@@ -540,12 +597,12 @@ class DrsStore:
             with self.db.session() as s:
                 s.add(row)
                 s.flush()
-                return self._render(s, row, expand=False)
+                return self._info(s, row, expand=False)
         except BaseException:
             self._delete_blob_quietly(blob)  # no row -> the bytes must not linger either
             raise
 
-    def create_bundle(self, who: Principal, meta: ObjectMeta, members: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    def create_bundle(self, who: Principal, meta: ObjectMeta, members: Sequence[tuple[str, str]]) -> ObjectInfo:
         if not 0 < len(members) <= MAX_BUNDLE_MEMBERS:
             raise BadRequest(f"a bundle needs 1-{MAX_BUNDLE_MEMBERS} contents, got {len(members)}")
         names = [n for n, _ in members]
@@ -576,32 +633,25 @@ class DrsStore:
             for pos, ((name, _), child) in enumerate(zip(members, children, strict=True)):
                 s.add(BundleMemberRow(bundle_id=row.id, name=name, member_id=child.id, position=pos))
             s.flush()
-            return self._render(s, row, expand=False)
+            return self._info(s, row, expand=False)
 
     def delete_object(self, who: Principal, object_id: str) -> dict[str, Any]:
         """Soft delete. Returns what was deleted (for the audit record)."""
         with self.db.session() as s:
-            row = self._live(s, object_id)
-            dataset = self._dataset(s, row.dataset_id)
-            user = who.user
-            allowed = user is not None and (
-                user == row.owner or (dataset is not None and user == dataset.created_by) or who.has("drs:admin")
-            )
-            if not allowed:
+            row = repo.live_object(s, object_id)
+            dataset = repo.dataset(s, row.dataset_id)
+            creator = dataset.created_by if dataset is not None else None
+            if not may_delete(who, owner=row.owner, dataset_creator=creator):
                 if not self._may_read(s, who, row):
-                    self._deny(object_id, who)
+                    raise self._refusal(object_id, who)
                 raise Forbidden(f"only the owner, the dataset's creator or an admin may delete object {object_id}")
-            parents = s.scalars(
-                select(BundleMemberRow.bundle_id)
-                .join(ObjectRow, ObjectRow.id == BundleMemberRow.bundle_id)
-                .where(BundleMemberRow.member_id == object_id, ObjectRow.deleted_at.is_(None))
-            ).all()
+            parents = repo.live_parents(s, object_id)
             if parents:
                 raise Conflict(
                     f"object {object_id} is in bundle(s) {', '.join(sorted(set(parents)))[:300]}: delete those first"
                 )
             row.deleted_at = utcnow()
-            row.deleted_by = who.actor or user
+            row.deleted_by = who.actor or who.user
             blob = self._blob(row) if row.kind == "blob" else None
             summary = {"kind": row.kind, "sha256": row.sha256, "size": row.size, "external": row.external}
         if blob is not None and self._delete_blob_quietly(blob):
@@ -611,7 +661,7 @@ class DrsStore:
         return summary
 
     # ------------------------------------------------------------------ datasets and grants
-    def create_dataset(self, who: Principal, name: str, description: str, public: bool) -> dict[str, Any]:
+    def create_dataset(self, who: Principal, name: str, description: str, public: bool) -> DatasetInfo:
         if not isinstance(name, str) or not 0 < len(name.strip()) <= 255:
             raise BadRequest("dataset name is required: 1-255 characters")
         if not isinstance(description, str) or len(description) > 4096:
@@ -623,20 +673,19 @@ class DrsStore:
         with self.db.session() as s:
             s.add(row)
             s.flush()
-            return self._dataset_view(s, row)
+            return self._dataset_info(s, row)
 
-    def get_dataset(self, who: Principal, dataset_id: str) -> dict[str, Any]:
+    def get_dataset(self, who: Principal, dataset_id: str) -> DatasetInfo:
         with self.db.session() as s:
-            row = self._dataset_row(s, dataset_id)
-            user = who.user
-            visible = row.public or (user is not None and (user == row.created_by or self._has_grant(s, row.id, user)))
-            if not visible:
+            row = repo.dataset_row(s, dataset_id)
+            granted = who.user is not None and repo.active_grant(s, row.id, who.user) is not None
+            if not may_see_dataset(who, public=row.public, creator=row.created_by, has_grant=granted):
                 if self.settings.drs_hide_existence:
                     raise ObjectHidden(f"dataset not found: {dataset_id}")
                 raise Forbidden(f"you have no access to dataset {dataset_id}")
-            return self._dataset_view(s, row)
+            return self._dataset_info(s, row)
 
-    def grant(self, who: Principal, dataset_id: str, username: str) -> tuple[dict[str, Any], bool]:
+    def grant(self, who: Principal, dataset_id: str, username: str) -> tuple[GrantInfo, bool]:
         """Grant read on a dataset. Idempotent: returns (grant, created)."""
         if not isinstance(username, str) or not username:
             raise BadRequest("username is required")
@@ -645,116 +694,69 @@ class DrsStore:
             raise BadRequest(f"user {username[:128]} is not registered in HelixGate")
         with self.db.session() as s:
             ds = self._managed_dataset(s, who, dataset_id)
-            existing = self._active_grant(s, ds.id, username)
+            existing = repo.active_grant(s, ds.id, username)
             if existing is not None:
-                return _grant_view(existing), False
+                return GrantInfo.of(existing), False
             row = GrantRow(id=_new_id(), dataset_id=ds.id, username=username, granted_by=who.actor or str(who.user))
             s.add(row)
             s.flush()
-            return _grant_view(row), True
+            return GrantInfo.of(row), True
 
-    def list_grants(self, who: Principal, dataset_id: str, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+    def list_grants(self, who: Principal, dataset_id: str, *, include_revoked: bool = False) -> list[GrantInfo]:
         with self.db.session() as s:
             ds = self._managed_dataset(s, who, dataset_id)
-            stmt = select(GrantRow).where(GrantRow.dataset_id == ds.id)
-            if not include_revoked:
-                stmt = stmt.where(GrantRow.revoked_at.is_(None))
-            return [_grant_view(g) for g in s.scalars(stmt.order_by(GrantRow.granted_at, GrantRow.id))]
+            return [GrantInfo.of(g) for g in repo.grants(s, ds.id, include_revoked=include_revoked)]
 
-    def revoke(self, who: Principal, dataset_id: str, username: str) -> dict[str, Any]:
+    def revoke(self, who: Principal, dataset_id: str, username: str) -> GrantInfo:
         with self.db.session() as s:
             ds = self._managed_dataset(s, who, dataset_id)
-            existing = self._active_grant(s, ds.id, username)
+            existing = repo.active_grant(s, ds.id, username)
             if existing is None:
                 raise NotFound(f"no active grant for {username[:128]} on dataset {dataset_id}")
             now = utcnow()
-            for g in s.scalars(
-                select(GrantRow).where(
-                    GrantRow.dataset_id == ds.id, GrantRow.username == username, GrantRow.revoked_at.is_(None)
-                )
-            ):
+            for g in repo.active_grants(s, ds.id, username):
                 g.revoked_at, g.revoked_by = now, who.actor or str(who.user)
             s.flush()
-            return _grant_view(existing)
+            return GrantInfo.of(existing)
 
-    # ------------------------------------------------------------------ policy helpers
-    def _live(self, s: Session, object_id: str) -> ObjectRow:
-        row = s.get(ObjectRow, object_id) if _ID.match(object_id or "") else None
-        if row is None or row.deleted_at is not None:
-            raise NotFound(f"object not found: {object_id[:64]}")
-        return row
-
+    # ------------------------------------------------------------------ policy, applied
     def _readable(self, s: Session, who: Principal, object_id: str) -> ObjectRow:
-        row = self._live(s, object_id)
+        row = repo.live_object(s, object_id)
         if not self._may_read(s, who, row):
-            self._deny(object_id, who)
+            raise self._refusal(object_id, who)
         return row
 
-    def _deny(self, object_id: str, who: Principal) -> NoReturn:
-        if self.settings.drs_hide_existence:
-            raise ObjectHidden(f"object not found: {object_id}")
-        if who.user is None:
-            raise Unauthorized(f"object {object_id} is not public: authentication required")
-        if who.delegated:
-            raise Forbidden(f"{who.user} may not read object {object_id} (delegated by {who.actor})")
-        raise Forbidden(f"{who.user} may not read object {object_id}: ask a data steward for a grant on its dataset")
+    def _refusal(self, object_id: str, who: Principal) -> HelixGateError:
+        return read_refusal(object_id, who, hide_existence=bool(self.settings.drs_hide_existence))
 
     def _may_read(self, s: Session, who: Principal, row: ObjectRow) -> bool:
-        if who.user is not None and not who.has("drs:read"):
-            return False
-        ds = self._dataset(s, row.dataset_id)
+        ds = repo.dataset(s, row.dataset_id)
         facts = ReadFacts(
             object_public=row.public,
             owner=row.owner,
             dataset_public=bool(ds and ds.public),
             dataset_creator=ds.created_by if ds else None,
-            has_grant=bool(ds and who.user and self._has_grant(s, ds.id, who.user)),
+            has_grant=bool(ds and who.user and repo.active_grant(s, ds.id, who.user) is not None),
         )
-        return may_read(who.user, facts)
+        return principal_may_read(who, facts)
 
-    def _is_public(self, s: Session, row: ObjectRow) -> bool:
-        ds = self._dataset(s, row.dataset_id)
+    @staticmethod
+    def _is_public(s: Session, row: ObjectRow) -> bool:
+        ds = repo.dataset(s, row.dataset_id)
         return row.public or bool(ds and ds.public)
-
-    @staticmethod
-    def _dataset(s: Session, dataset_id: str | None) -> _Dataset | None:
-        if dataset_id is None:
-            return None
-        ds = s.get(DatasetRow, dataset_id)
-        return _Dataset(ds.id, ds.public, ds.created_by) if ds else None
-
-    @staticmethod
-    def _dataset_row(s: Session, dataset_id: str) -> DatasetRow:
-        row = s.get(DatasetRow, dataset_id) if _ID.match(dataset_id or "") else None
-        if row is None:
-            raise NotFound(f"dataset not found: {dataset_id[:64]}")
-        return row
 
     def _check_dataset_write(self, s: Session, who: Principal, dataset_id: str | None) -> None:
         if dataset_id is None:
             return
-        ds = self._dataset_row(s, dataset_id)
-        if who.user != ds.created_by and not who.has("drs:admin"):
+        ds = repo.dataset_row(s, dataset_id)
+        if not may_manage_dataset(who, ds.created_by):
             raise Forbidden(f"only the creator of dataset {dataset_id} may add objects to it")
 
     def _managed_dataset(self, s: Session, who: Principal, dataset_id: str) -> DatasetRow:
-        ds = self._dataset_row(s, dataset_id)
-        if who.user != ds.created_by and not who.has("drs:admin"):
+        ds = repo.dataset_row(s, dataset_id)
+        if not may_manage_dataset(who, ds.created_by):
             raise Forbidden(f"only the creator of dataset {dataset_id} or an admin may manage its grants")
         return ds
-
-    @staticmethod
-    def _has_grant(s: Session, dataset_id: str, username: str) -> bool:
-        return DrsStore._active_grant(s, dataset_id, username) is not None
-
-    @staticmethod
-    def _active_grant(s: Session, dataset_id: str, username: str) -> GrantRow | None:
-        return s.scalars(
-            select(GrantRow)
-            .where(GrantRow.dataset_id == dataset_id, GrantRow.username == username, GrantRow.revoked_at.is_(None))
-            .order_by(GrantRow.granted_at)
-            .limit(1)
-        ).first()
 
     @staticmethod
     def _owner(who: Principal) -> tuple[str, str]:
@@ -800,125 +802,55 @@ class DrsStore:
             log.warning("could not delete stored bytes at %s: %s", blob.backend, type(exc).__name__)
             return False
 
-    # ------------------------------------------------------------------ rendering
-    def _access_ids(self, row: ObjectRow) -> list[str]:
+    # ------------------------------------------------------------------ read models
+    @staticmethod
+    def _access_ids(row: ObjectRow) -> list[str]:
         ids = [ACCESS_HTTPS]
         if row.backend == "s3":
             ids.append(ACCESS_S3)
         return ids
 
-    def _authorizations(self, object_id: str, *, public: bool) -> dict[str, Any]:
-        types = (["None"] if public else []) + ["BearerAuth", "PassportAuth"]
-        return {
-            "drs_object_id": object_id,
-            "supported_types": types,
-            "bearer_auth_issuers": list(self.bearer_issuers),
-            "passport_auth_issuers": list(self.bearer_issuers),
-        }
+    def _info(self, s: Session, row: ObjectRow, *, expand: bool) -> ObjectInfo:
+        return ObjectInfo(
+            id=row.id,
+            kind=row.kind,
+            size=row.size,
+            sha256=row.sha256,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            name=row.name,
+            mime_type=row.mime_type,
+            description=row.description,
+            backend=row.backend,
+            public=self._is_public(s, row),
+            quarantined_at=row.quarantined_at,
+            provenance=row.provenance,
+            contents=None if row.kind == "blob" else self._contents(s, row.id, expand=expand, depth=0),
+        )
 
-    def _render(self, s: Session, row: ObjectRow, *, expand: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": row.id,
-            "self_uri": self._uri(row.id),
-            "size": row.size,
-            "created_time": _rfc3339(row.created_at),
-            "updated_time": _rfc3339(row.updated_at),
-            "version": row.sha256[:16],
-            "checksums": [{"checksum": row.sha256, "type": "sha-256"}],
-        }
-        if row.name:
-            out["name"] = row.name
-        if row.mime_type:
-            out["mime_type"] = row.mime_type
-        if row.description:
-            out["description"] = row.description
-        if row.kind == "blob":
-            available = row.quarantined_at is None
-            auth = self._authorizations(row.id, public=self._is_public(s, row))
-            methods: list[dict[str, Any]] = [
-                {"type": "https", "access_id": ACCESS_HTTPS, "available": available, "authorizations": auth}
-            ]
-            if row.backend == "s3":
-                methods.append(
-                    {
-                        "type": "s3",
-                        "access_id": ACCESS_S3,
-                        "cloud": "aws",
-                        "region": self.settings.s3_region,
-                        "available": available,
-                        "authorizations": auth,
-                    }
-                )
-            out["access_methods"] = methods
-        else:
-            out["contents"] = self._contents(s, row.id, expand=expand, depth=0)
-        if row.provenance:
-            out["provenance"] = row.provenance  # HelixGate extension (DrsObject allows extra properties)
-        if row.quarantined_at is not None:
-            out["x-helixgate-quarantined"] = True
-        return out
-
-    def _contents(self, s: Session, bundle_id: str, *, expand: bool, depth: int) -> list[dict[str, Any]]:
+    def _contents(self, s: Session, bundle_id: str, *, expand: bool, depth: int) -> tuple[Member, ...]:
         if depth > MAX_EXPAND_DEPTH:
             raise BadRequest(f"bundle nesting deeper than {MAX_EXPAND_DEPTH} levels")
-        members = s.execute(
-            select(BundleMemberRow.name, ObjectRow.id, ObjectRow.kind)
-            .join(ObjectRow, ObjectRow.id == BundleMemberRow.member_id)
-            .where(BundleMemberRow.bundle_id == bundle_id)
-            .order_by(BundleMemberRow.position)
-        ).all()
-        out = []
-        for name, member_id, kind in members:
-            entry: dict[str, Any] = {"name": name, "id": member_id, "drs_uri": [self._uri(member_id)]}
-            if expand and kind == "bundle":
-                entry["contents"] = self._contents(s, member_id, expand=True, depth=depth + 1)
-            out.append(entry)
-        return out
-
-    def _uri(self, object_id: str) -> str:
-        return f"drs://{self.settings.drs_host}/{object_id}"
+        return tuple(
+            Member(
+                name,
+                member_id,
+                self._contents(s, member_id, expand=True, depth=depth + 1) if expand and kind == "bundle" else None,
+            )
+            for name, member_id, kind in repo.members(s, bundle_id)
+        )
 
     @staticmethod
-    def _bulk_body(
-        requested: int, resolved: list[dict[str, Any]], failed: Mapping[int, list[str]], key: str
-    ) -> dict[str, Any]:
-        unresolved_count = sum(len(v) for v in failed.values())
-        return {
-            "summary": {"requested": requested, "resolved": len(resolved), "unresolved": unresolved_count},
-            "unresolved_drs_objects": [{"error_code": code, "object_ids": ids} for code, ids in sorted(failed.items())],
-            key: resolved,
-        }
-
-    def _dataset_view(self, s: Session, row: DatasetRow) -> dict[str, Any]:
-        count = s.scalar(
-            select(func.count())
-            .select_from(ObjectRow)
-            .where(ObjectRow.dataset_id == row.id, ObjectRow.deleted_at.is_(None))
+    def _dataset_info(s: Session, row: DatasetRow) -> DatasetInfo:
+        return DatasetInfo(
+            id=row.id,
+            name=row.name,
+            description=row.description,
+            public=row.public,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            object_count=repo.live_count(s, row.id),
         )
-        return {
-            "id": row.id,
-            "name": row.name,
-            "description": row.description,
-            "public": row.public,
-            "created_by": row.created_by,
-            "created_time": _rfc3339(row.created_at),
-            "object_count": int(count or 0),
-        }
-
-
-def _grant_view(row: GrantRow) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": row.id,
-        "dataset_id": row.dataset_id,
-        "username": row.username,
-        "permission": "read",
-        "granted_by": row.granted_by,
-        "granted_time": _rfc3339(row.granted_at),
-    }
-    if row.revoked_at is not None:
-        out["revoked_by"] = row.revoked_by
-        out["revoked_time"] = _rfc3339(row.revoked_at)
-    return out
 
 
 def _b64(raw: bytes) -> str:

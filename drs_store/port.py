@@ -10,7 +10,8 @@ from typing import BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 from drs_store.access import Principal
-from drs_store.domain import ACCESS_HTTPS, DrsStore, RequestInfo, parse_meta
+from drs_store.domain import ACCESS_HTTPS, DrsStore, ObjectInfo, RequestInfo, parse_meta
+from drs_store.shapes import drs_uri
 from helixgate import rbac
 from helixgate.audit import AuditTrail
 from helixgate.errors import Conflict, Forbidden, HelixGateError, Hidden, IntegrityError, NotFound, Unauthorized
@@ -83,7 +84,18 @@ class InProcessDataPort:
             self._audit("drs.GetObject", user, object_id, outcome, {"status": exc.status})
             raise
         self._audit("drs.GetObject", user, object_id, "success", {"status": 200})
-        return DataObject.from_drs_json(raw)
+        return self._data_object(raw)
+
+    def _data_object(self, info: ObjectInfo) -> DataObject:
+        """The store's read model as the port's value (what ``from_drs_json`` reads over HTTP)."""
+        return DataObject(
+            id=info.id,
+            self_uri=drs_uri(self.store.settings.drs_host, info.id),
+            name=info.name or "",
+            size=info.size,
+            sha256=info.sha256,
+            mime_type=info.mime_type or "",
+        )
 
     def unreadable(self, user: str, object_ids: Sequence[str]) -> list[str]:
         refused = []
@@ -104,7 +116,7 @@ class InProcessDataPort:
         try:
             # the https access method, as a client would use it: the signed URL's claims are
             # checked again when the stream opens (a grant revoked meanwhile stops it)
-            query = parse_qs(urlsplit(self.store.access_url(who, object_id, ACCESS_HTTPS)["url"]).query)
+            query = parse_qs(urlsplit(self.store.access_url(who, object_id, ACCESS_HTTPS).url).query)
             plan = self.store.open_stream(
                 object_id,
                 user=query.get("u", [None])[0],
@@ -148,7 +160,7 @@ class InProcessDataPort:
                 details={"expected": exc.expected, "actual": exc.actual, "name": name, "in_process": True},
             )
             raise IntegrityError(f"output {name} refused by DRS: {exc.message}", subject=name) from None
-        obj = DataObject.from_drs_json(raw)
+        obj = self._data_object(raw)
         prov = {"run_id": provenance.run_id, "task_id": provenance.task_id}
         if provenance.image_digest:
             prov["image_digest"] = provenance.image_digest

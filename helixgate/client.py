@@ -2,15 +2,19 @@
 
 Errors come back as ``ClientError`` with one clear line (status and the server's message);
 connection failures say which URL could not be reached. TLS certificates are verified.
+Retries are urllib3's ``Retry``: idempotent requests (GET, HEAD, OPTIONS) on connection and
+read errors and on 502/503/504, with exponential backoff; a connection that could not be
+opened is retried for any method (nothing was sent); no other request is sent twice.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Callable, Iterator, Mapping
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from helixgate.errors import HelixGateError, UpstreamError
 
@@ -58,6 +62,19 @@ class ApiClient:
         self.verify = verify
         self.timeout = timeout
         self.retries = retries
+        retry = Retry(
+            total=retries,
+            backoff_factor=0.4,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=frozenset({"GET", "HEAD", "OPTIONS"}),
+            connect=retries,
+            read=retries,
+            other=0,
+            raise_on_status=False,  # the last 5xx answer becomes a ClientError below
+            respect_retry_after_header=False,  # bounded waits, whatever a peer asks for
+        )
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(max_retries=retry))
         if headers:
             self.session.headers.update(headers)
 
@@ -81,32 +98,21 @@ class ApiClient:
         **kwargs: Any,
     ) -> requests.Response:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
-        idempotent = method.upper() in ("GET", "HEAD", "OPTIONS")
-        attempt = 0
-        while True:
-            try:
-                resp = self.session.request(
-                    method,
-                    url,
-                    headers=self._headers(headers),
-                    timeout=self.timeout,
-                    stream=stream,
-                    verify=self.verify,
-                    **kwargs,
-                )
-            except requests.RequestException as exc:
-                if idempotent and attempt < self.retries:
-                    attempt += 1
-                    time.sleep(0.2 * 2**attempt)
-                    continue
-                raise UpstreamError(f"cannot reach {self.base_url}: {type(exc).__name__}") from None
-            if resp.status_code in (502, 503, 504) and idempotent and attempt < self.retries:
-                attempt += 1
-                time.sleep(0.2 * 2**attempt)
-                continue
-            if resp.status_code not in ok:
-                raise ClientError(f"HTTP {resp.status_code}: {_message(resp)}", status=resp.status_code)
-            return resp
+        try:
+            resp = self.session.request(
+                method,
+                url,
+                headers=self._headers(headers),
+                timeout=self.timeout,
+                stream=stream,
+                verify=self.verify,
+                **kwargs,
+            )
+        except requests.RequestException as exc:
+            raise UpstreamError(f"cannot reach {self.base_url}: {type(exc).__name__}") from None
+        if resp.status_code not in ok:
+            raise ClientError(f"HTTP {resp.status_code}: {_message(resp)}", status=resp.status_code)
+        return resp
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()

@@ -1,4 +1,11 @@
-"""Offline container images: build a busybox image by ``docker import`` and push it to a registry.
+"""Image references -- the platform's one grammar -- and offline container images.
+
+``parse_reference`` is the only parser of ``[host[:port]/]repo[/path][:tag][@sha256:<hex>]``
+(and of a bare local image id ``sha256:<hex>``); ``pinned_name`` the only spelling of a pinned
+image. TRS resolves references with it, WES checks task images with it, the busybox helpers
+below check names with it.
+
+Offline images: build a busybox image by ``docker import`` and push it to a registry.
 
 No image can be pulled in air-gapped sites (or in the test environment), so the demo and the
 tests build a tiny image from the host's statically linked busybox (Debian ``busybox-static``)
@@ -16,6 +23,7 @@ import re
 import subprocess
 import tarfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -24,11 +32,88 @@ import docker.errors
 from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, UpstreamError
 
 BUSYBOX_PATH = "/bin/busybox"
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_REFERENCE_LENGTH = 512
+# The distribution reference grammar (github.com/distribution/reference), sha256 digests only.
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?\Z"
+)
 _PUSH_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
-_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REGISTRY_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
+
+
+# --------------------------------------------------------------------------- references
+@dataclass(frozen=True)
+class ImageReference:
+    """A parsed image reference. ``registry`` is None for local-only images."""
+
+    original: str
+    registry: str | None
+    repository: str
+    tag: str | None
+    digest: str | None  # the digest the client expects, "sha256:<hex>"
+
+    @property
+    def is_local(self) -> bool:
+        return self.registry is None
+
+    @property
+    def name(self) -> str:
+        """``registry/repository`` (or just the repository for local images)."""
+        return f"{self.registry}/{self.repository}" if self.registry else self.repository
+
+
+def parse_reference(reference: str) -> ImageReference:
+    """Parse ``[host[:port]/]repo[/path][:tag][@sha256:<hex>]`` or ``sha256:<image id>``."""
+    if not isinstance(reference, str) or not reference.strip():
+        raise BadRequest("image reference must be a non-empty string")
+    ref = reference.strip()
+    if len(ref) > MAX_REFERENCE_LENGTH:
+        raise BadRequest(f"image reference is longer than {MAX_REFERENCE_LENGTH} characters")
+    if ref.startswith("sha256:"):
+        if not DIGEST.match(ref):
+            raise BadRequest(f"image id must be sha256: followed by 64 lower-case hex digits, got {ref[:80]!r}")
+        return ImageReference(ref, None, "", None, ref)
+    name, _, digest = ref.partition("@")
+    if digest and not DIGEST.match(digest):
+        raise BadRequest(f"image reference {ref[:80]!r}: digest must be sha256:<64 hex>, got {digest[:80]!r}")
+    registry: str | None = None
+    first, slash, rest = name.partition("/")
+    # Docker's rule: the first component is a registry host if it has a '.' or ':' or is 'localhost'.
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        if not HOST.match(first):
+            raise BadRequest(f"image reference {ref[:80]!r}: invalid registry host {first[:80]!r}")
+        registry, name = first, rest
+    tag: str | None = None
+    last_slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > last_slash:
+        name, tag = name[:colon], name[colon + 1 :]
+        if not TAG.match(tag):
+            raise BadRequest(f"image reference {ref[:80]!r}: invalid tag {tag[:80]!r}")
+    if not REPOSITORY.match(name):
+        raise BadRequest(f"image reference {ref[:80]!r}: invalid repository name {name[:80]!r}")
+    if tag is None and not digest:
+        raise BadRequest(f"image reference {ref[:80]!r} has neither a tag nor a digest: name the version explicitly")
+    return ImageReference(ref, registry, name, tag, digest or None)
+
+
+def pinned_reference(name: str | None, digest: str) -> str:
+    """The one spelling of a pinned image: ``name@sha256:<manifest>``, or the bare image id
+    ``sha256:<hex>`` of a local-only image (``name`` None)."""
+    return f"{name}@{digest}" if name else digest
+
+
+def pinned_name(registry_host: str, repository: str, manifest_digest: str, config_digest: str) -> str:
+    """``host/repo@sha256:<manifest>`` for a registry image, the image id for a local-only one."""
+    if registry_host:
+        return pinned_reference(f"{registry_host}/{repository}", manifest_digest)
+    return pinned_reference(None, config_digest)
+
+
+# --------------------------------------------------------------------------- busybox images
 # Used when `busybox --list-full` is unavailable; every entry is a busybox applet.
 _FALLBACK_APPLETS = (
     "bin/sh", "bin/ls", "bin/cat", "bin/echo", "bin/touch", "bin/mkdir", "bin/rm", "bin/cp", "bin/mv",
@@ -144,7 +229,7 @@ def build_busybox_image(
         image_id: str = client.api.inspect_image(f"{repository}:{tag}")["Id"]
     except docker.errors.APIError as exc:
         raise UpstreamError(f"docker import of {repository}:{tag} failed: {_explain(exc)}") from exc
-    if not _IMAGE_ID.match(image_id):
+    if not DIGEST.match(image_id):
         raise UpstreamError(f"docker import of {repository}:{tag} returned an unexpected image id {image_id[:80]!r}")
     return image_id
 
@@ -161,7 +246,7 @@ def push_image(
     The digest comes from the push stream (``aux.Digest``), cross-checked against the
     ``RepoDigests`` entry the engine records after a push.
     """
-    if not _REGISTRY_HOST.match(registry_host):
+    if not HOST.match(registry_host):
         raise BadRequest(f"invalid registry host {registry_host!r}")
     _check_repository(repository, tag)
     remote = f"{registry_host}/{repository}"
@@ -202,15 +287,15 @@ def _digest_from_push_stream(stream: Iterable[dict[str, Any]], what: str) -> str
             m = _PUSH_DIGEST.search(str(item.get("status", "")))
             if m:
                 digest = m.group(1)
-    if digest is not None and not _IMAGE_ID.match(digest):
+    if digest is not None and not DIGEST.match(digest):
         raise UpstreamError(f"push of {what} reported a malformed digest {digest[:80]!r}")
     return digest
 
 
 def _check_repository(repository: str, tag: str) -> None:
-    if not _REPOSITORY.match(repository):
+    if not REPOSITORY.match(repository):
         raise BadRequest(f"invalid repository name {repository!r}")
-    if not _TAG.match(tag):
+    if not TAG.match(tag):
         raise BadRequest(f"invalid tag {tag!r}")
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from helixgate.cwl_documents import document_references
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
 from helixgate.integrity import check_sha256, normalize_sha256
 from helixgate.sdk import HelixGate, output_files, sha256_of, sha256_path
@@ -24,10 +24,6 @@ from helixgate.uris import has_scheme
 from helixgate_app.cli_common import api, emit, table
 
 _TEXT_LIMIT = 16 * 1024 * 1024
-# run: / $import: / $include: references to sibling CWL documents (same line only: `run:` may be inline)
-_CWL_REF = re.compile(
-    r"""(?:\brun|\$import|\$include|\$mixin)[ \t]*:[ \t]*["']?([^\s"'{}\[\],#]+\.(?:cwl|ya?ml|json))"""
-)
 
 
 def _hg(args: argparse.Namespace) -> HelixGate:
@@ -321,7 +317,7 @@ def workflow_attachments(main: Path) -> dict[str, bytes]:
         if rel in found:
             continue
         found[rel] = path.read_bytes()
-        for ref in _CWL_REF.findall(found[rel].decode("utf-8", "replace")):
+        for ref in document_references(found[rel], rel):
             if "://" in ref:
                 continue
             target = (path.parent / ref).resolve()

@@ -22,7 +22,7 @@ from helixgate.errors import BadRequest, IntegrityError, NotFound, PayloadTooLar
 from helixgate.limits import bounded_int
 from helixgate.service_info import base_service_info
 from helixgate.web import audit_change, caller, platform, security_event, set_target
-from trs_registry import shapes
+from trs_registry import shapes, validation
 from trs_registry.declaration import SERVICE
 from trs_registry.domain import PublisherSignatureRefused, ToolQuery, TrsRegistry
 from trs_registry.validation import ALL_DESCRIPTOR_TYPES, MAX_REQUEST_BYTES
@@ -285,7 +285,7 @@ def cwltool_plain_descriptor_relative_path_get(id: str, version_id: str, relativ
 # ---------------------------------------------------------------- publish extension
 def create_tool() -> Response:
     actor = _actor()
-    tool = _registry().create_tool(actor, _body())
+    tool = _registry().create_tool(actor, validation.new_tool(_body()))
     _target(tool.id)
     audit_change(
         "trs.tool.create",
@@ -308,7 +308,7 @@ def get_tool_record(id: str) -> Response:  # noqa: A002
 def update_tool(id: str) -> Response:  # noqa: A002
     target = _target(id)
     body = _body()
-    tool, changed = _registry().update_tool(_actor(), id, body)
+    tool, changed = _registry().update_tool(_actor(), id, validation.tool_edit(body))
     if changed:
         audit_change(
             "trs.tool.update",
@@ -326,7 +326,7 @@ def publish_tool_version(id: str) -> Response:  # noqa: A002
     target = _target(id)
     body = _body()
     with _security_checked("trs.publish.refused", target):
-        ver = _registry().publish_version(_actor(), id, body)
+        ver = _registry().publish_version(_actor(), id, validation.publish_spec(body))
     target = _target(id, ver.version_id)
     audit_change(
         "trs.version.publish",
@@ -362,7 +362,7 @@ def get_tool_version_record(id: str, version_id: str, include_content: bool = Fa
 def update_tool_version(id: str, version_id: str) -> Response:  # noqa: A002
     target = _target(id, version_id)
     body = _body()
-    ver, changed = _registry().update_version(_actor(), id, version_id, body)
+    ver, changed = _registry().update_version(_actor(), id, version_id, validation.version_edit(body))
     if changed:
         audit_change(
             "trs.version.update",
@@ -379,9 +379,7 @@ def update_tool_version(id: str, version_id: str) -> Response:  # noqa: A002
 def set_tool_version_verification(id: str, version_id: str) -> Response:  # noqa: A002
     target = _target(id, version_id)
     body = _body()
-    ver, changed = _registry().set_verification(
-        _actor(), id, version_id, body.get("verified"), body.get("verified_source")
-    )
+    ver, changed = _registry().set_verification(_actor(), id, version_id, validation.verification(body))
     if changed:
         audit_change(
             "trs.version.verification",

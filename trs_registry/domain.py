@@ -47,6 +47,7 @@ from helixgate.errors import (
     UpstreamError,
     VerificationError,
 )
+from helixgate.images import parse_reference, pinned_name
 from helixgate.platform import Platform
 from helixgate.signing import (
     KeySigner,
@@ -61,7 +62,7 @@ from helixgate.signing import (
     verify_tool_bundle,
 )
 from trs_registry import validation as v
-from trs_registry.images import ImageResolver, ResolvedImage, parse_reference
+from trs_registry.images import ImageResolver, ResolvedImage
 from trs_registry.models import (
     ImageRow,
     ToolAliasRow,
@@ -114,9 +115,8 @@ class ImageInfo:
 
     @property
     def pinned_name(self) -> str:
-        if self.source == "registry":
-            return f"{self.registry_host}/{self.repository}@{self.manifest_digest}"
-        return self.config_digest
+        host = self.registry_host if self.source == "registry" else ""
+        return pinned_name(host, self.repository, self.manifest_digest, self.config_digest)
 
     @property
     def pinned_digest(self) -> str:
@@ -360,39 +360,38 @@ class TrsRegistry:
         return self._self_policy()
 
     # ------------------------------------------------------------ tools
-    def create_tool(self, actor: str, body: Mapping[str, Any]) -> ToolInfo:
-        fields = v.tool_changes(body, creating=True)
+    def create_tool(self, actor: str, new: v.NewTool) -> ToolInfo:
         now = utcnow()
         with self.db.session() as s:
             serialize_writers(s, ToolAliasRow.__tablename__)  # ids and aliases: one namespace
-            if s.get(ToolRow, fields["id"]) is not None:
-                raise Conflict(f"tool {fields['id']} already exists")
-            if s.get(ToolAliasRow, fields["id"]) is not None:
+            if s.get(ToolRow, new.id) is not None:
+                raise Conflict(f"tool {new.id} already exists")
+            if s.get(ToolAliasRow, new.id) is not None:
                 # ids and aliases are one namespace: a lookup by either must name one tool
-                raise Conflict(f"tool id {fields['id']} is already an alias of another tool")
+                raise Conflict(f"tool id {new.id} is already an alias of another tool")
             row = ToolRow(
-                id=fields["id"],
-                organization=fields["organization"],
-                name=fields["name"],
-                description=fields.get("description", ""),
-                toolclass=fields["toolclass"],
+                id=new.id,
+                organization=new.organization,
+                name=new.name,
+                description=new.description,
+                toolclass=new.toolclass,
                 owner=actor,
-                has_checker=fields.get("has_checker", False),
-                checker_url=fields.get("checker_url", ""),
-                required_publisher_identities=fields.get("required_publisher_identities", []),
+                has_checker=new.has_checker,
+                checker_url=new.checker_url,
+                required_publisher_identities=[p.to_dict() for p in new.required_publisher_identities],
                 meta_version=1,
                 created_at=now,
                 updated_at=now,
                 updated_by=actor,
             )
             s.add(row)
-            self._set_aliases(s, row, fields.get("aliases", []))
-            self._flush_unique(s, f"tool {fields['id']} or one of its aliases already exists")
+            self._set_aliases(s, row, list(new.aliases))
+            self._flush_unique(s, f"tool {new.id} or one of its aliases already exists")
             return _tool_info(row, [])
 
-    def update_tool(self, actor: str, tool_id: str, body: Mapping[str, Any]) -> tuple[ToolInfo, list[str]]:
+    def update_tool(self, actor: str, tool_id: str, edit: v.ToolEdit) -> tuple[ToolInfo, list[str]]:
         """Edit tool metadata; returns the tool and the names of the fields that changed."""
-        fields = v.tool_changes(body, creating=False)
+        fields = edit.fields()
         with self.db.session() as s:
             if "aliases" in fields:
                 serialize_writers(s, ToolAliasRow.__tablename__)
@@ -619,8 +618,7 @@ class TrsRegistry:
             return self._version_row(s, tool_id, version_id, metadata_only=True).publisher_bundle
 
     # ------------------------------------------------------------ publish
-    def publish_version(self, actor: str, tool_id: str, body: Mapping[str, Any]) -> VersionInfo:
-        spec = v.publish_spec(body)
+    def publish_version(self, actor: str, tool_id: str, spec: v.PublishSpec) -> VersionInfo:
         with self.db.session() as s:
             tool = self._owned_tool(s, actor, tool_id, "publish versions of")
             if self._exists(s, tool_id, spec.version_id):
@@ -772,36 +770,32 @@ class TrsRegistry:
 
     # ------------------------------------------------------------ versions (edit)
     def update_version(
-        self, actor: str, tool_id: str, version_id: str, body: Mapping[str, Any]
+        self, actor: str, tool_id: str, version_id: str, edit: v.VersionEdit
     ) -> tuple[VersionInfo, list[str]]:
-        fields = v.version_changes(body)
         with self.db.session() as s:
             self._owned_tool(s, actor, tool_id, "edit versions of")
             row = self._version_row(s, tool_id, version_id, metadata_only=True)
             changed: list[str] = []
-            if "name" in fields and fields["name"] != row.name:
-                row.name = fields["name"]
+            if edit.name is not None and edit.name != row.name:
+                row.name = edit.name
                 changed.append("name")
-            if "included_apps" in fields and fields["included_apps"] != list(row.included_apps or []):
-                row.included_apps = fields["included_apps"]
+            if edit.included_apps is not None and list(edit.included_apps) != list(row.included_apps or []):
+                row.included_apps = list(edit.included_apps)
                 changed.append("included_apps")
-            if "author" in fields and fields["author"] != [a.author for a in row.authors]:
+            if edit.author is not None and list(edit.author) != [a.author for a in row.authors]:
                 row.authors = []
                 s.flush()
-                row.authors = [VersionAuthorRow(position=i, author=a) for i, a in enumerate(fields["author"])]
+                row.authors = [VersionAuthorRow(position=i, author=a) for i, a in enumerate(edit.author)]
                 changed.append("author")
             self._touch(row, actor, changed)
             s.flush()
             return _version_info(row), changed
 
     def set_verification(
-        self, actor: str, tool_id: str, version_id: str, verified: Any, sources: Any
+        self, actor: str, tool_id: str, version_id: str, record: v.Verification
     ) -> tuple[VersionInfo, list[str]]:
         """An administrator records whether (and by whom) a version was verified."""
-        flag = v.boolean(verified, "verified")
-        source_list = v.text_list(sources, "verified_source", limit=2048)
-        if flag and not source_list:
-            raise BadRequest("verified_source must name who verified the version (an email or URL)")
+        flag, source_list = record.verified, list(record.sources)
         with self.db.session() as s:
             row = self._version_row(s, tool_id, version_id, metadata_only=True)
             changed: list[str] = []

@@ -28,6 +28,8 @@ from typing import Any
 import requests
 
 from helixgate.errors import BadRequest, IntegrityError, UpstreamError
+from helixgate.images import DIGEST as _DIGEST
+from helixgate.images import ImageReference, parse_reference, pinned_name
 from helixgate.netguard import check_destination
 
 MANIFEST_MEDIA_TYPES = (
@@ -40,73 +42,14 @@ INDEX_MEDIA_TYPES = (
 )
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES + INDEX_MEDIA_TYPES)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-MAX_REFERENCE_LENGTH = 512
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
-_HOST = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?\Z"
-)
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
 # ---------------------------------------------------------------- references
-@dataclass(frozen=True)
-class ImageReference:
-    """A parsed image reference. ``registry`` is None for local-only images."""
-
-    original: str
-    registry: str | None
-    repository: str
-    tag: str | None
-    digest: str | None  # the digest the client expects, "sha256:<hex>"
-
-    @property
-    def is_local(self) -> bool:
-        return self.registry is None
-
-    @property
-    def name(self) -> str:
-        """``registry/repository`` (or just the repository for local images)."""
-        return f"{self.registry}/{self.repository}" if self.registry else self.repository
-
-
-def parse_reference(reference: str) -> ImageReference:
-    """Parse ``[host[:port]/]repo[/path][:tag][@sha256:<hex>]`` or ``sha256:<image id>``."""
-    if not isinstance(reference, str) or not reference.strip():
-        raise BadRequest("image reference must be a non-empty string")
-    ref = reference.strip()
-    if len(ref) > MAX_REFERENCE_LENGTH:
-        raise BadRequest(f"image reference is longer than {MAX_REFERENCE_LENGTH} characters")
-    if ref.startswith("sha256:"):
-        if not _DIGEST.match(ref):
-            raise BadRequest(f"image id must be sha256: followed by 64 lower-case hex digits, got {ref[:80]!r}")
-        return ImageReference(ref, None, "", None, ref)
-    name, _, digest = ref.partition("@")
-    if digest and not _DIGEST.match(digest):
-        raise BadRequest(f"image reference {ref[:80]!r}: digest must be sha256:<64 hex>, got {digest[:80]!r}")
-    registry: str | None = None
-    first, slash, rest = name.partition("/")
-    # Docker's rule: the first component is a registry host if it has a '.' or ':' or is 'localhost'.
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        if not _HOST.match(first):
-            raise BadRequest(f"image reference {ref[:80]!r}: invalid registry host {first[:80]!r}")
-        registry, name = first, rest
-    tag: str | None = None
-    last_slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > last_slash:
-        name, tag = name[:colon], name[colon + 1 :]
-        if not _TAG.match(tag):
-            raise BadRequest(f"image reference {ref[:80]!r}: invalid tag {tag[:80]!r}")
-    if not _REPOSITORY.match(name):
-        raise BadRequest(f"image reference {ref[:80]!r}: invalid repository name {name[:80]!r}")
-    if tag is None and not digest:
-        raise BadRequest(f"image reference {ref[:80]!r} has neither a tag nor a digest: name the version explicitly")
-    return ImageReference(ref, registry, name, tag, digest or None)
+# The grammar is the platform's one (helixgate.images); re-exported for the resolver's callers.
+__all__ = ["ImageReference", "ImageResolver", "ResolvedImage", "parse_reference"]
 
 
 # ---------------------------------------------------------------- resolution results
@@ -127,9 +70,8 @@ class ResolvedImage:
     @property
     def pinned_name(self) -> str:
         """``host/repo@sha256:<manifest>``, or the image id for local-only images."""
-        if self.source == "registry":
-            return f"{self.registry_host}/{self.repository}@{self.manifest_digest}"
-        return self.config_digest
+        host = self.registry_host if self.source == "registry" else ""
+        return pinned_name(host, self.repository, self.manifest_digest, self.config_digest)
 
     @property
     def subject_name(self) -> str:

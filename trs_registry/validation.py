@@ -1,4 +1,15 @@
-"""Validation of what tool developers send: ids, semantic versions, file paths, sizes.
+"""Request validation of the tool registry, in one place: request bodies become typed inputs.
+
+Who checks what:
+
+* connexion checks every request against the OpenAPI document (openapi/trs.yaml, built from
+  openapi/extensions/trs.yaml): JSON types, required properties, enums. Nothing here repeats
+  those checks.
+* this module checks what the document cannot express -- tool id and semantic-version
+  grammars, file paths, sizes and counts, duplicates, control characters, CWL documents,
+  publisher identities, image lists, unknown or immutable fields -- and turns a body into the
+  typed input the domain takes (``NewTool``, ``ToolEdit``, ``PublishSpec``, ``VersionEdit``,
+  ``Verification``). ``TrsRegistry`` never sees a raw body.
 
 Everything here is pure (no database, no network) and raises client-safe errors:
 ``BadRequest`` for malformed input, ``PayloadTooLarge`` for size limits.
@@ -6,6 +17,7 @@ Everything here is pure (no database, no network) and raises client-safe errors:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -113,12 +125,6 @@ def text_list(value: Any, what: str, *, limit: int = MAX_TEXT) -> list[str]:
     return out
 
 
-def boolean(value: Any, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise BadRequest(f"{what} must be true or false")
-    return value
-
-
 def check_path(path: Any) -> str:
     """A file path inside a tool version: the platform's one path rule (``helixgate.paths``)."""
     return check_relative_path(path)
@@ -140,9 +146,7 @@ def publisher_identities(value: Any) -> list[PublisherIdentity]:
     if not isinstance(value, list) or len(value) > 20:
         raise BadRequest("required_publisher_identities must be a list of at most 20 {identity, issuer} objects")
     out: list[PublisherIdentity] = []
-    for entry in value:
-        if not isinstance(entry, dict):
-            raise BadRequest("required_publisher_identities entries must be {identity, issuer} objects")
+    for entry in value:  # objects with string identity and issuer (the OpenAPI schema)
         identity = text(entry.get("identity"), "publisher identity", limit=512, required=True)
         issuer = text(entry.get("issuer"), "publisher identity issuer", limit=512, required=True)
         if not issuer.startswith(("https://", "http://")):
@@ -175,59 +179,132 @@ TOOL_FIELDS = frozenset(
 )
 
 
-def tool_changes(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
-    """Validated tool fields from a create (POST) or edit (PATCH) body."""
-    allowed = TOOL_FIELDS | ({"id"} if creating else set())
+@dataclass(frozen=True)
+class NewTool:
+    id: str
+    organization: str
+    name: str
+    toolclass: str
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    has_checker: bool = False
+    checker_url: str = ""
+    required_publisher_identities: tuple[PublisherIdentity, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolEdit:
+    """The tool fields a PATCH names, validated; a field left out stays as it is."""
+
+    organization: str | None = None
+    name: str | None = None
+    description: str | None = None
+    toolclass: str | None = None
+    aliases: tuple[str, ...] | None = None
+    has_checker: bool | None = None
+    checker_url: str | None = None
+    required_publisher_identities: tuple[PublisherIdentity, ...] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The named fields as column values (publisher identities as stored: objects)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # declaration order: the order changes are reported in
+            name, value = f.name, getattr(self, f.name)
+            if value is None:
+                continue
+            if name == "required_publisher_identities":
+                value = [p.to_dict() for p in value]
+            elif name == "aliases":
+                value = list(value)
+            out[name] = value
+        return out
+
+
+def _refuse_unknown_tool_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         hint = " (the id of a tool never changes)" if "id" in unknown else ""
         raise BadRequest(f"unknown or read-only tool field(s): {', '.join(unknown)}{hint}")
-    out: dict[str, Any] = {}
-    if creating or "organization" in body:
-        out["organization"] = text(body.get("organization"), "organization", required=True)
-    if creating or "name" in body:
-        out["name"] = text(body.get("name"), "name", required=True)
-    if "description" in body:
-        out["description"] = text(body["description"], "description", limit=MAX_DESCRIPTION)
-    if creating or "toolclass" in body:
-        out["toolclass"] = tool_class(body.get("toolclass"))
-    if "aliases" in body:
-        out["aliases"] = text_list(body["aliases"], "aliases")
-    if "has_checker" in body:
-        out["has_checker"] = boolean(body["has_checker"], "has_checker")
-    if "checker_url" in body:
-        out["checker_url"] = text(body["checker_url"], "checker_url", limit=2048)
-    if "required_publisher_identities" in body:
-        out["required_publisher_identities"] = [
-            p.to_dict() for p in publisher_identities(body["required_publisher_identities"])
-        ]
-    if creating:
-        out["id"] = (
-            check_tool_id(body["id"])
-            if body.get("id") is not None
-            else derive_tool_id(out["organization"], out["name"])
-        )
-    return out
+
+
+def new_tool(body: Mapping[str, Any]) -> NewTool:
+    """A create (POST) body as a typed new tool; the id defaults to ``<organization>.<name>``."""
+    _refuse_unknown_tool_fields(body, TOOL_FIELDS | {"id"})
+    organization = text(body.get("organization"), "organization", required=True)
+    name = text(body.get("name"), "name", required=True)
+    return NewTool(
+        id=check_tool_id(body["id"]) if body.get("id") is not None else derive_tool_id(organization, name),
+        organization=organization,
+        name=name,
+        toolclass=tool_class(body.get("toolclass")),
+        description=text(body.get("description"), "description", limit=MAX_DESCRIPTION),
+        aliases=tuple(text_list(body.get("aliases"), "aliases")),
+        has_checker=bool(body.get("has_checker", False)),
+        checker_url=text(body.get("checker_url"), "checker_url", limit=2048),
+        required_publisher_identities=tuple(publisher_identities(body.get("required_publisher_identities"))),
+    )
+
+
+def tool_edit(body: Mapping[str, Any]) -> ToolEdit:
+    """An edit (PATCH) body as the typed set of fields it changes."""
+    _refuse_unknown_tool_fields(body, TOOL_FIELDS)
+    return ToolEdit(
+        organization=text(body["organization"], "organization", required=True) if "organization" in body else None,
+        name=text(body["name"], "name", required=True) if "name" in body else None,
+        description=text(body["description"], "description", limit=MAX_DESCRIPTION) if "description" in body else None,
+        toolclass=tool_class(body["toolclass"]) if "toolclass" in body else None,
+        aliases=tuple(text_list(body["aliases"], "aliases")) if "aliases" in body else None,
+        has_checker=bool(body["has_checker"]) if "has_checker" in body else None,
+        checker_url=text(body["checker_url"], "checker_url", limit=2048) if "checker_url" in body else None,
+        required_publisher_identities=(
+            tuple(publisher_identities(body["required_publisher_identities"]))
+            if "required_publisher_identities" in body
+            else None
+        ),
+    )
 
 
 VERSION_EDIT_FIELDS = frozenset({"name", "author", "included_apps"})
 
 
-def version_changes(body: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VersionEdit:
+    """The editable metadata of a published version that a PATCH names (None: unchanged)."""
+
+    name: str | None = None
+    author: tuple[str, ...] | None = None
+    included_apps: tuple[str, ...] | None = None
+
+
+def version_edit(body: Mapping[str, Any]) -> VersionEdit:
     unknown = sorted(set(body) - VERSION_EDIT_FIELDS)
     if unknown:
         raise BadRequest(
             f"field(s) {', '.join(unknown)} cannot be edited: a published version is immutable "
             f"(editable: {', '.join(sorted(VERSION_EDIT_FIELDS))})"
         )
-    out: dict[str, Any] = {}
-    if "name" in body:
-        out["name"] = text(body["name"], "name")
-    if "author" in body:
-        out["author"] = text_list(body["author"], "author")
-    if "included_apps" in body:
-        out["included_apps"] = text_list(body["included_apps"], "included_apps", limit=2048)
-    return out
+    return VersionEdit(
+        name=text(body["name"], "name") if "name" in body else None,
+        author=tuple(text_list(body["author"], "author")) if "author" in body else None,
+        included_apps=(
+            tuple(text_list(body["included_apps"], "included_apps", limit=2048)) if "included_apps" in body else None
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    verified: bool
+    sources: tuple[str, ...]
+
+
+def verification(body: Mapping[str, Any]) -> Verification:
+    """An administrator's verification record: a verified version names who verified it."""
+    sources = tuple(text_list(body.get("verified_source"), "verified_source", limit=2048))
+    verified = bool(body["verified"])  # required boolean (the OpenAPI schema)
+    if verified and not sources:
+        raise BadRequest("verified_source must name who verified the version (an email or URL)")
+    return Verification(verified, sources)
 
 
 # ---------------------------------------------------------------- publish requests
@@ -272,10 +349,8 @@ def publish_spec(body: Mapping[str, Any]) -> PublishSpec:
     if unknown:
         raise BadRequest(f"unknown field(s) in publish request: {', '.join(unknown)}")
     version_id = check_version_id(body.get("id", body.get("version_id")))
-    default_type = body.get("descriptor_type", "CWL")
-    if default_type not in DESCRIPTOR_TYPES:
-        raise BadRequest(f"descriptor_type {str(default_type)[:40]!r} is not supported: use one of {DESCRIPTOR_TYPES}")
-    files = _files(body.get("files"), default_type)
+    default_type = body.get("descriptor_type", "CWL")  # one of DESCRIPTOR_TYPES (the OpenAPI enum)
+    files = _files(body["files"], default_type)
     images = _images(body.get("images"))
     bundle = body.get("publisher_bundle")
     if bundle is not None:
@@ -299,8 +374,10 @@ def publish_spec(body: Mapping[str, Any]) -> PublishSpec:
     )
 
 
-def _files(value: Any, default_type: str) -> list[FileSpec]:
-    if not isinstance(value, list) or not value:
+def _files(value: list[dict[str, Any]], default_type: str) -> list[FileSpec]:
+    """Files as the OpenAPI schema shapes them: objects with string path and content, file_type
+    and descriptor_type from their enums. Checked here: paths, sizes, counts, descriptors."""
+    if not value:
         raise BadRequest("files must be a non-empty list of {path, content, file_type}")
     if len(value) > MAX_FILES:
         raise PayloadTooLarge(f"a tool version may hold at most {MAX_FILES} files, got {len(value)}")
@@ -308,8 +385,6 @@ def _files(value: Any, default_type: str) -> list[FileSpec]:
     seen: set[str] = set()
     total = 0
     for entry in value:
-        if not isinstance(entry, dict):
-            raise BadRequest("each file must be an object {path, content, file_type}")
         unknown = sorted(set(entry) - {"path", "content", "file_type", "descriptor_type"})
         if unknown:
             raise BadRequest(f"unknown file field(s): {', '.join(unknown)}")
@@ -317,14 +392,8 @@ def _files(value: Any, default_type: str) -> list[FileSpec]:
         if path in seen:
             raise BadRequest(f"file path {path!r} appears twice")
         seen.add(path)
-        file_type = entry.get("file_type")
-        if file_type not in FILE_TYPES:
-            raise BadRequest(
-                f"file {path!r}: file_type must be one of {', '.join(FILE_TYPES)}, got {str(file_type)[:40]!r}"
-            )
-        content = entry.get("content")
-        if not isinstance(content, str):
-            raise BadRequest(f"file {path!r}: content must be a string (the file's UTF-8 text)")
+        file_type = entry["file_type"]
+        content: str = entry["content"]
         data = content.encode("utf-8", "surrogatepass") if content else b""
         if len(data) > MAX_FILE_BYTES:
             raise PayloadTooLarge(f"file {path!r} is {len(data)} bytes; the limit is {MAX_FILE_BYTES} bytes")
@@ -334,8 +403,6 @@ def _files(value: Any, default_type: str) -> list[FileSpec]:
         dtype: str | None = None
         if file_type in DESCRIPTOR_FILE_TYPES:
             dtype = entry.get("descriptor_type", default_type)
-            if dtype not in DESCRIPTOR_TYPES:
-                raise BadRequest(f"file {path!r}: descriptor_type must be one of {DESCRIPTOR_TYPES}")
         elif entry.get("descriptor_type") is not None:
             raise BadRequest(f"file {path!r}: a {file_type} file has no descriptor_type")
         out.append(FileSpec(path, file_type, dtype, data, sha256_bytes(data)))

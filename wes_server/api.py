@@ -1,4 +1,4 @@
-"""WES 1.1.0 handlers (thin: parse, authorize, call WorkflowService, shape the response)."""
+"""WES 1.1.0 handlers (thin: parse, authorize, call WorkflowService, render with wes_server.shapes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from flask import Response, request
 
 from helixgate.errors import BadRequest
 from helixgate.web import audit_change, caller, platform, set_target
+from wes_server import shapes
 from wes_server.declaration import SERVICE
 from wes_server.domain import Viewer, WorkflowService
+from wes_server.submission import parse_run_request
 
 
 def _svc() -> WorkflowService:
@@ -26,7 +28,7 @@ def _base_url() -> str:
 
 
 def get_service_info() -> dict[str, Any]:
-    return _svc().service_info()
+    return shapes.service_info(platform().settings, _svc().service_facts())
 
 
 def list_runs(
@@ -38,7 +40,7 @@ def list_runs(
         if not sep or not key:
             raise BadRequest(f"tag filter must be key:value, got {t[:80]!r}")
         tags[key] = value
-    return _svc().list_runs(_viewer(), page_size, page_token, state, tags)
+    return shapes.run_list(_svc().list_runs(_viewer(), page_size, page_token, state, tags))
 
 
 def run_workflow(*_args: Any, **_kwargs: Any) -> tuple[dict[str, Any], int]:
@@ -52,30 +54,32 @@ def run_workflow(*_args: Any, **_kwargs: Any) -> tuple[dict[str, Any], int]:
         raise BadRequest(f"malformed multipart body: {exc}") from None
     if any(not name for name, _ in files):
         raise BadRequest("every workflow_attachment part needs a Content-Disposition filename")
-    run_id = _svc().submit(caller().username or "", form, files)
+    req = parse_run_request(form, files, max_attachment_bytes=platform().settings.max_attachment_bytes)
+    run_id = _svc().submit(caller().username or "", req)
     set_target(run_id)
     audit_change("wes.run.create", run_id, details={"workflow_url": form.get("workflow_url", "")[:300]})
-    return {"run_id": run_id}, 200
+    return shapes.run_id(run_id), 200
 
 
 def get_run_log(run_id: str) -> dict[str, Any]:
     set_target(run_id)
-    return _svc().run_log(_viewer(), run_id, _base_url())
+    return shapes.run_log(_svc().get_run(_viewer(), run_id), _base_url())
 
 
 def get_run_status(run_id: str) -> dict[str, Any]:
     set_target(run_id)
-    return _svc().run_status(_viewer(), run_id)
+    return shapes.run_status(_svc().get_run(_viewer(), run_id))
 
 
 def list_tasks(run_id: str, page_size: int | None = None, page_token: str | None = None) -> dict[str, Any]:
     set_target(run_id)
-    return _svc().list_tasks(_viewer(), run_id, page_size, page_token, _base_url())
+    rows, token = _svc().list_tasks(_viewer(), run_id, page_size, page_token)
+    return shapes.task_list(rows, token, _base_url())
 
 
 def get_task(run_id: str, task_id: str) -> dict[str, Any]:
     set_target(run_id)
-    return _svc().get_task(_viewer(), run_id, task_id, _base_url())
+    return shapes.task_log(_svc().get_task(_viewer(), run_id, task_id), _base_url())
 
 
 def cancel_run(run_id: str) -> dict[str, Any]:
@@ -83,7 +87,7 @@ def cancel_run(run_id: str) -> dict[str, Any]:
     c = caller()
     state = _svc().cancel(Viewer(c.username, False), run_id)
     audit_change("wes.run.cancel", run_id, details={"state": state})
-    return {"run_id": run_id}
+    return shapes.run_id(run_id)
 
 
 def get_run_stream(run_id: str, stream: str) -> Response:

@@ -48,6 +48,7 @@ import requests
 from docker.types import LogConfig, Mount
 
 from helixgate.errors import BadRequest, Conflict, Forbidden, IntegrityError, NotFound, UpstreamError
+from helixgate.images import parse_reference, pinned_reference
 from helixgate.integrity import digests_equal
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,6 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/#+-]{0,255}$")
 _SCOPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _USER = re.compile(r"^([0-9]{1,10}):([0-9]{1,10})$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PINNED_REF = re.compile(
-    rf"^(?P<name>(?:[A-Za-z0-9.-]+(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?@(?P<digest>sha256:[0-9a-f]{64})$"
-)
 # Container paths a task may not shadow with a bind mount.
 _RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/tmp", "/etc")  # noqa: S108 - container paths
 # Read size for the attach stream: large reads keep a chatty task from being throttled by Python.
@@ -168,19 +164,23 @@ class PinnedRef:
     digest: str
 
     def __str__(self) -> str:
-        return f"{self.repository}@{self.digest}" if self.repository else self.digest
+        return pinned_reference(self.repository, self.digest)
 
 
 def parse_pinned_ref(ref: str) -> PinnedRef:
     """Parse ``name[:tag]@sha256:<hex>`` or a bare ``sha256:<hex>``; refuse anything resolved by tag."""
-    if _IMAGE_ID.match(ref):
-        return PinnedRef(None, ref)
-    m = _PINNED_REF.match(ref)
-    if not m:
-        raise BadRequest(
-            f"image reference must be pinned by digest (name@sha256:<64 hex> or sha256:<64 hex>): {ref[:200]!r}"
-        )
-    return PinnedRef(m.group("name"), m.group("digest"))
+    refused = BadRequest(
+        f"image reference must be pinned by digest (name@sha256:<64 hex> or sha256:<64 hex>): {ref[:200]!r}"
+    )
+    if not isinstance(ref, str) or ref != ref.strip():
+        raise refused
+    try:
+        parsed = parse_reference(ref)  # the platform's one reference grammar
+    except BadRequest:
+        raise refused from None
+    if parsed.digest is None:
+        raise refused
+    return PinnedRef(parsed.name or None, parsed.digest)
 
 
 def check_spec(spec: TaskContainerSpec) -> tuple[int, int]:
@@ -320,7 +320,11 @@ class CappedSink:
 
 
 class FrameDemuxer:
-    """Splits the engine's multiplexed attach stream (8-byte headers: stream id, 0, 0, 0, big-endian size)."""
+    """Splits the engine's multiplexed attach stream (8-byte headers: stream id, 0, 0, 0, big-endian size).
+
+    Not ``docker.utils.socket.frames_iter``: its reads block in ``poll()`` without a timeout,
+    so a silent task would outlive its time limit; ``_pump`` reads with the task's deadline.
+    """
 
     def __init__(self, stdout: CappedSink, stderr: CappedSink) -> None:
         self._sinks = {1: stdout, 2: stderr}

@@ -1,27 +1,27 @@
 """WES domain: accept runs (with every submission check), show them to whom may see
-them, cancel them. Execution happens in ``wes_server.worker``."""
+them, cancel them. Execution happens in ``wes_server.worker``; the handlers render what
+these methods return with ``wes_server.shapes``."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
 from helixgate.platform import Platform
 from helixgate.ports import DataPort, ToolPort
-from helixgate.service_info import base_service_info
 from helixgate.uris import has_scheme
 from wes_server.gate import check_descriptors
+from wes_server.models import RunRow, TaskRow
 from wes_server.queue import RunQueue, make_queue
-from wes_server.runs import Attachment, RunStore, check_page_size, iso
+from wes_server.runs import Attachment, RunStore, check_page_size
 from wes_server.submission import (
-    WORKFLOW_TYPES,
     RunRequest,
     drs_inputs,
-    parse_run_request,
     refuse_local_inputs,
 )
 from wes_server.tools import SignedVersions, parse_trs_reference
@@ -38,6 +38,22 @@ class Viewer:
     see_all: bool
 
 
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What service-info reports that only the running service knows."""
+
+    engine_version: str
+    queue_name: str
+    state_counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class RunPage:
+    rows: Sequence[RunRow]
+    tags: Mapping[str, dict[str, str]]  # run id -> its tags
+    next_page_token: str
+
+
 class WorkflowService:
     def __init__(self, platform: Platform, *, data: DataPort, tools: ToolPort) -> None:
         self.platform = platform
@@ -52,28 +68,11 @@ class WorkflowService:
         self.submitted = threading.Event()
 
     # ------------------------------------------------------------------ service-info
-    def service_info(self) -> dict[str, Any]:
+    def service_facts(self) -> ServiceFacts:
         import cwltool.main
 
-        s = self.settings
-        info = base_service_info("wes", s.effective_public_url, s.drs_host)
         engine_version = cwltool.main.versionfunc().split()[-1] if hasattr(cwltool.main, "versionfunc") else "3.3"
-        info.update(
-            {
-                "workflow_type_versions": {t: {"workflow_type_version": list(v)} for t, v in WORKFLOW_TYPES.items()},
-                "supported_wes_versions": ["1.1.0"],
-                "supported_filesystem_protocols": ["drs"],
-                "workflow_engine_versions": {"cwltool": {"workflow_engine_version": [engine_version]}},
-                "default_workflow_engine_parameters": [],
-                "system_state_counts": self._state_counts(),
-                "auth_instructions_url": f"{s.effective_public_url}/docs#tokens",
-                "tags": {
-                    "verification": "image signature, image digest and input checksums before every task",
-                    "queue": self.queue.name,
-                },
-            }
-        )
-        return info
+        return ServiceFacts(engine_version, self.queue.name, self._state_counts())
 
     def _state_counts(self) -> dict[str, int]:
         """Counting every run costs O(runs): computed at most every few seconds."""
@@ -83,8 +82,8 @@ class WorkflowService:
         return self._counts[1]
 
     # ------------------------------------------------------------------ submission
-    def submit(self, user: str, form: Mapping[str, str], files: list[tuple[str, bytes]]) -> str:
-        req = parse_run_request(form, files, max_attachment_bytes=self.settings.max_attachment_bytes)
+    def submit(self, user: str, req: RunRequest) -> str:
+        """Accept a run request (parsed from the form by ``submission.parse_run_request``)."""
         attachment_paths = {a.path for a in req.attachments}
         refuse_local_inputs(req.workflow_params, attachment_paths)
         try:
@@ -180,7 +179,7 @@ class WorkflowService:
     # ------------------------------------------------------------------ reads
     def list_runs(
         self, viewer: Viewer, page_size: int | None, page_token: str | None, state: str | None, tags: dict[str, str]
-    ) -> dict[str, Any]:
+    ) -> RunPage:
         size = check_page_size(page_size)
         rows, token = self.runs.page(
             owner=None if viewer.see_all else viewer.username,
@@ -189,67 +188,21 @@ class WorkflowService:
             state=state,
             tags=tags,
         )
-        run_tags = self.runs.tags_for([r.id for r in rows])
-        runs = [
-            {
-                "run_id": r.id,
-                "state": r.state,
-                "start_time": iso(r.start_time) or "",
-                "end_time": iso(r.end_time) or "",
-                "tags": run_tags[r.id],
-            }
-            for r in rows
-        ]
-        return {"runs": runs, "next_page_token": token}
+        return RunPage(rows, self.runs.tags_for([r.id for r in rows]), token)
 
-    def run_log(self, viewer: Viewer, run_id: str, base_url: str) -> dict[str, Any]:
-        row = self.runs.visible(run_id, viewer.username, viewer.see_all)
-        main = row.workflow_source.get("main", "")
-        return {
-            "run_id": row.id,
-            "request": row.request,
-            "state": row.state,
-            "run_log": {
-                "name": main,
-                "cmd": ["helixgate-executor", main] if main else [],
-                "start_time": iso(row.start_time),
-                "end_time": iso(row.end_time),
-                "stdout": f"{base_url}/x-helixgate/runs/{row.id}/log/stdout",
-                "stderr": f"{base_url}/x-helixgate/runs/{row.id}/log/stderr",
-                "exit_code": row.exit_code,
-                "system_logs": list(row.system_logs or []),
-            },
-            "task_logs_url": f"{base_url}/runs/{row.id}/tasks",
-            "outputs": row.outputs or {},
-        }
-
-    def run_status(self, viewer: Viewer, run_id: str) -> dict[str, Any]:
-        row = self.runs.visible(run_id, viewer.username, viewer.see_all)
-        return {"run_id": row.id, "state": row.state}
-
-    def task_log(self, row: Any, base_url: str) -> dict[str, Any]:
-        return {
-            "id": row.id,
-            "name": row.name,
-            "cmd": list(row.cmd or []),
-            "start_time": iso(row.start_time),
-            "end_time": iso(row.end_time),
-            "stdout": f"{base_url}/x-helixgate/runs/{row.run_id}/tasks/{row.id}/stdout",
-            "stderr": f"{base_url}/x-helixgate/runs/{row.run_id}/tasks/{row.id}/stderr",
-            "exit_code": row.exit_code,
-            "system_logs": list(row.system_logs or []),
-        }
+    def get_run(self, viewer: Viewer, run_id: str) -> RunRow:
+        """The run, if ``viewer`` may see it (else the same 404 as a missing run)."""
+        return self.runs.visible(run_id, viewer.username, viewer.see_all)
 
     def list_tasks(
-        self, viewer: Viewer, run_id: str, page_size: int | None, page_token: str | None, base_url: str
-    ) -> dict[str, Any]:
+        self, viewer: Viewer, run_id: str, page_size: int | None, page_token: str | None
+    ) -> tuple[list[TaskRow], str]:
         self.runs.visible(run_id, viewer.username, viewer.see_all)
-        rows, token = self.runs.tasks(run_id, check_page_size(page_size), page_token)
-        return {"task_logs": [self.task_log(r, base_url) for r in rows], "next_page_token": token}
+        return self.runs.tasks(run_id, check_page_size(page_size), page_token)
 
-    def get_task(self, viewer: Viewer, run_id: str, task_id: str, base_url: str) -> dict[str, Any]:
+    def get_task(self, viewer: Viewer, run_id: str, task_id: str) -> TaskRow:
         self.runs.visible(run_id, viewer.username, viewer.see_all)
-        return self.task_log(self.runs.task(run_id, task_id), base_url)
+        return self.runs.task(run_id, task_id)
 
     def task_output(self, viewer: Viewer, run_id: str, task_id: str, stream: str) -> bytes:
         self.runs.visible(run_id, viewer.username, viewer.see_all)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from helixgate.errors import BadRequest, VerificationError
+from helixgate.images import pinned_reference
 from helixgate.integrity import normalize_sha256
 from helixgate.paths import check_relative_path
 
@@ -77,9 +78,7 @@ class ToolVersionClaim:
     @property
     def pinned_ref(self) -> str:
         """What the worker pulls or creates: ``name@sha256:<manifest>``, or the image id."""
-        if self.digest_kind == "manifest":
-            return f"{self.image_name}@{self.image_digest}"
-        return self.image_digest
+        return pinned_reference(self.image_name if self.digest_kind == "manifest" else None, self.image_digest)
 
     def predicate(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -191,6 +191,26 @@ def test_malformed_client_checksum_is_400_before_reading(env: Env) -> None:
     assert env.stored(h) == []
 
 
+def test_request_shapes_are_refused_by_the_openapi_document(env: Env) -> None:
+    """Types, required fields and minimum sizes are the document's to check (connexion): the
+    handlers do not repeat them, and nothing is written."""
+    h = env.h
+    steward = h.auth("steward", "data-steward")
+    x = f"{BASE}/x-helixgate"
+    assert "is not of type 'string'" in _error(h.client.post(f"{x}/datasets", json={"name": 5}, headers=steward), 400)
+    assert "non-empty" in _error(h.client.post(f"{x}/datasets", json={"name": ""}, headers=steward), 400)
+    bad_member = {"contents": [{"name": "a", "id": 5}]}
+    assert "is not of type 'string'" in _error(h.client.post(f"{x}/bundles", json=bad_member, headers=steward), 400)
+    assert "'url' is a required property" in _error(
+        h.client.post(f"{x}/registrations", json={"name": "a"}, headers=steward), 400
+    )
+    assert "is not of type 'boolean'" in _error(
+        h.client.post(f"{x}/registrations", json={"url": "s3://b/k", "public": "yes"}, headers=steward), 400
+    )
+    with h.platform.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ObjectRow)) == 0
+
+
 def test_flipped_stored_byte_is_refused_quarantined_and_audited(env: Env) -> None:
     h = env.h
     steward = h.auth("steward", "data-steward")

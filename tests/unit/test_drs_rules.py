@@ -10,9 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from drs_store.access import ENV_SIGNING_KEY, Principal, ReadFacts, UrlSigner, may_read
+from drs_store.access import (
+    ENV_SIGNING_KEY,
+    ObjectHidden,
+    Principal,
+    ReadFacts,
+    UrlSigner,
+    may_delete,
+    may_manage_dataset,
+    may_read,
+    may_see_dataset,
+    principal_may_read,
+    read_refusal,
+)
 from drs_store.domain import RangeNotSatisfiable, bundle_checksum, parse_meta, parse_provenance, parse_range
-from helixgate.errors import BadRequest, ConfigurationError, Forbidden, NotFound
+from helixgate.errors import BadRequest, ConfigurationError, Forbidden, NotFound, Unauthorized
 
 NOW = 1_800_000_000
 
@@ -41,6 +53,45 @@ def test_principal_delegation_and_permissions() -> None:
     assert not direct.delegated and delegated.delegated
     assert direct.has("drs:read") and not direct.has("drs:write")
     assert not Principal(None).has("drs:read")
+
+
+def test_a_reader_without_drs_read_reads_nothing_but_anonymous_public_reads_work() -> None:
+    public = ReadFacts(object_public=True, owner="bob")
+    assert principal_may_read(Principal(None), public)
+    assert principal_may_read(Principal("alice", ("viewer",)), public)
+    assert not principal_may_read(Principal("alice", ()), public)  # signed in without drs:read
+    owned = ReadFacts(object_public=False, owner="alice")
+    assert principal_may_read(Principal("alice", ("analyst",)), owned)
+    assert not principal_may_read(Principal(None), owned)
+
+
+def test_who_may_delete_and_manage() -> None:
+    admin, steward, other = Principal("root", ("admin",)), Principal("sam", ("data-steward",)), Principal("eve")
+    assert may_delete(steward, owner="sam", dataset_creator=None)
+    assert may_delete(steward, owner="bob", dataset_creator="sam")
+    assert may_delete(admin, owner="bob", dataset_creator=None)
+    assert not may_delete(other, owner="bob", dataset_creator="sam")
+    assert not may_delete(Principal(None), owner="bob", dataset_creator=None)
+    assert may_manage_dataset(steward, "sam") and may_manage_dataset(admin, "sam")
+    assert not may_manage_dataset(other, "sam")
+
+
+def test_who_may_see_a_dataset() -> None:
+    alice = Principal("alice", ("analyst",))
+    assert may_see_dataset(Principal(None), public=True, creator="sam", has_grant=False)
+    assert not may_see_dataset(Principal(None), public=False, creator="sam", has_grant=False)
+    assert may_see_dataset(alice, public=False, creator="alice", has_grant=False)
+    assert may_see_dataset(alice, public=False, creator="sam", has_grant=True)
+    assert not may_see_dataset(alice, public=False, creator="sam", has_grant=False)
+
+
+def test_a_refused_read_answers_by_who_asked_and_the_hiding_setting() -> None:
+    oid = "a" * 32
+    assert isinstance(read_refusal(oid, Principal("alice"), hide_existence=True), ObjectHidden)
+    assert isinstance(read_refusal(oid, Principal(None), hide_existence=False), Unauthorized)
+    delegated = read_refusal(oid, Principal("alice", (), "helixgate-wes"), hide_existence=False)
+    assert isinstance(delegated, Forbidden) and "delegated by helixgate-wes" in delegated.message
+    assert "ask a data steward" in read_refusal(oid, Principal("alice", (), "alice"), hide_existence=False).message
 
 
 # ----------------------------------------------------------------------------- signed URLs

@@ -23,6 +23,7 @@ from tests.fixtures.app import Harness
 from tests.fixtures.ga4gh_schemas import validate, validate_list
 from tests.unit.test_trs_images import FakeOciRegistry
 from trs_registry.domain import TrsRegistry
+from trs_registry.validation import new_tool
 
 TRS = "/ga4gh/trs/v2"
 X = f"{TRS}/x-helixgate"
@@ -410,6 +411,10 @@ def test_size_limits_are_413(h: Harness, oci: FakeOciRegistry) -> None:
         (lambda b: b["files"][0].update(file_type="SCRIPT"), 400, "'SCRIPT' is not one of"),
         (lambda b: b.update(descriptor_type="NFL"), 400, "'NFL' is not one of"),
         (lambda b: b["files"][0].pop("content"), 400, "'content' is a required property"),
+        # shapes are the OpenAPI document's to check (connexion), rules are trs_registry.validation's
+        (lambda b: b["files"].append("x"), 400, "'x' is not of type 'object'"),
+        (lambda b: b["files"][0].update(content=5), 400, "5 is not of type 'string'"),
+        (lambda b: b.update(files="t.cwl"), 400, "'t.cwl' is not of type 'array'"),
         (lambda b: b.update(signed=True), 400, "unknown field(s) in publish request: signed"),
     ],
 )
@@ -777,7 +782,7 @@ def test_concurrent_id_and_alias_claims_never_both_win(h: Harness) -> None:
         def claim(kind: str, body: dict[str, Any]) -> None:
             barrier.wait()
             try:
-                trs.create_tool("alice", body)
+                trs.create_tool("alice", new_tool(body))
                 won.append(kind)
             except Conflict:
                 refused.append(kind)

@@ -149,10 +149,37 @@ def test_publish_spec_limits() -> None:
 
 
 def test_version_edits_cannot_touch_frozen_fields() -> None:
-    assert v.version_changes({"name": "n", "author": ["a"]}) == {"name": "n", "author": ["a"]}
+    assert v.version_edit({"name": "n", "author": ["a"]}) == v.VersionEdit(name="n", author=("a",))
     for field in ("files", "images", "signed", "id", "verified"):
         with pytest.raises(BadRequest, match="immutable"):
-            v.version_changes({field: None})
+            v.version_edit({field: None})
+
+
+def test_a_new_tool_is_typed_and_its_id_defaults_to_organization_and_name() -> None:
+    tool = v.new_tool({"organization": "Example Lab", "name": "BWA mem", "aliases": ["bwa"]})
+    assert tool == v.NewTool(
+        id="example-lab.bwa-mem", organization="Example Lab", name="BWA mem", toolclass="CommandLineTool",
+        aliases=("bwa",),
+    )
+    with pytest.raises(BadRequest, match=r"tool field\(s\): id \(the id of a tool never changes\)"):
+        v.tool_edit({"id": "other"})
+    with pytest.raises(BadRequest, match="duplicates"):
+        v.new_tool({"organization": "o", "name": "n", "aliases": ["a", "a"]})
+
+
+def test_a_tool_edit_names_only_the_fields_it_changes() -> None:
+    edit = v.tool_edit({"description": "d", "required_publisher_identities": []})
+    assert edit.fields() == {"description": "d", "required_publisher_identities": []}
+    assert v.tool_edit({}).fields() == {}
+
+
+def test_a_verified_version_names_who_verified_it() -> None:
+    assert v.verification({"verified": True, "verified_source": ["qa@example.org"]}) == v.Verification(
+        True, ("qa@example.org",)
+    )
+    assert v.verification({"verified": False}) == v.Verification(False, ())
+    with pytest.raises(BadRequest, match="verified_source must name who verified"):
+        v.verification({"verified": True})
 
 
 # ---------------------------------------------------------------- the validator is not vacuous
