@@ -170,7 +170,7 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
             state = alice.wait(run_id, timeout=300)
             p.check(state == "COMPLETE", f"run {run_id} ended {state}")
             for task in alice.run_tasks(run_id):
-                p.info(f"task {task['id']} exit {task['exit_code']}")
+                p.info(f"task {task['id']} exit {task.get('exit_code', '-')}")
                 for line in task.get("system_logs") or []:
                     p.info(f"  {line}")
             outputs = alice.run_log(run_id)["outputs"]
