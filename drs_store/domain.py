@@ -51,8 +51,9 @@ from drs_store.access import (
     principal_may_read,
     read_refusal,
 )
+from drs_store.backends import make_storage
 from drs_store.models import BundleMemberRow, DatasetRow, GrantRow, ObjectRow, utcnow
-from drs_store.storage import ObjectStorage, StoredBlob, make_storage
+from drs_store.storage import ObjectStorage, StoredBlob
 from helixgate.errors import (
     BadRequest,
     Conflict,

@@ -22,14 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, PayloadTooLarge
 from helixgate.integrity import OverlappedSha256, check_sha256, normalize_sha256
-
-if TYPE_CHECKING:
-    from helixgate.config import Settings
 
 CHUNK = 1024 * 1024
 MAX_PRESIGN_TTL = 7 * 24 * 3600  # SigV4 upper bound
@@ -80,32 +76,6 @@ class ObjectStorage(Protocol):
     def presign(self, blob: StoredBlob, ttl: int) -> str | None: ...
 
     def rotate_master_key(self) -> str: ...
-
-
-def make_storage(settings: Settings) -> ObjectStorage:
-    """Build the backend named by ``settings.storage_backend``."""
-    if settings.storage_backend == "local":
-        from drs_store.local_storage import LocalStorage
-
-        return LocalStorage.from_data_dir(settings.data_dir)
-    if settings.storage_backend == "s3":
-        from drs_store.s3_storage import S3Storage
-
-        if not settings.s3_bucket:
-            raise ConfigurationError(
-                "invalid setting s3_bucket (HELIXGATE_S3_BUCKET): required when storage_backend is s3"
-            )
-        # Buckets other than our own must be allow-listed for registration as "s3://<bucket>".
-        extra = frozenset(urlsplit(entry).netloc for entry in settings.outbound_allow_list if entry.startswith("s3://"))
-        return S3Storage(
-            settings.s3_bucket,
-            endpoint_url=settings.s3_endpoint_url or None,
-            region=settings.s3_region,
-            sse=settings.s3_sse,
-            kms_key_id=settings.s3_kms_key_id or None,
-            registration_buckets=extra,
-        )
-    raise ConfigurationError(f"invalid setting storage_backend: {settings.storage_backend!r} is not local or s3")
 
 
 # --------------------------------------------------------------- shared helpers (backends only)

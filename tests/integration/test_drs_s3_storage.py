@@ -19,8 +19,9 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 import requests
 
+from drs_store.backends import make_storage
 from drs_store.s3_storage import S3Storage
-from drs_store.storage import MissingData, StoredBlob, make_storage
+from drs_store.storage import MissingData, StoredBlob
 from helixgate.config import Settings
 from helixgate.errors import BadRequest, Forbidden, IntegrityError, NotFound, UpstreamError
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from drs_store import local_storage
+from drs_store.backends import make_storage
 from drs_store.keyring import Keyring
 from drs_store.local_storage import HEADER_SIZE, TAG_SIZE, LocalStorage
 from drs_store.s3_storage import S3Storage
-from drs_store.storage import MissingData, ObjectStorage, StoredBlob, make_storage
+from drs_store.storage import MissingData, ObjectStorage, StoredBlob
 from helixgate.config import Settings
 from helixgate.errors import BadRequest, ConfigurationError, IntegrityError, PayloadTooLarge
 

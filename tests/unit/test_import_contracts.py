@@ -1,10 +1,12 @@
 """The layers hold: the app composes the services, WES reaches DRS and TRS only through the
 core's ports, DRS and TRS are independent, the core imports no service, and the app's own
 modules import each other without cycles (the contracts in setup.cfg, checked by
-import-linter on the source; lazy and type-checking imports count)."""
+import-linter on the source; lazy and type-checking imports count); and no module of any
+package imports itself through others when the code runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -64,3 +66,61 @@ def test_a_forbidden_import_breaks_a_contract(
     assert result.returncode != 0, result.stdout
     broken = result.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, result.stdout
+
+
+def runtime_import_cycles(root: Path) -> list[list[str]]:
+    """Groups of modules that import each other when the code runs (strongly connected
+    components of the import graph; lazy imports count, ``if TYPE_CHECKING:`` ones do not:
+    a type named in an annotation never runs an import)."""
+    code = f"""
+import json, sys
+import grimp
+graph = grimp.build_graph(*{PACKAGES!r}, exclude_type_checking_imports=True)
+sys.setrecursionlimit(100000)
+index, low, stack, on_stack, groups = {{}}, {{}}, [], set(), []
+def visit(module):
+    index[module] = low[module] = len(index)
+    stack.append(module)
+    on_stack.add(module)
+    for imported in graph.find_modules_directly_imported_by(module):
+        if imported not in index:
+            visit(imported)
+            low[module] = min(low[module], low[imported])
+        elif imported in on_stack:
+            low[module] = min(low[module], index[imported])
+    if low[module] == index[module]:
+        group = []
+        while True:
+            member = stack.pop()
+            on_stack.discard(member)
+            group.append(member)
+            if member == module:
+                break
+        if len(group) > 1:
+            groups.append(sorted(group))
+for module in sorted(graph.modules):
+    if module not in index:
+        visit(module)
+print(json.dumps(groups))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    groups: list[list[str]] = json.loads(result.stdout)
+    return groups
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert runtime_import_cycles(ROOT) == []
+
+
+def test_a_planted_cycle_is_found(copy_of_the_packages: Path) -> None:
+    storage = copy_of_the_packages / "drs_store" / "storage.py"
+    storage.write_text(storage.read_text() + "\n\ndef _backend() -> None:\n    import drs_store.local_storage\n")
+    assert ["drs_store.local_storage", "drs_store.storage"] in runtime_import_cycles(copy_of_the_packages)
