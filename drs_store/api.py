@@ -30,7 +30,7 @@ from drs_store.access import ObjectHidden, Principal
 from drs_store.domain import DrsStore, ObjectInfo, RangeNotSatisfiable, RequestInfo, parse_meta
 from helixgate.body_pipe import pipe_from_environ
 from helixgate.errors import BadRequest, IntegrityError
-from helixgate.service_info import base_service_info
+from helixgate.service_info import ServiceType, base_service_info
 from helixgate.services import ga4gh_error
 from helixgate.web import audit_change, caller, current, json_body, platform, security_event, set_target
 
@@ -77,9 +77,12 @@ def _bulk_ids(body: Any, key: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------ DRS 1.5.0
+DRS_TYPE = ServiceType("drs", "org.ga4gh", "drs", "1.5.0", "HelixGate data repository")
+
+
 def get_service_info() -> dict[str, Any]:
     s = platform().settings
-    info = base_service_info("drs", s.effective_public_url, s.drs_host)
+    info = base_service_info(DRS_TYPE, s.effective_public_url, s.drs_host)
     count, total = _store().stats()
     limit = int(s.drs_bulk_limit)
     info["maxBulkRequestLength"] = limit  # deprecated root field, still required by DrsService in 1.5.0

@@ -10,13 +10,13 @@ from flask import Response
 from helixgate import rbac
 from helixgate.errors import BadRequest, Forbidden, NotFound
 from helixgate.limits import parse_datetime
-from helixgate.service_info import base_service_info
+from helixgate.service_info import CORE_TYPE, base_service_info
 from helixgate.web import audit_change, caller, json_body, platform, set_target
 
 
 def get_service_info() -> dict[str, Any]:
     s = platform().settings
-    return base_service_info("core", s.effective_public_url, s.drs_host)
+    return base_service_info(CORE_TYPE, s.effective_public_url, s.drs_host)
 
 
 def get_me() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -9,12 +10,19 @@ from helixgate import __version__
 
 _STARTED = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
-ARTIFACTS = {
-    "wes": ("org.ga4gh", "wes", "1.1.0", "HelixGate workflow execution service"),
-    "trs": ("org.ga4gh", "trs", "2.0.1", "HelixGate tool registry"),
-    "drs": ("org.ga4gh", "drs", "1.5.0", "HelixGate data repository"),
-    "core": ("dev.helixgate", "core", __version__, "HelixGate administration and audit"),
-}
+
+@dataclass(frozen=True)
+class ServiceType:
+    """What a service's service-info says it is: each service names its own."""
+
+    service: str  # the service's name (its declaration's), the last part of its id
+    group: str
+    artifact: str
+    version: str  # of the specification it implements
+    name: str
+
+
+CORE_TYPE = ServiceType("core", "dev.helixgate", "core", __version__, "HelixGate administration and audit")
 
 
 def service_id(service: str, host: str) -> str:
@@ -34,12 +42,12 @@ def service_id(service: str, host: str) -> str:
         return f"{'.'.join(reversed(name.split('.')))}.helixgate.{service}"
 
 
-def base_service_info(service: str, public_url: str, host_id: str) -> dict[str, Any]:
-    group, artifact, spec_version, name = ARTIFACTS[service]
+def base_service_info(kind: ServiceType, public_url: str, host_id: str) -> dict[str, Any]:
+    name = kind.name
     return {
-        "id": service_id(service, host_id),
+        "id": service_id(kind.service, host_id),
         "name": name,
-        "type": {"group": group, "artifact": artifact, "version": spec_version},
+        "type": {"group": kind.group, "artifact": kind.artifact, "version": kind.version},
         "description": f"{name}: every tool signed, every object hashed, every task verified.",
         "organization": {"name": "HelixGate", "url": public_url},
         "contactUrl": "mailto:security@helixgate.invalid",

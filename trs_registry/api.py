@@ -20,7 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from helixgate.errors import BadRequest, IntegrityError, NotFound, PayloadTooLarge, Unauthorized
 from helixgate.limits import bounded_int
-from helixgate.service_info import base_service_info
+from helixgate.service_info import ServiceType, base_service_info
 from helixgate.web import audit_change, caller, platform, security_event, set_target
 from trs_registry import shapes, validation
 from trs_registry.declaration import SERVICE
@@ -105,9 +105,12 @@ def _target(id_: str, version_id: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------- GA4GH TRS 2.0.1
+TRS_TYPE = ServiceType("trs", "org.ga4gh", "trs", "2.0.1", "HelixGate tool registry")
+
+
 def get_service_info() -> dict[str, Any]:
     s = platform().settings
-    return base_service_info("trs", s.effective_public_url, urlsplit(s.effective_trs_url).netloc)
+    return base_service_info(TRS_TYPE, s.effective_public_url, urlsplit(s.effective_trs_url).netloc)
 
 
 def tool_classes_get() -> Response:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from helixgate.service_info import base_service_info
+from helixgate.service_info import ServiceType, base_service_info
 from wes_server.domain import RunPage, ServiceFacts
 from wes_server.models import RunRow, TaskRow
 from wes_server.runs import iso
 from wes_server.submission import WORKFLOW_TYPES
 
+WES_TYPE = ServiceType("wes", "org.ga4gh", "wes", "1.1.0", "HelixGate workflow execution service")
+
 
 def service_info(settings: Any, facts: ServiceFacts) -> dict[str, Any]:
-    info = base_service_info("wes", settings.effective_public_url, settings.drs_host)
+    info = base_service_info(WES_TYPE, settings.effective_public_url, settings.drs_host)
     info.update(
         {
             "workflow_type_versions": {t: {"workflow_type_version": list(v)} for t, v in WORKFLOW_TYPES.items()},

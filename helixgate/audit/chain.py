@@ -28,7 +28,6 @@ from helixgate.audit.records import (
     DEFAULT_SEVERITY,
     GENESIS_HASH,
     OUTCOMES,
-    SERVICES,
     Checkpoint,
     VerifyReport,
     _canonical,
@@ -37,6 +36,7 @@ from helixgate.audit.records import (
     _iso,
     _now,
     _record_hash,
+    _service,
     _utc,
     statement,
 )
@@ -106,7 +106,7 @@ class ChainTrail:
         """Append one record; returns its seq. Secrets in ``details`` are dropped."""
         _choice("category", category, CATEGORIES)
         _choice("outcome", outcome, OUTCOMES)
-        _choice("service", service, SERVICES)
+        _service(service)
         action_text = column_text("action", action)
         if not action_text or not action_text.strip():
             raise BadRequest("audit action must be a non-empty string")

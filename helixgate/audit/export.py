@@ -26,11 +26,11 @@ from helixgate.audit.records import (
     GENESIS_HASH,
     MAX_PAGE_SIZE,
     OUTCOMES,
-    SERVICES,
     AuditRecord,
     _canonical,
     _choice,
     _now,
+    _service,
     _utc,
     statement,
 )
@@ -61,7 +61,7 @@ class _Filters:
         if self.outcome is not None:
             out.append(r.outcome == _choice("outcome", self.outcome, OUTCOMES))
         if self.service is not None:
-            out.append(r.service == _choice("service", self.service, SERVICES))
+            out.append(r.service == _service(self.service))
         if self.action_prefix:
             out.append(r.action.startswith(self.action_prefix, autoescape=True))
         if self.actor is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 CATEGORIES: Final = ("request", "change", "execution", "security")
 OUTCOMES: Final = ("success", "failure", "denied", "error")
-SERVICES: Final = ("wes", "trs", "drs", "core")
+# a service names itself in its declaration; the trail accepts any well-formed name
+SERVICE_NAME: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 GENESIS_HASH: Final = "0" * 64
 ANONYMOUS: Final = "anonymous"
 
@@ -171,6 +173,12 @@ def _hashed_fields(r: AuditRecord | AuditRecordRow) -> dict[str, Any]:
         "details": details,
         "prev_hash": r.prev_hash,
     }
+
+
+def _service(value: str) -> str:
+    if not isinstance(value, str) or not SERVICE_NAME.match(value):
+        raise BadRequest(f"invalid audit service {str(value)[:40]!r}: expected a service name such as drs")
+    return value
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:

@@ -548,7 +548,9 @@ def test_missing_head_row_never_restarts_the_chain(sqlite_trail: AuditTrail) -> 
     [
         ({"category": "gossip"}, "invalid audit category 'gossip'"),
         ({"outcome": "maybe"}, "invalid audit outcome 'maybe'"),
-        ({"service": "ftp"}, "invalid audit service 'ftp'"),
+        ({"service": "ftp|cef"}, "invalid audit service 'ftp|cef'"),  # would break the CEF header
+        ({"service": "Drs"}, "invalid audit service 'Drs'"),
+        ({"service": ""}, "invalid audit service ''"),
         ({"severity": 11}, "invalid audit severity 11"),
         ({"action": "  "}, "non-empty"),
     ],
@@ -558,6 +560,14 @@ def test_record_rejects_invalid_fields(sqlite_trail: AuditTrail, kwargs: dict[st
     with pytest.raises(BadRequest, match=message):
         sqlite_trail.record(**{**args, **kwargs})
     assert sqlite_trail.verify().records_checked == 0
+
+
+def test_any_declared_service_name_is_recorded(sqlite_trail: AuditTrail) -> None:
+    # the core knows no service: a new service's records need no change to the trail
+    seq = sqlite_trail.record(category="change", action="x", outcome="success", actor="a", service="beacon")
+    record = sqlite_trail.get(seq)
+    assert record is not None and record.service == "beacon"
+    assert sqlite_trail.verify().ok
 
 
 def test_default_severities(sqlite_trail: AuditTrail) -> None:
