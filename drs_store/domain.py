@@ -54,6 +54,9 @@ from drs_store.access import (
 from drs_store.backends import make_storage
 from drs_store.models import BundleMemberRow, DatasetRow, GrantRow, ObjectRow, utcnow
 from drs_store.storage import ObjectStorage, StoredBlob
+from helixgate.audit import AuditTrail
+from helixgate.config import Settings
+from helixgate.db import Database
 from helixgate.errors import (
     BadRequest,
     Conflict,
@@ -67,6 +70,7 @@ from helixgate.errors import (
 from helixgate.integrity import normalize_sha256
 from helixgate.limits import loads as safe_json_loads
 from helixgate.platform import Platform
+from helixgate.users import UserDirectory
 
 log = logging.getLogger(__name__)
 
@@ -335,12 +339,12 @@ class DrsStore:
     def __init__(
         self,
         *,
-        db: Any,
+        db: Database,
         storage: ObjectStorage,
         signer: UrlSigner,
-        settings: Any,
-        users: Any,
-        audit: Any,
+        settings: Settings,
+        users: UserDirectory,
+        audit: AuditTrail,
         bearer_issuers: Sequence[str] = (),
     ) -> None:
         self.db = db
@@ -516,7 +520,7 @@ class DrsStore:
                 .values(quarantined_at=utcnow(), quarantine_reason=reason)
             )
         log.error("object %s quarantined after an integrity failure (request %s)", object_id, info.request_id)
-        common = dict(
+        common: dict[str, Any] = dict(
             actor=info.actor,
             on_behalf_of=info.on_behalf_of,
             service="drs",

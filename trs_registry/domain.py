@@ -36,7 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, defer, selectinload
 
 from helixgate.config import Settings
-from helixgate.db import serialize_writers
+from helixgate.db import Database, serialize_writers
 from helixgate.errors import (
     BadRequest,
     ConfigurationError,
@@ -321,7 +321,7 @@ class TrsRegistry:
 
     def __init__(
         self,
-        db: Any,
+        db: Database,
         settings: Settings,
         signer: Signer,
         resolver: ImageResolver,
