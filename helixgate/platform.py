@@ -32,10 +32,17 @@ def _private_sqlite_file(url: str) -> None:
         return
     path = url[len(prefix) :]
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        # never open an existing database: closing any descriptor of a file drops every POSIX
+        # lock this process holds on it, including those of a SQLite connection already open
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
-        os.chmod(path, 0o600)
+    except FileExistsError:
+        pass
     except OSError:  # a read-only or foreign location: the database layer reports it
+        return
+    try:
+        os.chmod(path, 0o600)
+    except OSError:
         pass
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import shutil
 import socket
 import tempfile
@@ -59,13 +60,14 @@ class Printer:
 
 @contextlib.contextmanager
 def embedded_platform(data_dir: Path, port: int, scope: str) -> Iterator[Platform]:
-    """All services + two worker threads in this process; stopped and cleaned on exit."""
+    """All services in this process and two worker slots in a sandboxed child process that
+    holds no key (as ``serve all``); stopped and cleaned on exit."""
     import uvicorn
 
     from helixgate.config import load_settings
     from helixgate_app.server import build_app
     from helixgate_app.services import ROLES, build_platform
-    from wes_server.worker import WorkerPool
+    from helixgate_app.worker_process import WorkerProcess
 
     settings = load_settings(
         env={}, data_dir=str(data_dir), port=port, lease_seconds=15, container_scope=scope, bootstrap_admin="admin"
@@ -88,7 +90,8 @@ def embedded_platform(data_dir: Path, port: int, scope: str) -> Iterator[Platfor
         if time.monotonic() > deadline or not thread.is_alive():
             raise DemoFailure("the embedded server did not start")
         time.sleep(0.05)
-    pool = WorkerPool(platform, concurrency=2)
+    # the demo prints its own evidence: the workers' log lines would only interleave with it
+    pool = WorkerProcess(platform, concurrency=2, log_level=logging.CRITICAL + 1)
     pool.start()
     try:
         yield platform

@@ -109,7 +109,18 @@ def _spawn_in_identity_userns(cmd: list[str], env: dict[str, str]) -> subprocess
     ready_r, ready_w = os.pipe()
     try:
         proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            [unshare, "--user", "--", "/bin/sh", "-c", f'read -r _ <&{ready_r} || exit 97; exec "$@"', "sh", *cmd],
+            # the pipe by its /proc path: POSIX sh redirects only descriptors 0-9 (`<&12` is a
+            # syntax error in dash), and a busy process hands out higher ones
+            [
+                unshare,
+                "--user",
+                "--",
+                "/bin/sh",
+                "-c",
+                f'read -r _ < /proc/self/fd/{ready_r} || exit 97; exec "$@"',
+                "sh",
+                *cmd,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -143,7 +154,8 @@ class WorkerProcess:
     """``serve all``'s workers: one sandboxed child process with ``concurrency`` slots,
     restarted if it dies. Same start/stop interface as :class:`wes_server.worker.WorkerPool`."""
 
-    def __init__(self, platform: Platform, *, concurrency: int = 2) -> None:
+    def __init__(self, platform: Platform, *, concurrency: int = 2, log_level: int = logging.INFO) -> None:
+        self.log_level = log_level  # of the child's log lines on stderr
         self.platform = platform
         self.settings: Settings = platform.settings
         self.concurrency = concurrency
@@ -202,6 +214,7 @@ class WorkerProcess:
             "settings": settings_to_json(self.settings),
             "credential": self._credential,
             "concurrency": self.concurrency,
+            "log_level": self.log_level,
         }
         try:
             proc.stdin.write(json.dumps(message).encode())
@@ -301,9 +314,12 @@ def drop_mount_capability() -> None:
 def main() -> int:
     """The child: read settings and credential from stdin, run the workers until SIGTERM."""
     drop_mount_capability()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     message = json.loads(sys.stdin.buffer.read() or b"{}")
     sys.stdin.close()
+    logging.basicConfig(
+        level=int(message.get("log_level", logging.INFO)),
+        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s",
+    )
     from helixgate_app.services import build_platform
     from wes_server.worker import WorkerPool
 
