@@ -76,13 +76,19 @@ class User:
         }
 
 
+def _as_utc(value: datetime) -> datetime:
+    """SQLite drops the zone of a stored UTC time, PostgreSQL answers in the session's zone: the
+    API's date-time is always UTC with its offset."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
 def _to_user(row: UserRow) -> User:
     return User(
         username=row.username,
         display_name=row.display_name,
         active=row.active,
         roles=tuple(sorted(r.role for r in row.roles)),
-        created_at=row.created_at,
+        created_at=_as_utc(row.created_at),
     )
 
 
