@@ -14,6 +14,7 @@ from sqlalchemy import Boolean, DateTime, ForeignKey, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from helixgate.audit.models import UTCDateTime
 from helixgate.db import Base, Database
 from helixgate.errors import BadRequest, Conflict, NotFound
 from helixgate.rbac import ROLES
@@ -31,8 +32,9 @@ class UserRow(Base):
     username: Mapped[str] = mapped_column(String(128), primary_key=True)
     display_name: Mapped[str] = mapped_column(String(256), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # UTCDateTime: SQLite drops the zone, which the API's date-time (core.yaml) requires
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     roles: Mapped[list["UserRoleRow"]] = relationship(
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"
     )
@@ -76,19 +78,13 @@ class User:
         }
 
 
-def _as_utc(value: datetime) -> datetime:
-    """SQLite drops the zone of a stored UTC time, PostgreSQL answers in the session's zone: the
-    API's date-time is always UTC with its offset."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
 def _to_user(row: UserRow) -> User:
     return User(
         username=row.username,
         display_name=row.display_name,
         active=row.active,
         roles=tuple(sorted(r.role for r in row.roles)),
-        created_at=_as_utc(row.created_at),
+        created_at=row.created_at,
     )
 
 
