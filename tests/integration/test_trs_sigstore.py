@@ -25,7 +25,7 @@ from tests.fixtures.fake_sigstore import FakeSigstore
 from tests.fixtures.ga4gh_schemas import validate
 from tests.unit.test_trs_api import create_tool, publish, records, version_body
 from tests.unit.test_trs_images import FakeOciRegistry
-from trs_registry.domain import build, sigstore_token_provider
+from trs_registry.domain import TrsRegistry, build, sigstore_token_provider
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def h(harness_factory: Callable[..., Harness], fake_sigstore: FakeSigstore, oci:
         registry_insecure_hosts=(oci.host,),
     )
     # The domain object is built once per process; give it the fake issuer's tokens.
-    harness.platform._services["trs"] = build(
+    harness.platform._domains[TrsRegistry] = build(
         harness.platform, token_provider=lambda: fake_sigstore.mint_token(email=REGISTRY_IDENTITY)
     )
     return harness
