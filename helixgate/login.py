@@ -451,8 +451,10 @@ class LoginService:
         if not _VERIFIER.match(verifier):
             raise OAuthError("invalid_request", "code_verifier is required (43-128 unreserved characters)")
         now = utcnow()
+        refusal: OAuthError | None = None
+        # the transaction commits even when the code is refused: a code is used up by any
+        # attempt (a wrong verifier cannot be retried), and a replay's revocation must stick
         with self.db.session() as s:
-            # single use: the UPDATE that marks the code used is what claims it
             claimed = rowcount(
                 s.execute(
                     update(AuthCodeRow)
@@ -460,23 +462,26 @@ class LoginService:
                     .values(used_at=now)
                 )
             )
-            row = s.get(AuthCodeRow, _sha256(code))
+            row = s.get(AuthCodeRow, _sha256(code)) if len(code) <= 256 else None
             if row is None:
-                raise OAuthError("invalid_grant", "authorization code is unknown or expired")
-            if not claimed:
+                refusal = OAuthError("invalid_grant", "authorization code is unknown or expired")
+            elif not claimed:
                 # a replayed code: whatever it bought is revoked (RFC 6749 4.1.2)
                 if row.family_id:
                     self._revoke_family(s, row.family_id, now)
-                raise OAuthError("invalid_grant", "authorization code was already used", reason="code replayed")
-            if row.expires_at <= now:
-                raise OAuthError("invalid_grant", "authorization code is unknown or expired")
-            if row.client_id != client_id or row.redirect_uri != redirect_uri:
-                raise OAuthError("invalid_grant", "authorization code was issued to another client or redirect_uri")
-            if not hmac.compare_digest(s256(verifier), row.code_challenge):
-                raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE)")
-            username, scope, nonce = row.username, row.scope, row.nonce
-            family = secrets.token_hex(16)
-            row.family_id = family
+                refusal = OAuthError("invalid_grant", "authorization code was already used", reason="code replayed")
+            elif row.expires_at <= now:
+                refusal = OAuthError("invalid_grant", "authorization code is unknown or expired")
+            elif row.client_id != client_id or row.redirect_uri != redirect_uri:
+                refusal = OAuthError("invalid_grant", "authorization code was issued to another client or redirect_uri")
+            elif not hmac.compare_digest(s256(verifier), row.code_challenge):
+                refusal = OAuthError("invalid_grant", "code_verifier does not match the code_challenge (PKCE)")
+            else:
+                username, scope, nonce = row.username, row.scope, row.nonce
+                family = secrets.token_hex(16)
+                row.family_id = family
+        if refusal is not None:
+            raise refusal
         self._require_active(username)
         return self._mint(username, client_id, scope, family, nonce=nonce, new_family=True)
 
