@@ -37,6 +37,12 @@ def _fake_page() -> types.ModuleType:
     def missing() -> str:
         raise ClientError("HTTP 404: run not found", status=404)
 
+    @bp.get("/thread")
+    def thread() -> str:
+        import threading
+
+        return threading.current_thread().name
+
     @bp.post("/act")
     def act() -> str:
         return "acted"
@@ -134,3 +140,13 @@ def test_over_https_the_cookie_is_host_prefixed_and_secure(tmp_path: Path, sqlit
         assert attribute in cookie
     assert "Domain" not in cookie
     assert "form-action 'self' https://hg.example" in r.headers["Content-Security-Policy"]
+
+
+def test_ui_requests_run_on_their_own_threads(client: TestClient) -> None:
+    """UI views wait on API calls to the same server: they must not hold the API's threads."""
+    import threading
+
+    client.app.app.add_url_rule("/not-ui/thread", "not_ui_thread", lambda: threading.current_thread().name)
+    assert client.get("/ui/fake/thread").text.startswith("WSGI-UI")
+    other = client.get("/not-ui/thread").text
+    assert other.startswith("WSGI") and not other.startswith("WSGI-UI")
