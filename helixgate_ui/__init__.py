@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template
 
 from helixgate.client import ClientError
 from helixgate.errors import UpstreamError
