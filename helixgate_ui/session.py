@@ -496,6 +496,9 @@ def login() -> Response:
     verifier; the browser goes to the provider with only the S256 challenge."""
     verifier = secrets.token_urlsafe(48)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    earlier = current_session()
+    if earlier is not None and not earlier.username:
+        store().delete(earlier.sid)  # a login started again: one pending session per browser
     pending = store().create(
         username=None,
         ttl=PENDING_TTL,
