@@ -83,6 +83,9 @@ class JobRequest:
         """sbatch's options; the script itself goes on its standard input."""
         args = [
             "--parsable",
+            # A lost node ends the job NODE_FAIL instead of Slurm silently starting it again
+            # (JobRequeue's default): whether a task is retried is HelixGate's policy.
+            "--no-requeue",
             f"--job-name={self.name}",
             "--nodes=1",
             "--ntasks=1",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +93,20 @@ def test_unknown_job(cli: SlurmCli) -> None:
     with pytest.raises(NotFound):
         cli.status("999999999")
     assert cli.accounting("1") == []  # this cluster keeps no accounting (no slurmdbd)
+
+
+def test_a_lost_node_ends_the_job_node_fail(cli: SlurmCli, slurm_env: dict[str, str], tmp_path: Path) -> None:
+    # Stop hgnode2's slurmd (ours: its pid file is under the cluster's directory); the job
+    # running there must end NODE_FAIL, not be requeued, and the node come back afterwards.
+    cluster = Path(slurm_env["SLURM_CONF"]).parent.parent
+    job_id = cli.submit(job(tmp_path, "sleep 600", nodelist="hgnode2"))
+    assert wait(cli, job_id, until_running=True).state == "RUNNING"
+    os.kill(int((cluster / "run" / "slurmd-hgnode2.pid").read_text()), signal.SIGTERM)
+    try:
+        status = wait(cli, job_id)
+        assert (status.state, status.reason) == ("NODE_FAIL", "NodeDown"), status.explain()
+        assert status.explain() == f"Slurm job {job_id} ended: its node failed on hgnode2 (reason: NodeDown)"
+    finally:
+        env = {**slurm_env, "HELIXGATE_SERVICES_DIR": str(cluster.parent)}
+        root = Path(__file__).resolve().parents[2]
+        subprocess.run(["bash", "scripts/slurm_cluster.sh"], cwd=root, env=env, check=True, timeout=120)

@@ -135,6 +135,7 @@ def test_job_request_arguments() -> None:
     args = request(stderr=Path("/tmp/w/err.txt"), partition="p", nodelist="hgnode2").sbatch_args()
     assert args == [
         "--parsable",
+        "--no-requeue",
         "--job-name=run-abc.step1",
         "--nodes=1",
         "--ntasks=1",
