@@ -25,6 +25,7 @@
 #    their state, reason and exit code, and jobcomp/filetxt appends one line per finished job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+exec 3>&2  # stderr for messages from inside wait_for, which silences its probes
 state=${HELIXGATE_SERVICES_DIR:-/tmp/helixgate-services}
 dir=$state/slurm
 nodes=(hgnode1 hgnode2)
@@ -135,12 +136,21 @@ else
 fi
 
 # --- slurmctld, then one slurmd per node name
-ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
+ctld_up() { timeout 20 scontrol ping 2>/dev/null | grep -q 'is UP'; }
+ctld_up_or_dead() {  # stop waiting as soon as slurmctld has exited (its log says why)
+  ctld_up && return 0
+  # The daemon writes its pid file once forked: no file yet is still starting.
+  [ ! -s "$dir/run/slurmctld.pid" ] || pid_alive "$dir/run/slurmctld.pid" slurmctld && return 1
+  echo "slurm: slurmctld exited:" >&3
+  tail -n 15 "$dir/log/slurmctld.log" >&3 || true
+  exit 1
+}
 if ! ctld_up; then
   if ! pid_alive "$dir/run/slurmctld.pid" slurmctld; then
+    rm -f "$dir/run/slurmctld.pid"
     slurmctld
   fi
-  wait_for slurmctld ctld_up
+  if ! wait_for slurmctld ctld_up_or_dead; then exit 1; fi
 fi
 for n in "${nodes[@]}"; do
   mkdir -p "$dir/spool/$n"
