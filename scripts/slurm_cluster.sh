@@ -116,14 +116,16 @@ pid_alive() {  # pid_alive <pidfile> <program>: the pid file names a live <progr
   [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$2"
 }
 
-stop_ours() {  # only the daemons whose pid files are ours
+stop_ours() {  # only the daemons whose pid files are ours; wait until their ports are free
   local f
   for f in "$dir"/run/slurmd-*.pid "$dir/run/slurmctld.pid"; do
     if pid_alive "$f" slurm; then kill "$(cat "$f")"; fi
   done
-  for _ in $(seq 1 40); do
-    pgrep -F "$dir/run/slurmctld.pid" >/dev/null 2>&1 || break
-    sleep 0.5
+  for f in "$dir"/run/slurmd-*.pid "$dir/run/slurmctld.pid"; do
+    for _ in $(seq 1 40); do
+      pid_alive "$f" slurm || break
+      sleep 0.5
+    done
   done
 }
 
