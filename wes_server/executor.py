@@ -35,9 +35,17 @@ from helixgate.uris import DrsRef, parse_drs
 from wes_server import gate
 from wes_server.containers import ContainerRunner
 from wes_server.domain import WorkflowService
-from wes_server.engine_host import EngineFailed, run_in_engine
-from wes_server.execution import SAFE_NAME, RunExecution, RunOutcome, WorkflowFailed
+from wes_server.engine_host import CWL_ENGINE, run_in_engine
+from wes_server.execution import (
+    CONTAINER_OUTDIR,
+    CONTAINER_STAGEDIR,
+    SAFE_NAME,
+    RunExecution,
+    RunOutcome,
+    WorkflowFailed,
+)
 from wes_server.gate import GateRefusal, Recorded
+from wes_server.tasks import EngineFailed
 from wes_server.workflow_guard import inside, map_input_references
 
 log = logging.getLogger("helixgate.executor")
@@ -206,7 +214,7 @@ class Executor:
         through the verification gate (``wes_server.engine_host``)."""
         (ex.workdir / "jobs").mkdir()
         try:
-            outputs, status = run_in_engine(ex, main, job_order)
+            outputs, status = run_in_engine(ex, self._cwl_init(ex, main, job_order), CWL_ENGINE)
         except WorkflowFailed as exc:
             self._check_recorded_files(ex)
             raise WorkflowFailed(_client_text(exc.message, ex.workdir)) from None
@@ -216,6 +224,19 @@ class Executor:
         if status != "success":
             self._check_recorded_files(ex)
         return outputs, status
+
+    def _cwl_init(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "workdir": str(ex.workdir),
+            "main": str(main),
+            "job_order": job_order,
+            "checksums": {path: rec.sha256 for path, rec in ex.registry.items()},
+            "expression_time_limit": settings.expression_time_limit,
+            "expression_memory_mib": settings.expression_memory_mib,
+            "container_outdir": CONTAINER_OUTDIR,
+            "container_stagedir": CONTAINER_STAGEDIR,
+        }
 
     @staticmethod
     def _check_recorded_files(ex: RunExecution) -> None:
