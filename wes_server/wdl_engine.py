@@ -258,11 +258,14 @@ def run_engine(channel: Channel) -> None:
         else:
             _, outputs = WDL.runtime.run_local_workflow(cfg, exe, inputs, run_id=exe.name, run_dir=run_dir)
     except WDL.runtime.RunFailed as exc:
-        cause = exc.__cause__
-        while isinstance(cause, WDL.runtime.RunFailed) and cause.__cause__ is not None:
+        chain: list[BaseException] = []
+        cause: BaseException | None = exc.__cause__
+        while cause is not None and len(chain) < 8:
+            if not isinstance(cause, WDL.runtime.RunFailed):
+                chain.append(cause)
             cause = cause.__cause__
-        status = "refused" if isinstance(cause, GateRefused) else "failed"
-        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        status = "refused" if any(isinstance(c, GateRefused) for c in chain) else "failed"
+        detail = "; ".join(f"{type(c).__name__}: {c}" for c in chain) or str(exc)
         message = f"WDL run {status}: {str(exc)[:300]}; {detail[:1500]}"
         channel.send({"op": "done", "status": "permanentFail", "error": message})
         return
@@ -289,4 +292,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as the imported module: miniwdl loads the plugins from ``wes_server.wdl_engine``, and
+    # they must see the state this run sets up (``__main__`` would be a second copy)
+    from wes_server.wdl_engine import main as _main
+
+    sys.exit(_main())
