@@ -108,6 +108,7 @@ class RunExecution:
         self.counter_lock = threading.Lock()
         self.failure: HelixGateError | None = None
         self.done = threading.Event()
+        self.download_lock = threading.Lock()  # one download of a DRS object per run
         # references the restricted loader or the confined file system refused: each one is
         # a security event (a workflow reached for something that is not its own)
         self.refusals = Refusals(self._refused_reference)
