@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.seed import Seeded, publish_tool, submit_run, upload_object, wait_for_run
+from helixgate.sdk import HelixGate
+from tests.conformance.seed import Seeded, publish_tool, submit_run, submit_wdl_run, upload_object, wait_for_run
 from tests.fixtures.docker_images import PushedImage
 from tests.fixtures.live import LiveServer, start_server, stop_server
 
@@ -52,6 +53,18 @@ def seeded(conformance_live: LiveServer, pushed_busybox: PushedImage) -> Seeded:
         run_id=run_id,
         run_state=state,
     )
+
+
+@pytest.fixture(scope="session")
+def seeded_wdl_run(seeded: Seeded) -> tuple[str, str]:
+    """A WDL run of the analyst on the seeded server (two tasks in the seeded signed image on a
+    DRS object the analyst may read): its id and final state."""
+    steward = HelixGate.connect(seeded.url, seeded.tokens["steward"])
+    dataset = steward.create_dataset("wdl-conformance")
+    steward.grant(dataset["id"], "analyst")
+    obj = steward.upload(b"ACGT\n", name="reads.txt", dataset_id=dataset["id"])
+    run_id = submit_wdl_run(seeded.url, seeded.tokens["analyst"], seeded.image_ref, obj["self_uri"])
+    return run_id, wait_for_run(seeded.url, seeded.tokens["analyst"], run_id, timeout=300)
 
 
 @pytest.fixture()
