@@ -2,7 +2,8 @@
 
 The server runs with ``clock_skew=0`` so an expired token is refused one second after expiry.
 Data: a signed TRS tool version whose image is the session's busybox pushed to the test
-registry, a DRS object uploaded by a data steward, and a completed WES run of an analyst.
+registry, a DRS object uploaded by a data steward, and a completed WES run of an analyst
+(``seeded_wdl_run`` adds a WDL run with container tasks for the tests that ask for it).
 """
 
 from __future__ import annotations
