@@ -197,18 +197,28 @@ def wdl_version(doc: WDL.Document) -> str:
     return str(doc.wdl_version) if doc.wdl_version else "draft-2"
 
 
-def wdl_imports(content: bytes, name: str) -> list[str]:
-    """Run-relative names of the files ``content`` (the file ``name``) imports, parsed, not
-    loaded, so the CLI can attach a local workflow's files. WdlDocumentError if it does not parse
-    or an import is not a relative path inside the workflow's directory."""
+def declared_version(content: bytes, name: str) -> str:
+    """The version one WDL file declares (parsed, imports not followed): what a client sends as
+    workflow_type_version. WdlDocumentError if it does not parse."""
+    return wdl_version(_parse(content, name))
+
+
+def _parse(content: bytes, name: str) -> WDL.Document:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
         raise WdlDocumentError(f"WDL file {name!r} is not UTF-8 text") from None
     try:
-        doc = WDL.parse_document(text, uri=name)
+        return WDL.parse_document(text, uri=name)
     except Exception as exc:
         raise WdlDocumentError(_short(f"invalid WDL document {name!r}: {_explain(exc, '')}")) from None
+
+
+def wdl_imports(content: bytes, name: str) -> list[str]:
+    """Run-relative names of the files ``content`` (the file ``name``) imports, parsed, not
+    loaded, so the CLI can attach a local workflow's files. WdlDocumentError if it does not parse
+    or an import is not a relative path inside the workflow's directory."""
+    doc = _parse(content, name)
     out: list[str] = []
     for imp in doc.imports:
         target = import_name(imp.uri, name)
@@ -335,3 +345,34 @@ def _check_path(name: str, kind: str, path: str, attached: set[str], *, default:
         f"{what}: File {path[:120]!r} must be a drs:// object or one of the run's attached files"
         + (" (host paths are never read)" if path.startswith("/") or scheme_of(path) == "file" else "")
     )
+
+
+def replace_files(doc: WDL.Document, inputs: Mapping[str, Any], replace: Any) -> dict[str, Any]:
+    """A copy of ``inputs`` where every value the target's declared types make a ``File`` (inside
+    arrays, maps, pairs and structs too) is ``replace(input_name, value)``: how a client turns
+    local paths into ``drs://`` URIs without guessing which strings are files. Keys that are not
+    inputs are copied unchanged (the server refuses them)."""
+    target = target_of(doc)
+    namespace = target.name + "."
+    available = target.available_inputs
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        name = key[len(namespace) :] if key.startswith(namespace) else key
+        decl = available.get(name) if name in available else None
+        out[key] = _replace(decl.type, value, key, replace) if decl is not None else value
+    return out
+
+
+def _replace(ty: Any, value: Any, name: str, replace: Any) -> Any:
+    if isinstance(ty, WDL.Type.File) and isinstance(value, str):
+        return replace(name, value)
+    if isinstance(ty, WDL.Type.Array) and isinstance(value, list):
+        return [_replace(ty.item_type, v, f"{name}[{i}]", replace) for i, v in enumerate(value)]
+    if isinstance(ty, WDL.Type.Map) and isinstance(value, dict):
+        return {k: _replace(ty.item_type[1], v, f"{name}[{k}]", replace) for k, v in value.items()}
+    if isinstance(ty, WDL.Type.Pair) and isinstance(value, dict):
+        sides = {"left": ty.left_type, "right": ty.right_type}
+        return {k: _replace(sides.get(k.lower()), v, f"{name}.{k}", replace) for k, v in value.items()}
+    if isinstance(ty, WDL.Type.StructInstance) and ty.members and isinstance(value, dict):
+        return {k: _replace(ty.members.get(k), v, f"{name}.{k}", replace) for k, v in value.items()}
+    return value

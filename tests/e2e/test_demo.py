@@ -1,4 +1,5 @@
-"""The README's first command: `helixgate demo` runs end to end against the real Docker engine."""
+"""The README's first command: `helixgate demo` (its workflow in CWL, then in WDL) runs end to end
+against the real Docker engine."""
 
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from tests.fixtures.docker_images import labelled_containers
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_demo_runs_end_to_end_and_cleans_up() -> None:
+@pytest.mark.parametrize("language", ["cwl", "wdl"])
+def test_demo_runs_end_to_end_and_cleans_up(language: str) -> None:
     helixgate = str(Path(sys.executable).parent / "helixgate")
     before = set(labelled_containers("helixgate.managed=true"))
-    r = subprocess.run([helixgate, "demo"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([helixgate, "demo", "--language", language], capture_output=True, text=True, timeout=600)
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
     assert "FAILED" not in out
     assert "signed=True" in out and "signed by: " in out and "signature by registry key" in out
     assert "matches drs://" in out  # each input's checksum check is shown
+    assert f"three-step {language.upper()} workflow" in out
     assert "ended COMPLETE" in out and "output line_count: drs://" in out
     assert "refused by DRS" in out and "refusing an unsigned image" in out
     assert "hash chain verified" in out

@@ -318,3 +318,42 @@ def test_a_document_with_only_one_task_targets_that_task() -> None:
     two_tasks = "version 1.0\ntask a { command <<< true >>> }\ntask b { command <<< true >>> }\n"
     two = load_wdl(single(two_tasks), "main.wdl")
     assert "has no workflow" in refusal(check_inputs, two, {})
+
+
+def test_replace_files_follows_the_declared_types(doc) -> None:  # type: ignore[no-untyped-def]
+    from helixgate.wdl_documents import replace_files
+
+    seen: list[tuple[str, str]] = []
+
+    def to_drs(name: str, value: str) -> str:
+        seen.append((name, value))
+        return "drs://h/" + value.replace("/", "_")
+
+    out = replace_files(
+        doc,
+        {
+            "wf.xs": ["a.txt", "b/c.txt"],
+            "greeting": "not/a/file.txt",
+            "sample": {"id": "s.txt", "reads": "r.fq"},
+            "named": {"k": "m.txt"},
+            "unknown": "u.txt",
+        },
+        to_drs,
+    )
+    assert out == {
+        "wf.xs": ["drs://h/a.txt", "drs://h/b_c.txt"],
+        "greeting": "not/a/file.txt",
+        "sample": {"id": "s.txt", "reads": "drs://h/r.fq"},
+        "named": {"k": "drs://h/m.txt"},
+        "unknown": "u.txt",
+    }
+    assert seen == [("wf.xs[0]", "a.txt"), ("wf.xs[1]", "b/c.txt"), ("sample.reads", "r.fq"), ("named[k]", "m.txt")]
+
+
+def test_declared_version_parses_without_imports() -> None:
+    from helixgate.wdl_documents import declared_version
+
+    assert declared_version(MAIN, "main.wdl") == "1.0"
+    assert declared_version(b"version 1.1\nworkflow w {}\n", "x.wdl") == "1.1"
+    assert declared_version(b"workflow w {}\n", "x.wdl") == "draft-2"
+    assert "not UTF-8" in refusal(declared_version, b"\xff", "x.wdl")
