@@ -1,7 +1,8 @@
 """The privileged side of the engine boundary: start the unprivileged engine process for
-one run (``wes_server.engine``), answer its task requests after validating them, run each
-task through the unchanged verification gate and container runner (``VerifiedJob.run``),
-and hand back only status and checksums.
+one run (``wes_server.engine`` for CWL, ``wes_server.wdl_engine`` for WDL), answer its task
+requests after validating them -- one language-neutral request whatever the engine
+(``wes_server.tasks``: ``parse_task_request`` -> ``run_task``: the verification gate, then
+the container runner) -- and hand back only status and checksums.
 
 The engine runs under bubblewrap: every namespace unshared (no network), uid 65534 inside,
 no capabilities, read-only system, Python and package directories, the run's working

@@ -1,5 +1,5 @@
 """The state of one run while a worker executes it, shared by the executor (preparation,
-publication), the engine host (task requests) and ``VerifiedJob`` (one task): where the
+publication), the engine host (task requests) and ``tasks.run_task`` (one task): where the
 run's files are, what checksums are known, the run's gate and its audit records."""
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The verified executor: cwltool evaluates the workflow in an unprivileged engine process
-(``wes_server.engine``, started by ``wes_server.engine_host``); every CommandLineTool step it
-asks for runs here through ``VerifiedJob``, which asks the run's ``TaskGate``
-(``wes_server.gate``) to admit it and then runs one short-lived hardened container through
-the Docker SDK. DRS and TRS are reached only through the ports the WES domain was built with.
+"""The verified executor: cwltool (CWL) or miniwdl (WDL) evaluates the workflow in an
+unprivileged engine process (``wes_server.engine`` / ``wes_server.wdl_engine``, started by
+``wes_server.engine_host``); every task it asks for arrives as the same language-neutral
+request and runs here through ``wes_server.tasks.run_task``, which asks the run's
+``TaskGate`` (``wes_server.gate``) to admit it and then runs one short-lived hardened
+container through the Docker SDK. DRS and TRS are reached only through the ports the WES
+domain was built with.
 
 The gate, before EVERY task, fails closed:
   1. the image reference resolves to a TRS-signed version; its bundle verifies under the

@@ -69,6 +69,19 @@ class GatedTaskContainer(TaskContainer):
     def detect_resource_limits(cls, cfg: Any, logger: logging.Logger) -> dict[str, int]:
         return dict(_STATE.get("limits") or {"cpu": 1, "mem_bytes": 1 << 30})
 
+    def add_paths(self, host_paths: Any) -> None:
+        """A task may only see files of its own run: a File value made at run time that names
+        anything else (a host path the submission check could not see) is refused here, as a
+        security event, before miniwdl looks at it."""
+        paths = list(host_paths)
+        workdir = str(_STATE["workdir"])
+        for host_path in paths:
+            if not _within(host_path.rstrip("/"), workdir):
+                reason = "a WDL File may only name the run's own files (attached, downloaded or produced)"
+                _STATE["channel"].send({"op": "refused", "reference": host_path[:300], "reason": reason})
+                raise GateRefused()
+        super().add_paths(paths)
+
     def task_request(self, command: str) -> dict[str, Any]:
         """The language-neutral request (``wes_server.tasks``) for this task and command."""
         rv = self.runtime_values
@@ -224,6 +237,7 @@ def run_engine(channel: Channel) -> None:
     _STATE["limits"] = {"cpu": int(init.get("cpu") or 1), "mem_bytes": int(init.get("mem_bytes") or 1 << 30)}
     WDL.runtime.task.chmod_R_plus = _tolerant_chmod
     workdir = Path(init["workdir"])
+    _STATE["workdir"] = workdir
     attachments = workdir / "attachments"
     main = str(init["main"])
     params = dict(init.get("inputs") or {})
@@ -265,6 +279,13 @@ def run_engine(channel: Channel) -> None:
                 chain.append(cause)
             cause = cause.__cause__
         status = "refused" if any(isinstance(c, GateRefused) for c in chain) else "failed"
+        for c in chain:
+            if isinstance(c, WDL.Error.InputError):
+                # miniwdl's own guard: a File the run's inputs did not supply (e.g. a host path
+                # made inside the workflow) -- a reference the workflow may not have
+                reason = f"miniwdl refused a File the run does not own: {str(c)[:200]}"
+                channel.send({"op": "refused", "reference": exe.name, "reason": reason})
+                status = "refused"
         detail = "; ".join(f"{type(c).__name__}: {c}" for c in chain) or str(exc)
         message = f"WDL run {status}: {str(exc)[:300]}; {detail[:1500]}"
         channel.send({"op": "done", "status": "permanentFail", "error": message})

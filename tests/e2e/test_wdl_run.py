@@ -140,3 +140,32 @@ def test_scatter_workflow_on_drs_inputs_runs_verified(world: World, version: str
     r = requests.get(upper[0]["stderr"], headers=world.analyst.api._headers(None), timeout=30)
     assert r.status_code == 200
     assert labelled_containers(f"helixgate.run_id={run_id}") == []
+
+
+def test_a_signed_trs_wdl_version_runs_under_its_own_signature(world: World) -> None:
+    """The workflow comes from a TRS WDL version: its descriptor is re-hashed against the
+    signed statement before miniwdl reads it, and every task runs under that version's own
+    signature (no other version's pin counts)."""
+    image = world.image.pinned_ref
+    world.dev.publish_version(
+        world.tool_id,
+        "5.0.0-wdl",
+        {"fruit.wdl": fruit_wdl(image).decode()},
+        [image],
+        primary="fruit.wdl",
+        descriptor_type="WDL",
+    )
+    objs = upload_texts(world)
+    run_id = submit_wdl(
+        world,
+        f"trs://{world.drs_host}/{world.tool_id}/5.0.0-wdl",
+        {"fruit.texts": [world.drs_uri(o["id"]) for o in objs]},
+    )
+    state = world.analyst.wait(run_id, timeout=300)
+    log = world.analyst.run_log(run_id)
+    assert state == "COMPLETE", "\n".join(log["run_log"]["system_logs"])
+    tasks = world.analyst.run_tasks(run_id)
+    assert len(tasks) == 5
+    assert all(f"over tool {world.tool_id}:5.0.0-wdl" in "\n".join(t["system_logs"]) for t in tasks), tasks
+    merged = b"".join(world.analyst.download(_object_id(log["outputs"]["fruit.merged"]["location"])))
+    assert merged == b"APPLE\nBANANA\nCHERRY\nDATE\nELDER\nFIG\n"
