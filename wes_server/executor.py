@@ -117,7 +117,11 @@ class Executor:
             if ex.refusals:
                 runs.append_system_log(run.id, ex.refusals.message())
             runs.append_system_log(run.id, f"workflow failed: {exc.message}")
-            return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
+            if cancel.is_set():
+                return RunOutcome("CANCELED", exit_code=1)
+            if ex.failure is not None and not isinstance(ex.failure, IntegrityError):
+                return RunOutcome("SYSTEM_ERROR")  # a task could not be run (docker down...), as for CWL
+            return RunOutcome("EXECUTOR_ERROR", exit_code=1)
         except GateRefusal as exc:
             runs.append_system_log(run.id, exc.message)
             return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)

@@ -32,6 +32,7 @@ Wire format of a request (``{"op": "task", "id": n, "task": {...}}``)::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -257,6 +258,11 @@ def run_task(ex: RunExecution, req: TaskRequest) -> TaskResult:
             f"{image.tool_id}:{image.version_id}; local image id {image.image_id} equals the signed "
             "configuration digest",
             *(f"input {i['path']}: sha256 {i['sha256']} matches {i['source']}" for i in checked),
+            *(
+                f"generated file {g.path[:200]}: {len(g.content)} bytes evaluated by the engine, written by the "
+                f"worker (sha256 {hashlib.sha256(g.content).hexdigest()})"
+                for g in req.generated
+            ),
         ]
         runs.update_task(
             ex.run.id,

@@ -192,19 +192,26 @@ def _config(workdir: Path, concurrency: int) -> Any:
     return WDL.runtime.config.Loader(logging.getLogger("wdl"), filenames=[], overrides=overrides)
 
 
-def _read_documents(attachments: Path) -> dict[str, bytes]:
+def _read_documents(attachments: Path, main: str) -> tuple[dict[str, bytes], set[str]]:
+    """The run's WDL documents (``*.wdl`` and the main file) and the names of all its files
+    (attached data files are inputs, not documents: they are never read here)."""
     files: dict[str, bytes] = {}
+    names: set[str] = set()
     total = 0
-    for root, _, names in os.walk(attachments):
-        for name in names:
-            path = Path(root, name)
+    for root, _, entries in os.walk(attachments):
+        for entry in entries:
+            path = Path(root, entry)
             if path.is_symlink() or not path.is_file():
+                continue
+            rel = path.relative_to(attachments).as_posix()
+            names.add(rel)
+            if rel != main and not rel.endswith(".wdl"):
                 continue
             total += path.stat().st_size
             if total > MAX_DOCUMENTS:
-                raise WdlDocumentError("the run's files are too large to load as WDL documents")
-            files[path.relative_to(attachments).as_posix()] = path.read_bytes()
-    return files
+                raise WdlDocumentError("the run's WDL documents are too large")
+            files[rel] = path.read_bytes()
+    return files, names
 
 
 def _json_out(v: Any) -> Any:
@@ -247,9 +254,9 @@ def run_engine(channel: Channel) -> None:
         channel.send({"op": "done", "refused": f"{reference[:200]}: {reason}"})
 
     try:
-        files = _read_documents(attachments)
+        files, names = _read_documents(attachments, main)
         doc = load_wdl(files, main, root=str(attachments))
-        check_inputs(doc, params, attachments=set(files))
+        check_inputs(doc, params, attachments=names)
         exe = target_of(doc)
         inputs = WDL.values_from_json(params, exe.available_inputs, exe.required_inputs, namespace=exe.name)
     except WdlDocumentError as exc:

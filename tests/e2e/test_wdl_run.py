@@ -33,7 +33,7 @@ task upper {
 task merge {
   input { Array[File] parts }
   command <<<
-    cat ~{sep=" " parts} | sort > merged.txt
+    cat $(cat ~{write_lines(parts)}) | sort > merged.txt
   >>>
   output { File out = "merged.txt" }
   runtime { docker: "IMAGE" }
@@ -125,6 +125,8 @@ def test_scatter_workflow_on_drs_inputs_runs_verified(world: World, version: str
     merge = next(t for t in tasks if t["name"] == "call-merge")
     merge_text = "\n".join(merge["system_logs"])
     assert merge_text.count("matches task ") == 3 and not any(u in merge_text for u in uris), merge_text
+    # write_lines() is evaluated by the engine and written by the worker: data, with its checksum
+    assert "generated file _miniwdl_inputs/" in merge_text and "written by the worker (sha256 " in merge_text
     # outputs are DRS objects whose checksums match their bytes, with provenance
     outputs = log["outputs"]
     merged_uri, lines_uri = outputs["fruit.merged"]["location"], outputs["fruit.lines"]["location"]
