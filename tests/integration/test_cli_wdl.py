@@ -76,6 +76,8 @@ def test_publish_then_run_the_wdl_workflow_locally_and_from_trs(world: World, tm
     for f in record["files"]:
         local = hashlib.sha256((world.workflow.parent / f["path"]).read_bytes()).hexdigest()
         assert f["checksum"]["checksum"] == local
+    verified = server.cli("tool", "verify", world.tool_id, "1.0.0", token=world.dev, check=True).stdout
+    assert "file     workflow.wdl" in verified and "file     tasks.wdl" in verified, verified
     version = HelixGate.connect(server.url, ann).api.get_object(f"/ga4gh/trs/v2/tools/{world.tool_id}/versions/1.0.0")
     assert version["descriptor_type_version"] == {"WDL": ["1.0"]}
 
