@@ -255,3 +255,38 @@ def test_the_wdl_engine_imports_only_miniwdl_the_loader_and_the_channel() -> Non
     allowed = {"WDL", "helixgate.wdl_documents", "wes_server.channel", "wes_server.wdl_engine", "__future__"}
     foreign = {m for m in modules if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "WDL"}
     assert foreign <= allowed, foreign - allowed
+
+
+def test_outputs_are_recorded_but_input_mount_points_are_not(tmp_path: Path) -> None:
+    from wes_server.gate import ChecksumRegistry
+    from wes_server.tasks import _record_outputs
+
+    outdir = tmp_path / "jobs" / "wdl" / "call-a" / "work"
+    (outdir / "_miniwdl_inputs" / "0").mkdir(parents=True)
+    (outdir / "_miniwdl_inputs" / "0" / "in.txt").write_bytes(b"")  # the engine's mount point
+    (outdir / "out.txt").write_bytes(b"result\n")
+    stdout = outdir.parent / "stdout.txt"
+    stdout.write_bytes(b"3\n")
+    (outdir / "link.txt").symlink_to(stdout)  # a task may not point outputs at other files
+    req = parse_task_request(
+        _ex(tmp_path),
+        _wire(
+            tmp_path,
+            outdir=str(outdir),
+            stdout=str(stdout),
+            stderr=None,
+            inputs=[
+                {
+                    "kind": "File",
+                    "path": str(tmp_path / "inputs" / "in.txt"),
+                    "target": "/mnt/miniwdl_task_container/work/_miniwdl_inputs/0/in.txt",
+                }
+            ],
+        ),
+    )
+    ex = SimpleNamespace(registry=ChecksumRegistry())
+    produced = _record_outputs(ex, req, "001-call-a")  # type: ignore[arg-type]
+    assert sorted(p["path"] for p in produced) == sorted([str(outdir / "out.txt"), str(stdout)])
+    rec = ex.registry.get(str(stdout))
+    assert rec is not None and rec.task_id == "001-call-a"
+    assert not (outdir / "link.txt").exists()
