@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import posixpath
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -347,7 +347,9 @@ def _check_path(name: str, kind: str, path: str, attached: set[str], *, default:
     )
 
 
-def replace_files(doc: WDL.Document, inputs: Mapping[str, Any], replace: Any) -> dict[str, Any]:
+def replace_files(
+    doc: WDL.Document, inputs: Mapping[str, Any], replace: Callable[[str, str], str]
+) -> dict[str, Any]:
     """A copy of ``inputs`` where every value the target's declared types make a ``File`` (inside
     arrays, maps, pairs and structs too) is ``replace(input_name, value)``: how a client turns
     local paths into ``drs://`` URIs without guessing which strings are files. Keys that are not
@@ -363,7 +365,7 @@ def replace_files(doc: WDL.Document, inputs: Mapping[str, Any], replace: Any) ->
     return out
 
 
-def _replace(ty: Any, value: Any, name: str, replace: Any) -> Any:
+def _replace(ty: Any, value: Any, name: str, replace: Callable[[str, str], str]) -> Any:
     if isinstance(ty, WDL.Type.File) and isinstance(value, str):
         return replace(name, value)
     if isinstance(ty, WDL.Type.Array) and isinstance(value, list):

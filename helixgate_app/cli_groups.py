@@ -488,12 +488,17 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _upload_wdl_files(hg: HelixGate, params: Any, local: dict[str, Path], args: argparse.Namespace) -> Any:
-    """Upload each local file once (when the caller may) and put its drs:// URI where it was named."""
+def _upload_wdl_files(
+    hg: HelixGate, params: dict[str, Any], local: dict[str, Path], doc: Any, args: argparse.Namespace
+) -> Any:
+    """Upload each local file once (when the caller may) and put its drs:// URI where it was
+    named: only in File-typed places when the document is known."""
     uris: dict[str, str] = {}
     for value, path in local.items():
         wrapped = _upload_local_inputs(hg, {value: {"location": str(path), "_local": True}}, args)
         uris[value] = str(wrapped[value]["location"])
+    if doc is not None:
+        return replace_files(doc, params, lambda _name, v: uris.get(v, v))
 
     def swap(v: Any) -> Any:
         if isinstance(v, str):
@@ -519,7 +524,7 @@ def _submit_wdl(args: argparse.Namespace, tags: dict[str, str]) -> int:
         doc = load_wdl(attachments, url)  # refused here with the server's own words, before any upload
     params, local = _wdl_params(args, doc)
     hg = _hg(args)
-    params = _upload_wdl_files(hg, params, local, args)
+    params = _upload_wdl_files(hg, params, local, doc, args)
     run_id = hg.submit_run(
         url,
         params,

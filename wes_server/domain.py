@@ -84,7 +84,10 @@ class WorkflowService:
     def submit(self, user: str, req: RunRequest) -> str:
         """Accept a run request (parsed from the form by ``submission.parse_run_request``)."""
         attachment_paths = {a.path for a in req.attachments}
-        refuse_local_inputs(req.workflow_params, attachment_paths)
+        if req.workflow_type != "WDL":
+            # CWL marks its files in the inputs; WDL's are known by the declared types only
+            # (check_wdl_run, once the document is read): a WDL String may hold any text
+            refuse_local_inputs(req.workflow_params, attachment_paths)
         try:
             source = self._resolve_workflow(req)
         except IntegrityError as exc:  # unsigned/badly signed version, edited descriptor: 422

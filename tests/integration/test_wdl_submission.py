@@ -119,7 +119,8 @@ def test_wdl_1_1_is_accepted_and_v_spelling_normalised(harness: Harness, analyst
         ({"version_": "1.1"}, "workflow_type_version is 1.1 but main.wdl declares version 1.0"),
         ({"workflow_engine": "cwltool"}, "unsupported workflow_engine 'cwltool' for WDL; supported: miniwdl"),
         ({"params": {"reads": ["/etc/passwd"]}}, "File '/etc/passwd' must be a drs:// object"),
-        ({"params": {"reads": ["file:///etc/shadow"]}}, "not accessible to the server: file:///etc/shadow"),
+        ({"params": {"reads": ["file:///etc/shadow"]}}, "File 'file:///etc/shadow' must be a drs:// object"),
+        ({"params": {"reads": ["https://example.org/r.txt"]}}, "File 'https://example.org/r.txt' must be a drs://"),
         ({"params": {"reads": ["drs-free.txt"], "nope": 1}}, "'nope' is not an input of lines"),
         ({"params": {}}, "missing required inputs"),
         ({"params": {"reads": "drs-free.txt"}}, "couldn't construct 'Array[File]'"),
@@ -148,6 +149,13 @@ def test_bad_wdl_submissions_are_400_naming_the_problem(
     message = refused(harness, analyst, form(**change))
     assert expected in message, message
     assert harness.client.get(f"{WES}/runs", headers=analyst).json()["runs"] == []  # nothing was stored
+
+
+def test_a_string_input_may_hold_any_text(harness: Harness, analyst: dict[str, str]) -> None:
+    """Only File values are references: a String that looks like a URL or a path is data."""
+    params = {"reads": [], "label": "https://example.org/see/file:///etc/passwd"}
+    r = harness.client.post(f"{WES}/runs", headers=analyst, files=form(params=params))
+    assert r.status_code == 200, r.text
 
 
 def test_a_file_default_naming_a_host_file_is_refused(harness: Harness, analyst: dict[str, str]) -> None:

@@ -357,3 +357,17 @@ def test_declared_version_parses_without_imports() -> None:
     assert declared_version(b"version 1.1\nworkflow w {}\n", "x.wdl") == "1.1"
     assert declared_version(b"workflow w {}\n", "x.wdl") == "draft-2"
     assert "not UTF-8" in refusal(declared_version, b"\xff", "x.wdl")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00\x01",
+        b"version 1.0\ntask t { command <<< " + b"~{" * 3000 + b" >>> }",
+        b"version 1.0\nworkflow w { Int x = " + b"(" * 5000 + b"1" + b")" * 5000 + b" + }",
+        b"version 1.0\nimport",
+        b"",
+    ],
+)
+def test_garbage_is_a_document_error_never_another_exception(content: bytes) -> None:
+    assert refusal(load_wdl, {"main.wdl": content}, "main.wdl")
