@@ -122,6 +122,7 @@ def _str(value: Any, what: str, cap: int = 4096) -> str:
 
 
 def _inside_run(path: Any, ex: RunExecution, what: str, area: Path | None = None) -> str:
+    # ``inside`` resolves links: a directory the engine swapped for a link out of the run is refused
     p = _str(path, what)
     if not os.path.isabs(p) or not inside(p, area or ex.workdir):
         raise EngineFailed(f"engine request: {what} {p[:200]} is outside the run{'' if area is None else ' job area'}")

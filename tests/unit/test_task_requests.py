@@ -290,3 +290,21 @@ def test_outputs_are_recorded_but_input_mount_points_are_not(tmp_path: Path) -> 
     rec = ex.registry.get(str(stdout))
     assert rec is not None and rec.task_id == "001-call-a"
     assert not (outdir / "link.txt").exists()
+
+
+def test_an_output_directory_swapped_for_a_link_out_of_the_run_is_refused(
+    tmp_path: Path, tmp_path_factory: Any
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("host-etc")
+    task = tmp_path / "jobs" / "wdl" / "call-a"
+    task.mkdir(parents=True)
+    (task / "work").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(EngineFailed) as info:
+        parse_task_request(_ex(tmp_path), _wire(tmp_path))
+    assert "is outside the run job area" in info.value.message
+    (task / "work").unlink()
+    (task / "work").mkdir()
+    task.rename(tmp_path / "moved")
+    task.symlink_to(elsewhere, target_is_directory=True)  # the task's directory itself
+    with pytest.raises(EngineFailed):
+        parse_task_request(_ex(tmp_path), _wire(tmp_path))
