@@ -206,7 +206,8 @@ def test_a_wdl_task_becomes_a_request(wdl_run: tuple[Path, _Channel]) -> None:
     cwork = "/mnt/miniwdl_task_container/work"
     assert wire["inputs"] == [{"kind": "File", "path": str(produced), "target": c.input_path_map[str(link)]}]
     assert wire["generated"] == [{"path": os.path.relpath(c.input_path_map[str(lines)], cwork), "content": "x\ny\n"}]
-    assert wire["command"] == ["/bin/sh", "-c", "cat upper.txt"] and wire["workdir"] == cwork
+    assert wire["command"] == ["/bin/sh", "-c", wdl_engine.SHELL, "wdl-task", "cat upper.txt"]
+    assert wire["workdir"] == cwork
     assert (wire["cores"], wire["ram_mib"], wire["success_codes"]) == (2, 512, [0])
     assert wire["outdir"] == c.host_work_dir() and wire["stdout"] == c.host_stdout_txt()
     req = parse_task_request(_ex(run), wire)  # the worker accepts what the engine sends
