@@ -98,6 +98,9 @@ class RunExecution:
         self.run = run
         self.cancel = cancel
         self.workdir = workdir
+        # the gate's staged, checked input copies and task logs: beside the run's directory,
+        # never inside it -- the engine's sandbox can write the run's directory, not this one
+        self.stage_root = workdir.with_name(f"{workdir.name}.tasks")
         self.settings = settings
         self.runs = runs
         self.runner = runner

@@ -93,10 +93,12 @@ class Executor:
         watcher = threading.Thread(target=self._watch_cancel, args=(ex,), daemon=True)
         watcher.start()
         try:
-            if ex.workdir.exists():  # a previous attempt died: start clean
+            if ex.workdir.exists() or ex.stage_root.exists():  # a previous attempt died: start clean
                 shutil.rmtree(ex.workdir, ignore_errors=True)
+                shutil.rmtree(ex.stage_root, ignore_errors=True)
                 runs.delete_tasks(run.id)
             ex.workdir.mkdir(parents=True, mode=0o700)
+            ex.stage_root.mkdir(mode=0o700)
             wdl = is_wdl(run)
             main, job_order = self._prepare(ex, wdl=wdl)
             runs.set_state(run.id, "RUNNING", worker_id=None)
@@ -139,6 +141,7 @@ class Executor:
             except Exception:  # docker down: the reconciler sweeps later
                 log.warning("could not sweep containers of run %s", run.id)
             shutil.rmtree(ex.workdir, ignore_errors=True)
+            shutil.rmtree(ex.stage_root, ignore_errors=True)
 
     def _watch_cancel(self, ex: RunExecution) -> None:
         while not ex.done.is_set():

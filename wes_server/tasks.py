@@ -122,6 +122,7 @@ def _str(value: Any, what: str, cap: int = 4096) -> str:
 
 
 def _inside_run(path: Any, ex: RunExecution, what: str, area: Path | None = None) -> str:
+    # ``inside`` resolves links: a directory the engine swapped for a link out of the run is refused
     p = _str(path, what)
     if not os.path.isabs(p) or not inside(p, area or ex.workdir):
         raise EngineFailed(f"engine request: {what} {p[:200]} is outside the run{'' if area is None else ' job area'}")
@@ -236,7 +237,7 @@ def run_task(ex: RunExecution, req: TaskRequest) -> TaskResult:
         cmd=list(req.command),
         start_time=utcnow(),
     )
-    stage = Path(ex.workdir) / "tasks" / task_id
+    stage = ex.stage_root / task_id  # outside the engine's writable mount
     try:
         if ex.cancel.is_set():
             raise TaskCancelled("run cancelled")
@@ -372,7 +373,14 @@ def _record_outputs(ex: RunExecution, req: TaskRequest, task_id: str) -> list[di
     """Hash every file the task left in its output directory (and its captured streams when
     they are outputs): these are the intermediates' reference checksums for later tasks and
     for publication."""
+    # input mount points inside the working directory (WDL's _miniwdl_inputs) are not outputs
+    mount_points = {
+        os.path.normpath(os.path.join(req.outdir, os.path.relpath(i.target, req.workdir)))
+        for i in req.inputs
+        if inside(i.target, req.workdir)
+    }
     paths = [os.path.join(root, f) for root, _, files in os.walk(req.outdir) for f in files]
+    paths = [p for p in paths if os.path.normpath(p) not in mount_points]
     paths += [p for p in (req.stdout, req.stderr) if p and not inside(p, req.outdir)]
     produced = []
     for path in paths:

@@ -44,6 +44,9 @@ from wes_server.channel import ENGINE_FD_ENV, Channel
 log = logging.getLogger("helixgate.wdl_engine")
 BACKEND = "helixgate"
 MAX_COMMAND = 120 * 1024  # one argv string (the kernel's MAX_ARG_STRLEN is 128 KiB)
+# WDL commands are written for bash (miniwdl's default shell); images without it get POSIX sh
+SHELL = 'if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec /bin/sh -c "$1"'
+
 MAX_DOCUMENTS = 64 * 1024 * 1024
 # set by run_engine before miniwdl starts: the channel and the worker's resource limits
 _STATE: dict[str, Any] = {}
@@ -110,7 +113,7 @@ class GatedTaskContainer(TaskContainer):
         return {
             "name": self.run_id,
             "image": str(rv.get("docker") or ""),
-            "command": [self.cfg.get("task_runtime", "command_shell"), "-c", command],
+            "command": ["/bin/sh", "-c", SHELL, "wdl-task", command],
             "environment": {str(k): str(v) for k, v in (rv.get("env") or {}).items()},
             "inputs": inputs,
             "generated": generated,
@@ -187,7 +190,7 @@ def _config(workdir: Path, concurrency: int) -> Any:
             "allow_any_input": "false",
         },
         # no default image: a task without runtime.docker/container is refused by the worker
-        "task_runtime": {"defaults": "{}", "command_shell": "/bin/sh", "as_user": "false"},
+        "task_runtime": {"defaults": "{}", "as_user": "false"},
     }
     return WDL.runtime.config.Loader(logging.getLogger("wdl"), filenames=[], overrides=overrides)
 

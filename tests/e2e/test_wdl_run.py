@@ -171,3 +171,27 @@ def test_a_signed_trs_wdl_version_runs_under_its_own_signature(world: World) -> 
     assert all(f"over tool {world.tool_id}:5.0.0-wdl" in "\n".join(t["system_logs"]) for t in tasks), tasks
     merged = b"".join(world.analyst.download(_object_id(log["outputs"]["fruit.merged"]["location"])))
     assert merged == b"APPLE\nBANANA\nCHERRY\nDATE\nELDER\nFIG\n"
+
+
+def test_a_task_without_a_signed_container_never_runs(world: World) -> None:
+    """miniwdl's default image is switched off: a task naming no runtime.docker/container is
+    refused by the worker (no container), the reason in the run's logs."""
+    wdl = """version 1.0
+task hello {
+  command <<<
+    echo hello
+  >>>
+  output { File out = stdout() }
+}
+workflow bare {
+  call hello
+  output { File out = hello.out }
+}
+"""
+    run_id = submit_wdl(world, "bare.wdl", {}, {"bare.wdl": wdl.encode()})
+    assert world.analyst.wait(run_id, timeout=120) == "EXECUTOR_ERROR"
+    tasks = world.analyst.run_tasks(run_id)
+    text = "\n".join(world.analyst.run_log(run_id)["run_log"]["system_logs"] + [str(t["system_logs"]) for t in tasks])
+    assert "every task must run in a signed container: the task names no container image" in text, text
+    assert all(t.get("exit_code") is None for t in tasks)
+    assert labelled_containers(f"helixgate.run_id={run_id}") == []

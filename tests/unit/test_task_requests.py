@@ -206,7 +206,8 @@ def test_a_wdl_task_becomes_a_request(wdl_run: tuple[Path, _Channel]) -> None:
     cwork = "/mnt/miniwdl_task_container/work"
     assert wire["inputs"] == [{"kind": "File", "path": str(produced), "target": c.input_path_map[str(link)]}]
     assert wire["generated"] == [{"path": os.path.relpath(c.input_path_map[str(lines)], cwork), "content": "x\ny\n"}]
-    assert wire["command"] == ["/bin/sh", "-c", "cat upper.txt"] and wire["workdir"] == cwork
+    assert wire["command"] == ["/bin/sh", "-c", wdl_engine.SHELL, "wdl-task", "cat upper.txt"]
+    assert wire["workdir"] == cwork
     assert (wire["cores"], wire["ram_mib"], wire["success_codes"]) == (2, 512, [0])
     assert wire["outdir"] == c.host_work_dir() and wire["stdout"] == c.host_stdout_txt()
     req = parse_task_request(_ex(run), wire)  # the worker accepts what the engine sends
@@ -255,3 +256,56 @@ def test_the_wdl_engine_imports_only_miniwdl_the_loader_and_the_channel() -> Non
     allowed = {"WDL", "helixgate.wdl_documents", "wes_server.channel", "wes_server.wdl_engine", "__future__"}
     foreign = {m for m in modules if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "WDL"}
     assert foreign <= allowed, foreign - allowed
+
+
+def test_outputs_are_recorded_but_input_mount_points_are_not(tmp_path: Path) -> None:
+    from wes_server.gate import ChecksumRegistry
+    from wes_server.tasks import _record_outputs
+
+    outdir = tmp_path / "jobs" / "wdl" / "call-a" / "work"
+    (outdir / "_miniwdl_inputs" / "0").mkdir(parents=True)
+    (outdir / "_miniwdl_inputs" / "0" / "in.txt").write_bytes(b"")  # the engine's mount point
+    (outdir / "out.txt").write_bytes(b"result\n")
+    stdout = outdir.parent / "stdout.txt"
+    stdout.write_bytes(b"3\n")
+    (outdir / "link.txt").symlink_to(stdout)  # a task may not point outputs at other files
+    req = parse_task_request(
+        _ex(tmp_path),
+        _wire(
+            tmp_path,
+            outdir=str(outdir),
+            stdout=str(stdout),
+            stderr=None,
+            inputs=[
+                {
+                    "kind": "File",
+                    "path": str(tmp_path / "inputs" / "in.txt"),
+                    "target": "/mnt/miniwdl_task_container/work/_miniwdl_inputs/0/in.txt",
+                }
+            ],
+        ),
+    )
+    ex = SimpleNamespace(registry=ChecksumRegistry())
+    produced = _record_outputs(ex, req, "001-call-a")  # type: ignore[arg-type]
+    assert sorted(p["path"] for p in produced) == sorted([str(outdir / "out.txt"), str(stdout)])
+    rec = ex.registry.get(str(stdout))
+    assert rec is not None and rec.task_id == "001-call-a"
+    assert not (outdir / "link.txt").exists()
+
+
+def test_an_output_directory_swapped_for_a_link_out_of_the_run_is_refused(
+    tmp_path: Path, tmp_path_factory: Any
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("host-etc")
+    task = tmp_path / "jobs" / "wdl" / "call-a"
+    task.mkdir(parents=True)
+    (task / "work").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(EngineFailed) as info:
+        parse_task_request(_ex(tmp_path), _wire(tmp_path))
+    assert "is outside the run job area" in info.value.message
+    (task / "work").unlink()
+    (task / "work").mkdir()
+    task.rename(tmp_path / "moved")
+    task.symlink_to(elsewhere, target_is_directory=True)  # the task's directory itself
+    with pytest.raises(EngineFailed):
+        parse_task_request(_ex(tmp_path), _wire(tmp_path))
