@@ -1,0 +1,199 @@
+"""Data stewards' pages: datasets, their objects with checksums and provenance, grants (grant and
+revoke after a confirmation step) and uploads with progress.
+
+Every call goes to the public DRS API with the signed-in user's token. An upload is checked as
+the CLI checks one: the UI hashes the bytes it received (and compares them with the SHA-256 the
+browser computed or the user typed, when given), then sends that SHA-256 as the expected
+checksum, so the data store refuses (422, nothing stored) bytes that changed on the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import IO, Any, Iterator
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from helixgate.client import ClientError
+from helixgate.errors import BadRequest, HelixGateError
+from helixgate.integrity import check_sha256
+from helixgate.sdk import DRS
+from helixgate_ui import NavItem
+from helixgate_ui.pages import catalog_common as common
+from helixgate_ui.pages.data_view import (
+    dataset_row,
+    dataset_rows,
+    expected_sha256,
+    grant_rows,
+    object_name,
+    object_row,
+    parse_dataset_form,
+    parse_username,
+)
+
+blueprint = Blueprint("data", __name__, url_prefix="/data")
+NAV = [NavItem("Data", "ui.data.index", "drs:read")]
+PAGE = 50
+_BLOCK = 1024 * 1024
+
+
+def _datasets() -> list[dict[str, Any]]:
+    return list(common.client().api.get_object(f"{DRS}/x-helixgate/datasets").get("datasets") or [])
+
+
+@blueprint.get("/")
+@common.login_required
+def index() -> str:
+    me = common.me()
+    return render_template(
+        "data/index.html",
+        datasets=dataset_rows(_datasets(), me),
+        may_create="drs:write" in me.get("permissions", []),
+        form={},
+        error="",
+    )
+
+
+@blueprint.post("/datasets")
+@common.login_required
+def create_dataset() -> str | Response | tuple[str, int]:
+    me = common.me()
+    if "drs:write" not in me.get("permissions", []):
+        common.refuse("creating datasets needs the data-steward role")
+    form = request.form
+    try:
+        body = parse_dataset_form(form.get("name", ""), form.get("description", ""), form.get("public") == "on")
+        ds = common.client().api.post_object(f"{DRS}/x-helixgate/datasets", body)
+        common.flash_ok(f"created dataset {ds.get('name')}")
+        return redirect(url_for("ui.data.dataset", dataset_id=str(ds.get("id"))), 303)
+    except HelixGateError as exc:
+        return (
+            render_template(
+                "data/index.html",
+                datasets=dataset_rows(_datasets(), me),
+                may_create=True,
+                form=form,
+                error=common.message(exc),
+            ),
+            common.status_of(exc),
+        )
+
+
+@blueprint.get("/datasets/<dataset_id>")
+@common.login_required
+def dataset(dataset_id: str) -> str:
+    hg, me = common.client(), common.me()
+    d = common.quoted(dataset_id)
+    ds = dataset_row(hg.get_dataset(dataset_id), me)
+    token = request.args.get("page_token", "")[:64]
+    params = {"page_size": PAGE, **({"page_token": token} if token else {})}
+    page = hg.api.get_object(f"{DRS}/x-helixgate/datasets/{d}/objects", params=params)
+    grants = None
+    if ds.may_grant:
+        answer = hg.api.get_object(f"{DRS}/x-helixgate/datasets/{d}/grants", params={"include_revoked": "true"})
+        grants = grant_rows(answer.get("grants") or [])
+    return render_template(
+        "data/dataset.html",
+        ds=ds,
+        objects=[object_row(o) for o in page.get("objects") or []],
+        next_token=str(page.get("next_page_token") or ""),
+        grants=grants,
+    )
+
+
+def _confirm_or_do(action: str, dataset_id: str, username: str) -> str | Response | tuple[str, int]:
+    hg = common.client()
+    ds = dataset_row(hg.get_dataset(dataset_id), common.me())
+    if not ds.may_grant:
+        common.refuse(f"only the creator of dataset {ds.name} may manage its grants")
+    try:
+        username = parse_username(username)
+    except BadRequest as exc:
+        common.flash_error(exc.message)
+        return redirect(url_for("ui.data.dataset", dataset_id=dataset_id), 303)
+    if request.form.get("confirm") != "yes":
+        return render_template("data/confirm.html", ds=ds, action=action, username=username)
+    d, u = common.quoted(dataset_id), common.quoted(username)
+    try:
+        if action == "grant":
+            hg.api.post_object(f"{DRS}/x-helixgate/datasets/{d}/grants", {"username": username})
+            common.flash_ok(f"granted {username} read access to {ds.name}")
+        else:
+            hg.api.request("DELETE", f"{DRS}/x-helixgate/datasets/{d}/grants/{u}")
+            common.flash_ok(f"revoked {username}'s read access to {ds.name}")
+    except ClientError as exc:
+        if exc.status in (401, 403):
+            raise
+        common.flash_error(common.message(exc))
+    return redirect(url_for("ui.data.dataset", dataset_id=dataset_id), 303)
+
+
+@blueprint.post("/datasets/<dataset_id>/grants")
+@common.login_required
+def grant(dataset_id: str) -> str | Response | tuple[str, int]:
+    return _confirm_or_do("grant", dataset_id, request.form.get("username", ""))
+
+
+@blueprint.post("/datasets/<dataset_id>/grants/<username>/revoke")
+@common.login_required
+def revoke(dataset_id: str, username: str) -> str | Response | tuple[str, int]:
+    return _confirm_or_do("revoke", dataset_id, username)
+
+
+@blueprint.get("/objects/<object_id>")
+@common.login_required
+def obj(object_id: str) -> str:
+    answer = common.client().get_object(object_id)
+    return render_template("data/object.html", o=object_row(answer))
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    while block := stream.read(_BLOCK):
+        yield block
+
+
+def _hash(stream: IO[bytes]) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    for block in _chunks(stream):
+        sha.update(block)
+        size += len(block)
+    stream.seek(0)
+    return sha.hexdigest(), size
+
+
+@blueprint.route("/upload", methods=["GET", "POST"])
+@common.login_required
+def upload() -> str | Response | tuple[str, int]:
+    me = common.me()
+    if "drs:write" not in me.get("permissions", []):
+        common.refuse("uploading data needs the data-steward role")
+    targets = [d for d in dataset_rows(_datasets(), me) if d.may_upload]
+    chosen = request.values.get("dataset_id", "")
+    error = ""
+    if request.method == "POST":
+        try:
+            file = request.files.get("file")
+            if file is None or not file.filename:
+                raise BadRequest("choose a file to upload")
+            if chosen and chosen not in {d.id for d in targets}:
+                raise BadRequest("choose one of your datasets (or none)")
+            name = object_name(request.form.get("name", ""), file.filename)
+            expected = expected_sha256(request.form.get("sha256", ""))
+            # the bytes as this server received them; checked against what the browser hashed
+            received, size = _hash(file.stream)
+            if expected is not None:
+                check_sha256(f"upload of {name} (as received by the dashboard)", expected, received)
+            obj = common.client().upload(_chunks(file.stream), name=name, dataset_id=chosen or None, sha256=received)
+            common.flash_ok(f"uploaded {name}: {size} bytes, sha256 {received}")
+            target = url_for("ui.data.obj", object_id=str(obj.get("id")))
+            if request.headers.get("X-Requested-With") == "XMLHttpRequest":  # upload.js navigates itself
+                return Response("", 201, headers={"X-Location": target})
+            return redirect(target, 303)
+        except HelixGateError as exc:
+            error = common.message(exc)
+            return (
+                render_template("data/upload.html", targets=targets, chosen=chosen, error=error),
+                common.status_of(exc),
+            )
+    return render_template("data/upload.html", targets=targets, chosen=chosen, error=error)
