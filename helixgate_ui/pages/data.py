@@ -16,12 +16,13 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from helixgate.client import ClientError
-from helixgate.errors import BadRequest, HelixGateError
+from helixgate.errors import BadRequest, HelixGateError, IntegrityError
 from helixgate.integrity import check_sha256
-from helixgate.sdk import DRS
+from helixgate.sdk import DRS, sha256_of
 from helixgate_ui import NavItem
 from helixgate_ui.pages import catalog_common as common
 from helixgate_ui.pages.data_view import (
+    DatasetRow,
     dataset_row,
     dataset_rows,
     expected_sha256,
@@ -153,47 +154,96 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
         yield block
 
 
-def _hash(stream: IO[bytes]) -> tuple[str, int]:
-    sha, size = hashlib.sha256(), 0
-    for block in _chunks(stream):
-        sha.update(block)
-        size += len(block)
-    stream.seek(0)
-    return sha.hexdigest(), size
+class _Relay:
+    """Hashes and counts the bytes it passes on to the data store."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.sha, self.size = stream, hashlib.sha256(), 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in _chunks(self.stream):
+            self.sha.update(block)
+            self.size += len(block)
+            yield block
+
+
+def _upload_checked(
+    stream: IO[bytes], *, name: str, dataset_id: str | None, expected: str | None, length: int | None
+) -> dict[str, Any]:
+    """Send ``stream`` to the DRS upload API and prove the stored object holds exactly the bytes
+    this server received (size and SHA-256). ``expected`` (the browser's or the user's SHA-256)
+    travels as the data store's expected checksum: a mismatch stores nothing (422)."""
+    hg = common.client()
+    relay = _Relay(stream)
+    obj = hg.upload(iter(relay), name=name, dataset_id=dataset_id, sha256=expected)
+    try:
+        if length is not None and relay.size != length:
+            raise IntegrityError(
+                f"upload of {name} was cut short: {relay.size} of {length} bytes arrived",
+                subject=name, expected=str(length), actual=str(relay.size),
+            )  # fmt: skip
+        check_sha256(f"upload of {name} (stored vs received by the dashboard)", relay.sha.hexdigest(), sha256_of(obj))
+    except HelixGateError:
+        hg.api.request("DELETE", f"{DRS}/x-helixgate/objects/{common.quoted(str(obj.get('id')))}")
+        raise
+    return obj
+
+
+def _upload_targets(me: dict[str, Any]) -> list[DatasetRow]:
+    if "drs:write" not in me.get("permissions", []):
+        common.refuse("uploading data needs the data-steward role")
+    return [d for d in dataset_rows(_datasets(), me) if d.may_upload]
+
+
+def _uploaded(obj: dict[str, Any], name: str) -> Response:
+    common.flash_ok(f"uploaded {name}: {obj.get('size')} bytes, sha256 {sha256_of(obj)}")
+    target = url_for("ui.data.obj", object_id=str(obj.get("id")))
+    if request.headers.get("X-Requested-With") == "XMLHttpRequest":  # upload.js navigates itself
+        return Response("", 201, headers={"X-Location": target})
+    return redirect(target, 303)
 
 
 @blueprint.route("/upload", methods=["GET", "POST"])
 @common.login_required
 def upload() -> str | Response | tuple[str, int]:
-    me = common.me()
-    if "drs:write" not in me.get("permissions", []):
-        common.refuse("uploading data needs the data-steward role")
-    targets = [d for d in dataset_rows(_datasets(), me) if d.may_upload]
+    """The upload form; without JavaScript it posts here (multipart, bounded like every form)."""
+    targets = _upload_targets(common.me())
     chosen = request.values.get("dataset_id", "")
-    error = ""
-    if request.method == "POST":
-        try:
-            file = request.files.get("file")
-            if file is None or not file.filename:
-                raise BadRequest("choose a file to upload")
-            if chosen and chosen not in {d.id for d in targets}:
-                raise BadRequest("choose one of your datasets (or none)")
-            name = object_name(request.form.get("name", ""), file.filename)
-            expected = expected_sha256(request.form.get("sha256", ""))
-            # the bytes as this server received them; checked against what the browser hashed
-            received, size = _hash(file.stream)
-            if expected is not None:
-                check_sha256(f"upload of {name} (as received by the dashboard)", expected, received)
-            obj = common.client().upload(_chunks(file.stream), name=name, dataset_id=chosen or None, sha256=received)
-            common.flash_ok(f"uploaded {name}: {size} bytes, sha256 {received}")
-            target = url_for("ui.data.obj", object_id=str(obj.get("id")))
-            if request.headers.get("X-Requested-With") == "XMLHttpRequest":  # upload.js navigates itself
-                return Response("", 201, headers={"X-Location": target})
-            return redirect(target, 303)
-        except HelixGateError as exc:
-            error = common.message(exc)
-            return (
-                render_template("data/upload.html", targets=targets, chosen=chosen, error=error),
-                common.status_of(exc),
-            )
-    return render_template("data/upload.html", targets=targets, chosen=chosen, error=error)
+    if request.method == "GET":
+        return render_template("data/upload.html", targets=targets, chosen=chosen, error="")
+    try:
+        file = request.files.get("file")
+        if file is None or not file.filename:
+            raise BadRequest("choose a file to upload")
+        if chosen and chosen not in {d.id for d in targets}:
+            raise BadRequest("choose one of your datasets (or none)")
+        name = object_name(request.form.get("name", ""), file.filename)
+        expected = expected_sha256(request.form.get("sha256", ""))
+        obj = _upload_checked(file.stream, name=name, dataset_id=chosen or None, expected=expected, length=None)
+        return _uploaded(obj, name)
+    except HelixGateError as exc:
+        page = render_template("data/upload.html", targets=targets, chosen=chosen, error=common.message(exc))
+        return page, common.status_of(exc)
+
+
+@blueprint.post("/upload/stream")
+@common.login_required
+def upload_stream() -> Response | tuple[str, int]:
+    """upload.js sends the file itself as the body (any size up to the data store's limit, never
+    spooled here); name, dataset and expected SHA-256 travel in the query."""
+    targets = _upload_targets(common.me())
+    chosen = request.args.get("dataset_id", "")
+    try:
+        if chosen and chosen not in {d.id for d in targets}:
+            raise BadRequest("choose one of your datasets (or none)")
+        if request.content_length is None:
+            raise BadRequest("the upload needs a Content-Length")
+        name = object_name(request.args.get("name", ""), request.args.get("filename", ""))
+        expected = expected_sha256(request.args.get("sha256", ""))
+        obj = _upload_checked(
+            request.stream, name=name, dataset_id=chosen or None, expected=expected, length=request.content_length
+        )
+        return _uploaded(obj, name)
+    except HelixGateError as exc:
+        page = render_template("data/upload.html", targets=targets, chosen=chosen, error=common.message(exc))
+        return page, common.status_of(exc)

@@ -1,12 +1,12 @@
 // Upload with progress for the data pages (loaded from 'self': the CSP allows no inline script).
 // Without JavaScript the form posts normally; with it, the browser first computes the file's
 // SHA-256 (sent as the expected checksum, so bytes changed on the way are refused and nothing is
-// stored), then sends the form with XMLHttpRequest to show upload progress.
+// stored), then sends the file as the request body with XMLHttpRequest to show upload progress.
 (function () {
   "use strict";
   var HASH_LIMIT = 256 * 1024 * 1024; // larger files are hashed by the dashboard only
   var form = document.querySelector("form[data-upload]");
-  if (!form || !window.XMLHttpRequest || !window.FormData) {
+  if (!form || !window.XMLHttpRequest || !window.URLSearchParams) {
     return;
   }
   var bar = document.getElementById("upload-progress");
@@ -43,7 +43,7 @@
 
   function showError(html, status) {
     var doc = new DOMParser().parseFromString(html, "text/html");
-    var box = doc.getElementById("upload-result");
+    var box = doc.getElementById("upload-result") || doc.getElementById("error-message");
     var nodes = box ? Array.prototype.slice.call(box.childNodes) : [];
     if (!nodes.length) {
       nodes = [document.createTextNode("The upload failed (HTTP " + status + ").")];
@@ -68,8 +68,18 @@
     var ready = shaField.value ? Promise.resolve(shaField.value) : digest(file);
     ready.then(function (sha) {
       shaField.value = sha;
+      var query = new URLSearchParams();
+      query.set("filename", file.name);
+      ["name", "dataset_id", "sha256"].forEach(function (field) {
+        if (form.elements[field].value) {
+          query.set(field, form.elements[field].value);
+        }
+      });
       var xhr = new XMLHttpRequest();
-      xhr.open("POST", form.action);
+      // the file itself is the body: streamed to the data store, never spooled by the dashboard
+      xhr.open("POST", form.getAttribute("data-stream-url") + "?" + query.toString());
+      xhr.setRequestHeader("Content-Type", "application/octet-stream");
+      xhr.setRequestHeader("X-CSRF-Token", form.elements.csrf_token.value);
       xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
       xhr.upload.addEventListener("progress", function (e) {
         if (e.lengthComputable) {
@@ -95,7 +105,7 @@
         say("The connection failed before the dashboard answered.");
         button.disabled = false;
       });
-      xhr.send(new FormData(form));
+      xhr.send(file);
     });
   });
 })();
