@@ -48,7 +48,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
 
     page.get_by_role("link", name="Upload a file to this dataset").click()
     expect(page.get_by_label("Dataset")).to_have_value(dataset_id)
-    page.get_by_label("File").set_input_files(str(tmp_path / "sample 1.vcf"))
+    page.get_by_label("File", exact=True).set_input_files(str(tmp_path / "sample 1.vcf"))
     # record what the progress bar shows while the browser streams the file (kept across the navigation)
     page.evaluate(
         """() => { const bar = document.getElementById('upload-progress'); const seen = [];
@@ -102,7 +102,7 @@ def test_upload_whose_bytes_differ_from_the_expected_checksum_stores_nothing(
     (tmp_path / "calls.vcf").write_bytes(data)
     page = ui_login(browser_page, ui_user("steward2", "data-steward"))
     page.goto(f"{ui_server.url}/ui/data/upload")
-    page.get_by_label("File").set_input_files(str(tmp_path / "calls.vcf"))
+    page.get_by_label("File", exact=True).set_input_files(str(tmp_path / "calls.vcf"))
     page.get_by_label("Expected SHA-256").fill(wrong)
     page.get_by_role("button", name="Upload").click()
     error = page.locator("#upload-result [role=alert]")
