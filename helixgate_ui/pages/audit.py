@@ -7,6 +7,8 @@ with the signed-in user's token.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from flask import Blueprint, render_template, request
 from werkzeug.wrappers import Response
 
@@ -18,6 +20,7 @@ from helixgate_ui.pages.audit_view import (
     OUTCOMES,
     PAGE_SIZES,
     AuditFilters,
+    EventRow,
     cef_params,
     chain_status,
     event_rows,
@@ -46,7 +49,7 @@ def index() -> str | tuple[str, int]:
     return _page(filters, event_rows(answer.get("events") or []), str(answer.get("next_page_token") or ""), "")
 
 
-def _page(filters: AuditFilters, events: list, next_token: str, error: str) -> str:  # type: ignore[type-arg]
+def _page(filters: AuditFilters, events: list[EventRow], next_token: str, error: str) -> str:
     return render_template(
         "audit/index.html",
         f=filters,
@@ -80,7 +83,7 @@ def cef() -> Response | tuple[str, int]:
         return _page(AuditFilters(), [], "", common.message(exc)), 400
     upstream = common.client().api.request("GET", f"{CORE}/audit/cef", params=params, stream=True)
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[bytes]:
         try:
             yield from upstream.iter_content(64 * 1024)
         finally:

@@ -55,11 +55,11 @@ def index() -> str:
 
 @blueprint.route("/new", methods=["GET", "POST"])
 @common.login_required
-def create() -> str | Response:
+def create() -> str | Response | tuple[str, int]:
     me = common.me()
     if "trs:publish" not in me.get("permissions", []):
         common.refuse("creating tools needs the tool-developer role")
-    error, form = "", request.form
+    error, status, form = "", 400, request.form
     if request.method == "POST":
         try:
             if not form.get("organization", "").strip() or not form.get("name", "").strip():
@@ -73,8 +73,8 @@ def create() -> str | Response:
             common.flash_ok(f"created tool {tool.get('id')}")
             return redirect(url_for("ui.tools.tool", tool_id=str(tool.get("id"))), 303)
         except HelixGateError as exc:
-            error = common.message(exc)
-    return common.render_form("tools/new.html", error, form=form)
+            error, status = common.message(exc), common.status_of(exc)
+    return common.render_form("tools/new.html", error, status, form=form)
 
 
 @blueprint.get("/<tool_id>")
@@ -111,12 +111,12 @@ def images(tool_id: str, version_id: str) -> str:
 
 @blueprint.route("/<tool_id>/publish", methods=["GET", "POST"])
 @common.login_required
-def publish(tool_id: str) -> str | Response:
+def publish(tool_id: str) -> str | Response | tuple[str, int]:
     hg = common.client()
     page = tool_page(hg.get_tool(tool_id), common.me())
     if not page.can_publish:
         common.refuse(f"only the owner of {tool_id} ({page.owner or 'unknown'}) may publish its versions")
-    error, form = "", request.form
+    error, status, form = "", 400, request.form
     if request.method == "POST":
         try:
             primary = request.files.get("primary")
@@ -140,5 +140,7 @@ def publish(tool_id: str) -> str | Response:
             common.flash_ok(f"published {tool_id} {req.version_id}: pinned, checksummed and signed")
             return redirect(url_for("ui.tools.version", tool_id=tool_id, version_id=req.version_id), 303)
         except HelixGateError as exc:
-            error = common.message(exc)
-    return common.render_form("tools/publish.html", error, tool=page, form=form, descriptor_types=DESCRIPTOR_TYPES)
+            error, status = common.message(exc), common.status_of(exc)
+    return common.render_form(
+        "tools/publish.html", error, status, tool=page, form=form, descriptor_types=DESCRIPTOR_TYPES
+    )

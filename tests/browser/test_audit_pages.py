@@ -11,7 +11,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import assert_security_headers
+from tests.browser.conftest import ConsoleLog, assert_security_headers
+from tests.browser.refusals import goto_refused
 from tests.fixtures.live import LiveServer
 from tests.fixtures.ui import ui_login
 
@@ -26,7 +27,7 @@ def _denied_request(server: LiveServer, username: str) -> None:
 
 
 def test_auditor_filters_the_trail_sees_security_events_verifies_and_exports(
-    ui_server: LiveServer, ui_user: Any, browser_page: Any, tmp_path: Path
+    ui_server: LiveServer, ui_user: Any, browser_page: Any, console_log: ConsoleLog, tmp_path: Path
 ) -> None:
     _denied_request(ui_server, "mallory")
     page = ui_login(browser_page, ui_user("audrey", "auditor"))
@@ -57,8 +58,7 @@ def test_auditor_filters_the_trail_sees_security_events_verifies_and_exports(
     expect(rows.first).to_contain_text("success")
 
     # a bad filter is explained, not a 500
-    response = page.goto(f"{ui_server.url}/ui/audit/?since=yesterday")
-    assert response is not None and response.status == 400
+    goto_refused(page, console_log, f"{ui_server.url}/ui/audit/?since=yesterday", 400)
     expect(page.locator("#form-error")).to_contain_text("since")
 
     response = page.goto(f"{ui_server.url}/ui/audit/")
@@ -72,11 +72,12 @@ def test_auditor_filters_the_trail_sees_security_events_verifies_and_exports(
     assert text.startswith("CEF:0|") and "auth.denied" in text and "mallory" in text
 
 
-def test_only_auditors_see_the_audit_trail(ui_server: LiveServer, ui_user: Any, browser_page: Any) -> None:
+def test_only_auditors_see_the_audit_trail(
+    ui_server: LiveServer, ui_user: Any, browser_page: Any, console_log: ConsoleLog
+) -> None:
     page = ui_login(browser_page, ui_user("stella", "data-steward"))
     expect(page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit")).to_have_count(0)
     for path in ("/ui/audit/", "/ui/audit/verify", "/ui/audit/cef"):
-        response = page.goto(f"{ui_server.url}{path}")
-        assert response is not None and response.status == 403, path
+        goto_refused(page, console_log, f"{ui_server.url}{path}", 403)
         expect(page.locator("#error-message")).to_contain_text("auditors")
         expect(page.locator("main")).not_to_contain_text("auth.")

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from helixgate.sdk import HelixGate
 from helixgate_app.demo_assets import workflow_files
-from tests.browser.conftest import assert_security_headers
+from tests.browser.conftest import ConsoleLog, assert_security_headers
+from tests.browser.refusals import forgive, goto_refused
 from tests.fixtures.docker_images import PushedImage
 from tests.fixtures.live import LiveServer
 from tests.fixtures.ui import make_ui_user, ui_login
@@ -54,8 +55,8 @@ def _sha(text: str) -> str:
 
 
 def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
-    ui_server: LiveServer, ui_user: Any, browser_page: Any, pushed_busybox: PushedImage, tmp_path: Path,
-    test_session_id: str,
+    ui_server: LiveServer, ui_user: Any, browser_page: Any, console_log: ConsoleLog, pushed_busybox: PushedImage,
+    tmp_path: Path, test_session_id: str,
 ) -> None:  # fmt: skip
     dev = ui_user("dev", "tool-developer")
     page = ui_login(browser_page, dev)
@@ -102,6 +103,7 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
     page.get_by_label("Primary descriptor").set_input_files(str(tmp_path / "workflow.cwl"))
     page.get_by_role("button", name="Publish").click()
     expect(page.locator("#form-error")).to_contain_text("1.0.0")
+    forgive(console_log, 409)  # the registry's answer, shown with its status
 
     response = page.goto(f"{ui_server.url}/ui/tools/")
     assert response is not None
@@ -142,7 +144,7 @@ def test_tampered_version_is_shown_failed_with_its_reason(
 
 
 def test_viewers_and_other_developers_see_no_publishing(
-    ui_server: LiveServer, ui_user: Any, browser_page: Any, published: Published
+    ui_server: LiveServer, ui_user: Any, browser_page: Any, console_log: ConsoleLog, published: Published
 ) -> None:
     page = ui_login(browser_page, ui_user("vera", "viewer"))
     nav = page.get_by_role("navigation", name="Main")
@@ -156,8 +158,7 @@ def test_viewers_and_other_developers_see_no_publishing(
     expect(page.locator("#versions")).to_contain_text("1.0.0")
     expect(page.get_by_role("link", name="Publish a version")).to_have_count(0)
     for path in ("/ui/tools/new", f"/ui/tools/{published.tool_id}/publish"):
-        response = page.goto(f"{ui_server.url}{path}")
-        assert response is not None and response.status == 403, path
+        goto_refused(page, console_log, f"{ui_server.url}{path}", 403)
         expect(page.locator("#error-message")).to_be_visible()
 
     # another tool developer may create tools but not publish someone else's
@@ -165,6 +166,5 @@ def test_viewers_and_other_developers_see_no_publishing(
     page = ui_login(page, ui_user("dana", "tool-developer"))
     page.goto(f"{ui_server.url}/ui/tools/{published.tool_id}")
     expect(page.get_by_role("link", name="Publish a version")).to_have_count(0)
-    response = page.goto(f"{ui_server.url}/ui/tools/{published.tool_id}/publish")
-    assert response is not None and response.status == 403
+    goto_refused(page, console_log, f"{ui_server.url}/ui/tools/{published.tool_id}/publish", 403)
     expect(page.locator("#error-message")).to_contain_text("owner")
