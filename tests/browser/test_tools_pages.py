@@ -67,14 +67,14 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
 
     page.goto(f"{ui_server.url}/ui/tools/")
     page.get_by_role("link", name="Create a tool").click()
-    page.get_by_label("Organization").fill("helixgate-test")
+    page.get_by_label("Organization", exact=True).fill("helixgate-test")
     page.get_by_label("Name", exact=True).fill(f"browser-{test_session_id}")
     page.get_by_role("button", name="Create").click()
     expect(page.locator("h1")).to_have_text(f"browser-{test_session_id}")
     expect(page.locator("main")).to_contain_text("dev")  # the owner
 
     page.get_by_role("link", name="Publish a version").click()
-    page.get_by_label("Version").fill("1.0.0")
+    page.get_by_label("Version", exact=True).fill("1.0.0")
     page.get_by_label("Images").fill(tag_ref)
     page.get_by_label("Primary descriptor").set_input_files(str(tmp_path / "workflow.cwl"))
     page.get_by_label("Other descriptor files").set_input_files([str(tmp_path / n) for n in SECONDARY])
@@ -98,7 +98,7 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
 
     # a version id can be published once: the registry's refusal is shown above the form
     page.goto(page.url.rsplit("/versions/", 1)[0] + "/publish")
-    page.get_by_label("Version").fill("1.0.0")
+    page.get_by_label("Version", exact=True).fill("1.0.0")
     page.get_by_label("Images").fill(tag_ref)
     page.get_by_label("Primary descriptor").set_input_files(str(tmp_path / "workflow.cwl"))
     page.get_by_role("button", name="Publish").click()
