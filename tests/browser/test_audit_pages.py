@@ -12,6 +12,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.browser.conftest import ConsoleLog, assert_security_headers
+from tests.browser.page_shots import shot
 from tests.browser.refusals import goto_refused
 from tests.fixtures.live import LiveServer
 from tests.fixtures.ui import ui_login
@@ -48,6 +49,7 @@ def test_auditor_filters_the_trail_sees_security_events_verifies_and_exports(
         expect(row).to_have_class("security-event security")
         expect(row).to_contain_text("mallory")
     assert "category=security" in page.url and "actor=mallory" in page.url
+    shot(page, "audit-security-events")
 
     # requests and successes are not highlighted
     page.get_by_label("Category").select_option("request")

@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 from helixgate.client import ClientError
 from helixgate.sdk import HelixGate
 from tests.browser.conftest import ConsoleLog, assert_security_headers
+from tests.browser.page_shots import shot
 from tests.browser.refusals import forgive, goto_refused
 from tests.fixtures.live import LiveServer
 from tests.fixtures.ui import ui_login
@@ -65,6 +66,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
     facts = page.locator("#object-facts")
     expect(facts).to_contain_text(digest)
     expect(facts).to_contain_text(f"({len(data)} bytes)")
+    shot(page, "data-object")
     expect(page.locator("main")).to_contain_text("Uploaded or registered by a user")
     object_id = page.url.rsplit("/", 1)[-1]
     shown = str(page.evaluate("() => sessionStorage.getItem('seen')")).split()
@@ -83,10 +85,12 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
         alice.get_object(object_id)  # nothing happened before the confirmation
     page.get_by_role("button", name="Grant", exact=True).click()
     expect(page.locator("#grants")).to_contain_text("alice")
+    shot(page, "data-dataset")
     assert alice.get_object(object_id)["id"] == object_id
 
     page.get_by_role("button", name="Revoke alice's access").click()
     expect(page.locator("#confirm-question")).to_contain_text("alice will lose read access")
+    shot(page, "data-revoke-confirm")
     page.get_by_role("button", name="Revoke", exact=True).click()
     expect(page.locator("#grants")).to_contain_text("by steward at")
     with pytest.raises(ClientError) as info:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from helixgate.sdk import HelixGate
 from helixgate_app.demo_assets import workflow_files
 from tests.browser.conftest import ConsoleLog, assert_security_headers
+from tests.browser.page_shots import shot
 from tests.browser.refusals import forgive, goto_refused
 from tests.fixtures.docker_images import PushedImage
 from tests.fixtures.live import LiveServer
@@ -95,6 +96,7 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
     page.get_by_role("link", name="Check the images for drift").click()
     expect(page.locator("#image-drift")).to_contain_text("current")
     assert page.url.endswith("/versions/1.0.0")  # swapped in place, no navigation
+    shot(page, "tools-version")
 
     # a version id can be published once: the registry's refusal is shown above the form
     page.goto(page.url.rsplit("/versions/", 1)[0] + "/publish")
@@ -109,6 +111,7 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
     assert response is not None
     assert_security_headers(response.headers)
     expect(page.locator("#tools")).to_contain_text(f"browser-{test_session_id}")
+    shot(page, "tools-list")
 
 
 def test_tampered_version_is_shown_failed_with_its_reason(
@@ -138,6 +141,7 @@ def test_tampered_version_is_shown_failed_with_its_reason(
     expect(box).to_contain_text("sort.cwl (signed checksum)")
     expect(box).to_contain_text(_sha(published.files["sort.cwl"]))  # expected: what was signed
     expect(box).to_contain_text(_sha(evil))  # actual: what is served now
+    shot(page, "tools-version-tampered")
     # the untouched version still verifies
     page.goto(f"{ui_server.url}/ui/tools/{published.tool_id}/versions/1.0.0")
     expect(page.locator("#verification")).to_contain_text("Verified")
