@@ -28,5 +28,13 @@ def test_wheel_carries_everything_the_services_need(tmp_path: Path) -> None:
         assert f"{package}/migrations/env.py" in names
         assert any(n.startswith(f"{package}/migrations/versions/") and n.endswith(".py") for n in names), package
     assert "helixgate_app/demo_assets/workflow.cwl" in names
+    for asset in (  # the dashboard's tool, data and audit pages and the upload script they load
+        "helixgate_ui/static/upload.js",
+        "helixgate_ui/templates/catalog/macros.html",
+        "helixgate_ui/templates/tools/version.html",
+        "helixgate_ui/templates/data/upload.html",
+        "helixgate_ui/templates/audit/index.html",
+    ):
+        assert asset in names, asset
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "helixgate = helixgate_app.cli:main" in entry_points
