@@ -17,11 +17,12 @@ from playwright.sync_api import expect
 
 from helixgate.client import ClientError
 from helixgate.sdk import HelixGate
+from tests.browser.a11y import assert_labelled
 from tests.browser.conftest import ConsoleLog, assert_security_headers
 from tests.browser.page_shots import shot
 from tests.browser.refusals import forgive, goto_refused
 from tests.fixtures.live import LiveServer
-from tests.fixtures.ui import ui_login
+from tests.fixtures.ui import ui_login, ui_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,6 +44,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
     response = page.goto(f"{ui_server.url}/ui/data/")
     assert response is not None
     assert_security_headers(response.headers)
+    assert_labelled(page)
     page.get_by_label("Name").fill("cohort-browser")
     page.get_by_role("button", name="Create dataset").click()
     expect(page.locator("h1")).to_have_text("Dataset cohort-browser")
@@ -50,6 +52,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
 
     page.get_by_role("link", name="Upload a file to this dataset").click()
     expect(page.get_by_label("Dataset")).to_have_value(dataset_id)
+    assert_labelled(page)
     page.get_by_label("File", exact=True).set_input_files(str(tmp_path / "sample 1.vcf"))
     # record what the progress bar shows while the browser streams the file (kept across the navigation)
     page.evaluate(
@@ -86,6 +89,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
     page.get_by_role("button", name="Grant", exact=True).click()
     expect(page.locator("#grants")).to_contain_text("alice")
     shot(page, "data-dataset")
+    assert_labelled(page)
     assert alice.get_object(object_id)["id"] == object_id
 
     page.get_by_role("button", name="Revoke alice's access").click()
@@ -149,3 +153,33 @@ def test_viewer_sees_only_granted_data_and_no_management(
         goto_refused(page, console_log, f"{ui_server.url}{path}", 403)
         expect(page.locator("#error-message")).to_be_visible()
     expect(page.locator("main")).not_to_contain_text("hidden.txt")
+
+
+def test_upload_form_without_javascript_applies_the_same_checks(ui_server: LiveServer, ui_user: Any) -> None:
+    steward = ui_user("steward3", "data-steward")
+    s = ui_session(steward)
+    base = ui_server.url
+    form = s.get(f"{base}/ui/data/upload", timeout=30)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert form.status_code == 200 and token is not None
+    data = b">seq\nACGT\n" * 500
+    digest = hashlib.sha256(data).hexdigest()
+    wrong = "0" * 64
+
+    def post(fields: dict[str, str]) -> Any:
+        return s.post(
+            f"{base}/ui/data/upload", data=fields, files={"file": ("reads one.fa", data)},
+            headers={"Origin": base}, allow_redirects=False, timeout=60,
+        )  # fmt: skip
+
+    refused = post({"csrf_token": token.group(1), "sha256": wrong})
+    assert refused.status_code == 422 and wrong in refused.text and digest in refused.text
+    assert post({"sha256": digest}).status_code == 400  # no CSRF token: refused before the view
+    hg = _hg(ui_server, "steward3", "data-steward")
+    assert hg.find_objects(digest) == []
+
+    stored = post({"csrf_token": token.group(1), "sha256": digest})
+    assert stored.status_code == 303, stored.text[:300]
+    page = s.get(base + stored.headers["Location"], timeout=30)
+    assert digest in page.text and "reads_one.fa" in page.text
+    assert [o["name"] for o in hg.find_objects(digest)] == ["reads_one.fa"]
