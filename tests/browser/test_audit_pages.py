@@ -61,6 +61,23 @@ def test_auditor_filters_the_trail_sees_security_events_verifies_and_exports(
     expect(page.locator("#events tbody tr.security-event")).to_have_count(0)
     expect(rows.first).to_contain_text("success")
 
+    # paging: the next page holds older records, with the same filters
+    token = ui_server.user("mallory", "viewer")
+    for _ in range(30):  # enough request records for two pages
+        requests.get(f"{ui_server.url}/helixgate/v1/me", headers=ui_server.headers(token), timeout=30)
+    page.get_by_label("Outcome").select_option("")
+    page.get_by_label("Per page").select_option("25")
+    page.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(25)
+    first_page = [int(rows.nth(i).locator("td").first.inner_text()) for i in range(25)]
+    assert first_page == sorted(first_page, reverse=True)
+    page.get_by_role("link", name="Older records").click()
+    assert "page_token=" in page.url and "category=request" in page.url and "page_size=25" in page.url
+    expect(rows.first).to_be_visible()
+    second_page = [int(rows.nth(i).locator("td").first.inner_text()) for i in range(rows.count())]
+    assert max(second_page) < min(first_page)
+    expect(page.locator("#events tbody .badge")).to_have_count(0)  # still no security event: the filter applies
+
     # a bad filter is explained, not a 500
     goto_refused(page, console_log, f"{ui_server.url}/ui/audit/?since=yesterday", 400)
     expect(page.locator("#form-error")).to_contain_text("since")
