@@ -15,3 +15,12 @@ def assert_labelled(page: Any) -> None:
     """Every form control has a label (or aria-label) and every button and link has a name."""
     unnamed = page.evaluate(_UNNAMED)
     assert unnamed == [], f"{page.url}: controls without an accessible name: {unnamed}"
+
+
+def tab_to(page: Any, selector: str, limit: int = 60) -> None:
+    """Press Tab until the element matching ``selector`` has the focus (it must be reachable by keyboard)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reachable with Tab on {page.url}")
