@@ -41,7 +41,11 @@ def index() -> str:
     if name:
         params["toolname"] = name
     resp = hg.api.request("GET", f"{TRS}/tools", params=params)
-    tools = tool_rows(resp.json() if isinstance(resp.json(), list) else [])
+    try:
+        body = resp.json()
+    except ValueError:  # not JSON: show no tools rather than fail the page
+        body = None
+    tools = tool_rows(body if isinstance(body, list) else [])
     return render_template(
         "tools/index.html",
         tools=tools,
