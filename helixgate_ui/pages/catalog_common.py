@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, NoReturn, TypeVar, cast
 from urllib.parse import quote
 
-from flask import g, render_template, request
+from flask import current_app, g, render_template, request
 
 from helixgate.client import ClientError
 from helixgate.errors import HelixGateError
@@ -83,3 +83,8 @@ def render_form(template: str, error: str, status: int = 400, **context: Any) ->
     """A form page, with ``error`` shown above the form (and a 4xx status) when there is one."""
     page = render_template(template, error=error, **context)
     return (page, status) if error else page
+
+
+def has_page(endpoint: str) -> bool:
+    """Whether another page module (e.g. the runs pages) is served here, to link to it."""
+    return endpoint in current_app.view_functions

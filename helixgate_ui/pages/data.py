@@ -142,11 +142,24 @@ def revoke(dataset_id: str, username: str) -> str | Response | tuple[str, int]:
     return _confirm_or_do("revoke", dataset_id, username)
 
 
+@blueprint.get("/objects")
+@common.login_required
+def find() -> str | tuple[str, int]:
+    """Objects with a given SHA-256 that the user may read (where did these bytes go?)."""
+    raw = request.args.get("checksum", "")
+    try:
+        digest = expected_sha256(raw)
+    except HelixGateError as exc:
+        return render_template("data/find.html", checksum=raw[:80], objects=None, error=common.message(exc)), 400
+    objects = [object_row(o) for o in common.client().find_objects(digest)] if digest else None
+    return render_template("data/find.html", checksum=digest or "", objects=objects, error="")
+
+
 @blueprint.get("/objects/<object_id>")
 @common.login_required
 def obj(object_id: str) -> str:
     answer = common.client().get_object(object_id)
-    return render_template("data/object.html", o=object_row(answer))
+    return render_template("data/object.html", o=object_row(answer), run_pages=common.has_page("ui.runs.show_run"))
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:

@@ -94,7 +94,8 @@ def version(tool_id: str, version_id: str) -> str:
     hg = common.client()
     record = hg.version_record(tool_id, version_id, content=True)
     verification = verify_here(record, lambda: hg.version_bundle(tool_id, version_id), lambda: hg.trust_material())
-    return render_template("tools/version.html", v=version_page(record, verification))
+    run_link = common.can("wes:submit") and verification.ok and common.has_page("ui.runs.new_run")
+    return render_template("tools/version.html", v=version_page(record, verification), run_link=run_link)
 
 
 @blueprint.get("/<tool_id>/versions/<version_id>/images")

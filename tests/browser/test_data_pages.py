@@ -75,6 +75,13 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
     shown = str(page.evaluate("() => sessionStorage.getItem('seen')")).split()
     assert shown[-1] == "100%" and len(shown) >= 2, shown  # progress went from 0% up to 100%
 
+    # where did these bytes go? found by their SHA-256
+    page.goto(f"{ui_server.url}/ui/data/")
+    page.get_by_label("Find objects by SHA-256").fill(digest)
+    page.get_by_role("button", name="Find").click()
+    expect(page.locator("#found")).to_contain_text("sample_1.vcf")
+    expect(page.locator("#found")).to_contain_text(object_id)
+
     page.goto(f"{ui_server.url}/ui/data/datasets/{dataset_id}")
     expect(page.locator("#objects")).to_contain_text("sample_1.vcf")
     expect(page.locator("#objects")).to_contain_text(digest)
@@ -156,6 +163,10 @@ def test_viewer_sees_only_granted_data_and_no_management(
         goto_refused(page, console_log, f"{ui_server.url}{path}", 403)
         expect(page.locator("#error-message")).to_be_visible()
     expect(page.locator("main")).not_to_contain_text("hidden.txt")
+    page.goto(f"{ui_server.url}/ui/data/objects?checksum={hashlib.sha256(b'hidden bytes').hexdigest()}")
+    expect(page.locator("#found")).to_contain_text("No object you may read has these bytes")
+    goto_refused(page, console_log, f"{ui_server.url}/ui/data/objects?checksum=nothex", 400)
+    expect(page.locator("#form-error")).to_contain_text("64 hexadecimal")
 
 
 def test_upload_form_without_javascript_applies_the_same_checks(ui_server: LiveServer, ui_user: Any) -> None:
