@@ -26,7 +26,9 @@ In a view:
 
 - decorate with ``@login_required`` (signed-out users go to the login and come back);
 - ``api()`` is an :class:`helixgate.client.ApiClient` acting as the user (token refreshed
-  transparently): ``api().get_object("/ga4gh/wes/v1/runs")``. An API refusal raises
+  transparently): ``api().get_object("/ga4gh/wes/v1/runs")``; in a split deployment DRS and
+  TRS may live elsewhere: ``api(service="drs").get_object("/ga4gh/drs/v1/objects/...")``
+  uses ``drs_url``/``trs_url`` (the same as ``api()`` when they are unset). An API refusal raises
   ``ClientError``; the ui blueprint renders it for you (401 -> login, 403 -> "you may not
   ...", 404 -> not found, other -> 502 page with the API's message); catch it to do better;
 - ``current_user()`` -> :class:`CurrentUser` (``username``, ``roles``, ``permissions``,

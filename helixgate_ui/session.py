@@ -38,7 +38,7 @@ from flask import Blueprint, Response, current_app, g, redirect, render_template
 from sqlalchemy import delete
 
 from helixgate import rbac
-from helixgate.client import ApiClient
+from helixgate.client import ApiClient, ClientError
 from helixgate.login import UiSessionRow
 from helixgate.platform import Platform
 
@@ -343,11 +343,24 @@ def access_token() -> str:
         return str(fresh.data["access_token"])
 
 
-def api(base_url: str | None = None) -> ApiClient:
+def service_url(service: str) -> str:
+    """Where a service's API is served: ``drs`` and ``trs`` may live elsewhere in a split
+    deployment (``drs_url``, ``trs_url``); ``wes`` and ``core`` are at the public URL."""
+    settings = platform().settings
+    if service == "drs":
+        return settings.effective_drs_url
+    if service == "trs":
+        return settings.effective_trs_url
+    return public_url()
+
+
+def api(base_url: str | None = None, *, service: str | None = None) -> ApiClient:
     """An HTTP client of the public APIs acting as the current user (their access token,
-    refreshed when needed). ``base_url`` defaults to this deployment's public URL; paths are
-    absolute API paths, e.g. ``api().get_object("/ga4gh/wes/v1/runs")``."""
-    return ApiClient(base_url or public_url(), access_token, verify=_verify(), timeout=60, retries=1)
+    refreshed when needed). Paths are absolute API paths, e.g.
+    ``api().get_object("/ga4gh/wes/v1/runs")``; the base URL is ``base_url``, else the URL of
+    ``service`` ("drs", "trs", "wes", "core": :func:`service_url`), else the public URL."""
+    base = base_url or (service_url(service) if service else public_url())
+    return ApiClient(base, access_token, verify=_verify(), timeout=60, retries=1)
 
 
 # ------------------------------------------------------------------ the user
@@ -371,7 +384,16 @@ def current_user() -> CurrentUser | None:
     session = current_session()
     user = None
     if session is not None and session.username:
-        me = api().get_object("/helixgate/v1/me")
+        g.hg_ui_user = None  # an error page rendered after a failure below shows no user
+        try:
+            me = api().get_object("/helixgate/v1/me")
+        except ClientError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # the APIs no longer accept this user (deactivated, token revoked): end the session
+            store().delete(session.sid)
+            g.hg_ui_session = None
+            raise LoginRequired(f"your session ended: {exc.message}") from None
         user = CurrentUser(
             username=str(me.get("username")),
             display_name=str(me.get("display_name") or me.get("username")),
