@@ -45,7 +45,7 @@ def index() -> str | tuple[str, int]:
         filters = parse_filters(request.args)
     except HelixGateError as exc:
         return _page(AuditFilters(), [], "", common.message(exc)), 400
-    answer = common.client().api.get_object(f"{CORE}/audit/events", params=filters.api_params())
+    answer = common.client("core").api.get_object(f"{CORE}/audit/events", params=filters.api_params())
     return _page(filters, event_rows(answer.get("events") or []), str(answer.get("next_page_token") or ""), "")
 
 
@@ -67,7 +67,7 @@ def _page(filters: AuditFilters, events: list[EventRow], next_token: str, error:
 def verify() -> str:
     """The chain's verification status (an htmx fragment; a full page without htmx)."""
     _require_auditor()
-    status = chain_status(common.client().api.get_object(f"{CORE}/audit/verify"))
+    status = chain_status(common.client("core").api.get_object(f"{CORE}/audit/verify"))
     template = "audit/_chain.html" if request.headers.get("HX-Request") else "audit/chain.html"
     return render_template(template, status=status)
 
@@ -81,7 +81,7 @@ def cef() -> Response | tuple[str, int]:
         params = cef_params(request.args)
     except HelixGateError as exc:
         return _page(AuditFilters(), [], "", common.message(exc)), 400
-    upstream = common.client().api.request("GET", f"{CORE}/audit/cef", params=params, stream=True)
+    upstream = common.client("core").api.request("GET", f"{CORE}/audit/cef", params=params, stream=True)
 
     def body() -> Iterator[bytes]:
         try:

@@ -25,11 +25,13 @@ def login_required(fn: F) -> F:
     return session.login_required(fn)
 
 
-def client() -> HelixGate:
-    """The public APIs, called with the signed-in user's token."""
-    if "catalog_hg" not in g:
-        g.catalog_hg = HelixGate(session.api())
-    return cast(HelixGate, g.catalog_hg)
+def client(service: str) -> HelixGate:
+    """The public API of ``service`` ("trs", "drs", "core"), called with the signed-in user's
+    token (at that service's URL in a split deployment)."""
+    clients = g.setdefault("catalog_clients", {})
+    if service not in clients:
+        clients[service] = HelixGate(session.api(service=service))
+    return cast(HelixGate, clients[service])
 
 
 def me() -> dict[str, Any]:

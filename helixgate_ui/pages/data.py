@@ -40,7 +40,7 @@ _BLOCK = 1024 * 1024
 
 
 def _datasets() -> list[dict[str, Any]]:
-    return list(common.client().api.get_object(f"{DRS}/x-helixgate/datasets").get("datasets") or [])
+    return list(common.client("drs").api.get_object(f"{DRS}/x-helixgate/datasets").get("datasets") or [])
 
 
 @blueprint.get("/")
@@ -65,7 +65,7 @@ def create_dataset() -> str | Response | tuple[str, int]:
     form = request.form
     try:
         body = parse_dataset_form(form.get("name", ""), form.get("description", ""), form.get("public") == "on")
-        ds = common.client().api.post_object(f"{DRS}/x-helixgate/datasets", body)
+        ds = common.client("drs").api.post_object(f"{DRS}/x-helixgate/datasets", body)
         common.flash_ok(f"created dataset {ds.get('name')}")
         return redirect(url_for("ui.data.dataset", dataset_id=str(ds.get("id"))), 303)
     except HelixGateError as exc:
@@ -84,7 +84,7 @@ def create_dataset() -> str | Response | tuple[str, int]:
 @blueprint.get("/datasets/<dataset_id>")
 @common.login_required
 def dataset(dataset_id: str) -> str:
-    hg, me = common.client(), common.me()
+    hg, me = common.client("drs"), common.me()
     d = common.quoted(dataset_id)
     ds = dataset_row(hg.get_dataset(dataset_id), me)
     token = request.args.get("page_token", "")[:64]
@@ -104,7 +104,7 @@ def dataset(dataset_id: str) -> str:
 
 
 def _confirm_or_do(action: str, dataset_id: str, username: str) -> str | Response | tuple[str, int]:
-    hg = common.client()
+    hg = common.client("drs")
     ds = dataset_row(hg.get_dataset(dataset_id), common.me())
     if not ds.may_grant:
         common.refuse(f"only the creator of dataset {ds.name} may manage its grants")
@@ -151,14 +151,14 @@ def find() -> str | tuple[str, int]:
         digest = expected_sha256(raw)
     except HelixGateError as exc:
         return render_template("data/find.html", checksum=raw[:80], objects=None, error=common.message(exc)), 400
-    objects = [object_row(o) for o in common.client().find_objects(digest)] if digest else None
+    objects = [object_row(o) for o in common.client("drs").find_objects(digest)] if digest else None
     return render_template("data/find.html", checksum=digest or "", objects=objects, error="")
 
 
 @blueprint.get("/objects/<object_id>")
 @common.login_required
 def obj(object_id: str) -> str:
-    answer = common.client().get_object(object_id)
+    answer = common.client("drs").get_object(object_id)
     return render_template("data/object.html", o=object_row(answer), run_pages=common.has_page("ui.runs.show_run"))
 
 
@@ -186,7 +186,7 @@ def _upload_checked(
     """Send ``stream`` to the DRS upload API and prove the stored object holds exactly the bytes
     this server received (size and SHA-256). ``expected`` (the browser's or the user's SHA-256)
     travels as the data store's expected checksum: a mismatch stores nothing (422)."""
-    hg = common.client()
+    hg = common.client("drs")
     relay = _Relay(stream)
     obj = hg.upload(iter(relay), name=name, dataset_id=dataset_id, sha256=expected)
     try:

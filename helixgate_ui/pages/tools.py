@@ -34,7 +34,7 @@ PAGE = 25
 @blueprint.get("/")
 @common.login_required
 def index() -> str:
-    hg, me = common.client(), common.me()
+    hg, me = common.client("trs"), common.me()
     offset = common.int_arg("offset", 0, 0, 1_000_000)
     params: dict[str, Any] = {"limit": PAGE, "offset": offset}
     name = request.args.get("name", "").strip()[:128]
@@ -68,7 +68,7 @@ def create() -> str | Response | tuple[str, int]:
         try:
             if not form.get("organization", "").strip() or not form.get("name", "").strip():
                 raise BadRequest("organization and name are required")
-            tool = common.client().create_tool(
+            tool = common.client("trs").create_tool(
                 form["organization"].strip(),
                 form["name"].strip(),
                 tool_id=form.get("tool_id", "").strip() or None,
@@ -84,14 +84,14 @@ def create() -> str | Response | tuple[str, int]:
 @blueprint.get("/<tool_id>")
 @common.login_required
 def tool(tool_id: str) -> str:
-    record = common.client().get_tool(tool_id)
+    record = common.client("trs").get_tool(tool_id)
     return render_template("tools/tool.html", tool=tool_page(record, common.me()))
 
 
 @blueprint.get("/<tool_id>/versions/<version_id>")
 @common.login_required
 def version(tool_id: str, version_id: str) -> str:
-    hg = common.client()
+    hg = common.client("trs")
     record = hg.version_record(tool_id, version_id, content=True)
     verification = verify_here(record, lambda: hg.version_bundle(tool_id, version_id), lambda: hg.trust_material())
     run_link = common.can("wes:submit") and verification.ok and common.has_page("ui.runs.new_run")
@@ -103,7 +103,7 @@ def version(tool_id: str, version_id: str) -> str:
 def images(tool_id: str, version_id: str) -> str:
     """The image drift check (htmx fragment; a full page without htmx)."""
     t, v = common.quoted(tool_id), common.quoted(version_id)
-    report = common.client().api.get_object(f"{TRS}/x-helixgate/tools/{t}/versions/{v}/image-status")
+    report = common.client("trs").api.get_object(f"{TRS}/x-helixgate/tools/{t}/versions/{v}/image-status")
     template = "tools/_images.html" if request.headers.get("HX-Request") else "tools/images.html"
     return render_template(
         template,
@@ -117,7 +117,7 @@ def images(tool_id: str, version_id: str) -> str:
 @blueprint.route("/<tool_id>/publish", methods=["GET", "POST"])
 @common.login_required
 def publish(tool_id: str) -> str | Response | tuple[str, int]:
-    hg = common.client()
+    hg = common.client("trs")
     page = tool_page(hg.get_tool(tool_id), common.me())
     if not page.can_publish:
         common.refuse(f"only the owner of {tool_id} ({page.owner or 'unknown'}) may publish its versions")
