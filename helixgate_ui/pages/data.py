@@ -9,15 +9,13 @@ checksum, so the data store refuses (422, nothing stored) bytes that changed on 
 
 from __future__ import annotations
 
-import hashlib
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from helixgate.client import ClientError
-from helixgate.errors import BadRequest, HelixGateError, IntegrityError
-from helixgate.integrity import check_sha256
+from helixgate.errors import BadRequest, HelixGateError
 from helixgate.sdk import DRS, sha256_of
 from helixgate_ui import NavItem
 from helixgate_ui.pages import catalog_common as common
@@ -31,12 +29,12 @@ from helixgate_ui.pages.data_view import (
     object_row,
     parse_dataset_form,
     parse_username,
+    relay_upload,
 )
 
 blueprint = Blueprint("data", __name__, url_prefix="/data")
 NAV = [NavItem("Data", "ui.data.index", "drs:read")]
 PAGE = 50
-_BLOCK = 1024 * 1024
 
 
 def _datasets() -> list[dict[str, Any]]:
@@ -162,44 +160,12 @@ def obj(object_id: str) -> str:
     return render_template("data/object.html", o=object_row(answer), run_pages=common.has_page("ui.runs.show_run"))
 
 
-def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
-    while block := stream.read(_BLOCK):
-        yield block
-
-
-class _Relay:
-    """Hashes and counts the bytes it passes on to the data store."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.stream, self.sha, self.size = stream, hashlib.sha256(), 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for block in _chunks(self.stream):
-            self.sha.update(block)
-            self.size += len(block)
-            yield block
-
-
 def _upload_checked(
     stream: IO[bytes], *, name: str, dataset_id: str | None, expected: str | None, length: int | None
 ) -> dict[str, Any]:
-    """Send ``stream`` to the DRS upload API and prove the stored object holds exactly the bytes
-    this server received (size and SHA-256). ``expected`` (the browser's or the user's SHA-256)
-    travels as the data store's expected checksum: a mismatch stores nothing (422)."""
-    hg = common.client("drs")
-    relay = _Relay(stream)
-    obj = hg.upload(iter(relay), name=name, dataset_id=dataset_id, sha256=expected)
-    try:
-        if length is not None and relay.size != length:
-            raise IntegrityError(
-                f"upload of {name} was cut short: {relay.size} of {length} bytes arrived",
-                subject=name, expected=str(length), actual=str(relay.size),
-            )  # fmt: skip
-        check_sha256(f"upload of {name} (stored vs received by the dashboard)", relay.sha.hexdigest(), sha256_of(obj))
-    except HelixGateError:
-        hg.api.request("DELETE", f"{DRS}/x-helixgate/objects/{common.quoted(str(obj.get('id')))}")
-        raise
-    return obj
+    return relay_upload(
+        common.client("drs"), stream, name=name, dataset_id=dataset_id, expected=expected, length=length
+    )
 
 
 def _upload_targets(me: dict[str, Any]) -> list[DatasetRow]:

@@ -8,11 +8,15 @@ objects, granting, revoking) is for its creator or an administrator, with ``drs:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping, Protocol
+from urllib.parse import quote
 
-from helixgate.errors import BadRequest
+from helixgate.errors import BadRequest, HelixGateError, IntegrityError
+from helixgate.integrity import check_sha256
+from helixgate.sdk import DRS, sha256_of
 
 _OBJECT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,255}$")  # the upload API's `name` pattern
 _HEX64 = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
@@ -220,3 +224,60 @@ def expected_sha256(value: str) -> str | None:
     if not _HEX64.match(value):
         raise BadRequest("expected SHA-256: 64 hexadecimal characters (optionally prefixed sha256:)")
     return value.lower().removeprefix("sha256:")
+
+
+# ---------------------------------------------------------------------------- uploads
+_BLOCK = 1024 * 1024
+
+
+class DataClient(Protocol):
+    """What an upload needs of ``helixgate.sdk.HelixGate``."""
+
+    api: Any
+
+    def upload(self, data: Any, *, name: str, dataset_id: str | None = None, sha256: str | None = None) -> Any: ...
+
+
+class Relay:
+    """Passes a stream on in blocks, hashing (SHA-256) and counting what went through."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.sha, self.size = stream, hashlib.sha256(), 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.stream.read(_BLOCK):
+            self.sha.update(block)
+            self.size += len(block)
+            yield block
+
+
+def relay_upload(
+    hg: DataClient,
+    stream: IO[bytes],
+    *,
+    name: str,
+    dataset_id: str | None,
+    expected: str | None,
+    length: int | None,
+) -> dict[str, Any]:
+    """Send ``stream`` to the DRS upload API and prove the stored object holds exactly the bytes
+    relayed (count and SHA-256); otherwise the object is deleted and IntegrityError raised.
+
+    ``expected`` (the SHA-256 the browser computed or the user typed) travels as the data
+    store's expected checksum, so bytes that changed before reaching it are refused (422) and
+    nothing is stored; ``length`` is the Content-Length the browser announced."""
+    relay = Relay(stream)
+    obj: dict[str, Any] = hg.upload(iter(relay), name=name, dataset_id=dataset_id, sha256=expected)
+    try:
+        if length is not None and relay.size != length:
+            raise IntegrityError(
+                f"upload of {name} was cut short: {relay.size} of {length} bytes arrived",
+                subject=name,
+                expected=str(length),
+                actual=str(relay.size),
+            )
+        check_sha256(f"upload of {name} (stored vs relayed by the dashboard)", relay.sha.hexdigest(), sha256_of(obj))
+    except HelixGateError:
+        hg.api.request("DELETE", f"{DRS}/x-helixgate/objects/{quote(str(obj.get('id')), safe='')}")
+        raise
+    return obj

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -244,3 +245,39 @@ def test_security_events_and_refusals_are_highlighted() -> None:
     assert audit_view.chain_status({"ok": True, "problems": []}).ok
     broken = audit_view.chain_status({"ok": False, "problems": ["record 7: hash mismatch"]})
     assert not broken.ok and broken.problems == ("record 7: hash mismatch",)
+
+
+class _FakeDrs:
+    """Records what reached the "data store"; ``stored`` decides what it says it stored."""
+
+    def __init__(self, stored: Callable[[bytes], bytes]) -> None:
+        self.stored, self.received, self.deleted = stored, b"", []  # type: ignore[var-annotated]
+        self.api = self
+
+    def upload(self, data: Any, *, name: str, dataset_id: str | None = None, sha256: str | None = None) -> Any:
+        self.received = b"".join(data)
+        digest = hashlib.sha256(self.stored(self.received)).hexdigest()
+        return {"id": "a" * 32, "name": name, "checksums": [{"type": "sha-256", "checksum": digest}]}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> None:
+        self.deleted.append((method, path))
+
+
+def test_upload_relay_proves_the_stored_bytes_are_those_relayed() -> None:
+    data = b"ACGT" * 300_000  # several blocks
+    good = _FakeDrs(lambda b: b)
+    obj = data_view.relay_upload(good, io.BytesIO(data), name="x", dataset_id=None, expected=None, length=len(data))
+    assert good.received == data and obj["id"] == "a" * 32 and good.deleted == []
+
+    # the store says it holds other bytes: refused, named, and the object deleted
+    flipped = _FakeDrs(lambda b: b[:-1] + b"A")  # one byte differs
+    with pytest.raises(IntegrityError, match="stored vs relayed") as info:
+        data_view.relay_upload(flipped, io.BytesIO(data), name="x", dataset_id=None, expected=None, length=None)
+    assert info.value.expected == hashlib.sha256(data).hexdigest()
+    assert flipped.deleted == [("DELETE", "/ga4gh/drs/v1/x-helixgate/objects/" + "a" * 32)]
+
+    # fewer bytes arrived than the browser announced: refused, deleted
+    short = _FakeDrs(lambda b: b)
+    with pytest.raises(IntegrityError, match="cut short: 10 of 11 bytes"):
+        data_view.relay_upload(short, io.BytesIO(b"0123456789"), name="x", dataset_id=None, expected=None, length=11)
+    assert len(short.deleted) == 1
