@@ -130,6 +130,11 @@ def test_upload_whose_bytes_differ_from_the_expected_checksum_stores_nothing(
     forgive(console_log, 422)  # the data store's refusal, relayed with its status
     assert page.url.endswith("/ui/data/upload")
     assert _hg(ui_server, "steward2", "data-steward").find_objects(actual) == []
+    # and the refusal is a security event in the audit trail
+    auditor = _hg(ui_server, "auditor", "auditor")
+    params = {"category": "security", "action": "drs.upload.checksum_mismatch", "actor": "steward2"}
+    events = auditor.api.get_object("/helixgate/v1/audit/events", params=params)["events"]
+    assert [(e["details"]["expected"], e["details"]["actual"]) for e in events] == [(wrong, actual)]
 
 
 def test_viewer_sees_only_granted_data_and_no_management(
