@@ -22,6 +22,7 @@ from helixgate_ui.pages.tools_view import (
     parse_publish,
     tool_page,
     tool_rows,
+    trust_view,
     verify_here,
     version_page,
 )
@@ -55,6 +56,13 @@ def index() -> str:
         next_offset=offset + PAGE if "next_page" in resp.headers else None,
         may_create="trs:publish" in me.get("permissions", []),
     )
+
+
+@blueprint.get("/trust")
+@common.login_required
+def trust() -> str:
+    """The registry's published trust material: what every version's signature is checked against."""
+    return render_template("tools/trust.html", trust=trust_view(common.client("trs").trust_material()))
 
 
 @blueprint.route("/new", methods=["GET", "POST"])

@@ -328,3 +328,41 @@ def parse_publish(
     if total > TOTAL_LIMIT:
         raise BadRequest(f"the files add up to {total} bytes (limit {TOTAL_LIMIT})")
     return PublishRequest(version_id, descriptor_type, images, primary_path, files)
+
+
+# ---------------------------------------------------------------------------- trust material
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    created: str
+    revoked: str  # when (or "yes"), "" while trusted
+    active: bool
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What verifiers trust: the registry's public keys (``key``) or Sigstore identities."""
+
+    kind: str
+    keys: tuple[SigningKey, ...]
+    identities: tuple[tuple[str, str], ...]  # (identity, issuer)
+
+
+def trust_view(material: Mapping[str, Any]) -> Trust:
+    active = _str(material.get("activeKeyId"))
+    keys = tuple(
+        SigningKey(
+            key_id=_str(k.get("keyId")),
+            created=_str(k.get("created")),
+            revoked="" if not k.get("revoked") else ("yes" if k.get("revoked") is True else _str(k.get("revoked"))),
+            active=_str(k.get("keyId")) == active,
+        )
+        for k in material.get("keys") or []
+        if isinstance(k, Mapping)
+    )
+    identities = tuple(
+        (_str(i.get("identity")), _str(i.get("issuer")))
+        for i in material.get("identities") or []
+        if isinstance(i, Mapping)
+    )
+    return Trust(_str(material.get("kind")), keys, identities)

@@ -117,6 +117,12 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
     expect(page.locator("#tools")).to_contain_text(f"browser-{test_session_id}")
     shot(page, "tools-list")
 
+    # the keys versions are verified against: the version's signer is the active one
+    page.get_by_role("link", name="Registry signing trust").click()
+    signer = HelixGate.connect(ui_server.url, ui_server.user("dev", "tool-developer")).trust_material()["activeKeyId"]
+    expect(page.locator("#signing-keys")).to_contain_text(signer)
+    expect(page.locator("#signing-keys tr", has_text=signer)).to_contain_text("active")
+
 
 def test_tampered_version_is_shown_failed_with_its_reason(
     ui_server: LiveServer, ui_user: Any, browser_page: Any, published: Published, pushed_busybox: PushedImage

@@ -281,3 +281,16 @@ def test_upload_relay_proves_the_stored_bytes_are_those_relayed() -> None:
     with pytest.raises(IntegrityError, match="cut short: 10 of 11 bytes"):
         data_view.relay_upload(short, io.BytesIO(b"0123456789"), name="x", dataset_id=None, expected=None, length=11)
     assert len(short.deleted) == 1
+
+
+def test_trust_material_view() -> None:
+    trust = tools_view.trust_view(
+        {
+            "kind": "key",
+            "activeKeyId": "b" * 64,
+            "keys": [{"keyId": "a" * 64, "revoked": "2026-01-01T00:00:00Z"}, {"keyId": "b" * 64, "revoked": None}],
+        }
+    )
+    assert [(k.active, bool(k.revoked)) for k in trust.keys] == [(False, True), (True, False)]
+    sig = tools_view.trust_view({"kind": "sigstore", "identities": [{"identity": "me@x", "issuer": "https://i"}]})
+    assert sig.identities == (("me@x", "https://i"),) and sig.keys == ()
