@@ -52,6 +52,7 @@ errors and fails the test on any) and ``tests/fixtures/ui.py`` (``ui_server``,
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
     from helixgate.platform import Platform
 
 __all__ = ["PAGES", "NavItem", "create_blueprint", "mount"]
+
+log = logging.getLogger("helixgate.ui")
 
 
 @dataclass(frozen=True)
@@ -156,10 +159,48 @@ def create_blueprint() -> Blueprint:
     return ui
 
 
+UI_THREADS = 16
+
+
+class _UiThreadPool:
+    """UI requests on their own WSGI threads. A UI view waits on API calls to this same server;
+    on connexion's one pool (10 threads) ten waiting views would leave no thread for the calls
+    they wait on. With two pools the API calls never queue behind UI views."""
+
+    def __init__(self, api_pool: Any, ui_pool: Any) -> None:
+        self.api_pool = api_pool
+        self.ui_pool = ui_pool
+
+    @property
+    def app(self) -> Any:  # what connexion's add_wsgi_middleware wraps
+        return self.api_pool.app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        pool = self.ui_pool if path == "/ui" or path.startswith("/ui/") else self.api_pool
+        await pool(scope, receive, send)
+
+
+def _own_thread_pool(app: connexion.FlaskApp) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from a2wsgi import WSGIMiddleware
+
+    inner = getattr(app, "_middleware_app", None)
+    api_pool = getattr(inner, "asgi_app", None)
+    if inner is None or not isinstance(api_pool, WSGIMiddleware):  # another connexion layout
+        log.warning("web UI: no separate thread pool (unexpected connexion app layout)")
+        return
+    ui_pool = WSGIMiddleware(app.app.wsgi_app)
+    ui_pool.executor = ThreadPoolExecutor(thread_name_prefix="WSGI-UI", max_workers=UI_THREADS)
+    inner.asgi_app = _UiThreadPool(api_pool, ui_pool)
+
+
 def mount(app: connexion.FlaskApp, platform: Platform) -> None:
     """Serve the UI at ``/ui/`` in ``app`` (the core's connexion app)."""
     flask_app = app.app
     flask_app.register_blueprint(create_blueprint(), url_prefix="/ui")
+    _own_thread_pool(app)
 
     @flask_app.get("/ui")
     def _ui_root() -> Response:

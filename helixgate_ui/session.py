@@ -305,8 +305,27 @@ class LoginRequired(Exception):
     """The user must (again) log in; ``str(exc)`` says why, for the login page."""
 
 
-_refresh_locks: dict[str, threading.Lock] = {}
-_refresh_locks_guard = threading.Lock()
+# Writers of one session's sealed data take its lock and re-read it first, so a flash message
+# saved by one request never overwrites the tokens another request just rotated (the stale
+# refresh token would then look like theft and end the login). Striped: no growth per session.
+# Across processes (several replicas serving the UI) this is not serialised.
+_SESSION_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _session_lock(session: UiSession) -> threading.Lock:
+    return _SESSION_LOCKS[int(session.key[:8], 16) % len(_SESSION_LOCKS)]
+
+
+def _update(session: UiSession, mutate: Callable[[dict[str, Any]], Any]) -> Any:
+    """Apply ``mutate`` to the session's current stored data under its lock and save it."""
+    with _session_lock(session):
+        fresh = store().load(session.cookie_value)
+        if fresh is None:
+            raise LoginRequired("your session ended")
+        result = mutate(fresh.data)
+        store().save(fresh)
+        session.data = fresh.data
+        return result
 
 
 def access_token() -> str:
@@ -318,9 +337,7 @@ def access_token() -> str:
         raise LoginRequired("not signed in")
     if session.data.get("access_exp", 0) - _REFRESH_MARGIN > time.time():
         return str(session.data["access_token"])
-    with _refresh_locks_guard:
-        lock = _refresh_locks.setdefault(session.key, threading.Lock())
-    with lock:
+    with _session_lock(session):
         fresh = store().load(session.cookie_value)  # another request may have refreshed meanwhile
         if fresh is None:
             raise LoginRequired("your session ended")
@@ -445,17 +462,18 @@ def flash(message: str, category: str = "info") -> None:
     session = current_session()
     if session is None:
         return
-    session.data.setdefault("flash", []).append([category, message[:500]])
-    store().save(session)
+    _update(session, lambda data: data.setdefault("flash", []).append([category, message[:500]]))
 
 
 def pop_flashes() -> list[tuple[str, str]]:
     session = current_session()
     if session is None or not session.data.get("flash"):
         return []
-    messages = [(str(c), str(m)) for c, m in session.data.pop("flash")]
-    store().save(session)
-    return messages
+    try:
+        popped = _update(session, lambda data: data.pop("flash", []))
+    except LoginRequired:
+        return []
+    return [(str(c), str(m)) for c, m in popped]
 
 
 # ------------------------------------------------------------------ views

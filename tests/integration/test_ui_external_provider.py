@@ -92,3 +92,42 @@ def test_an_unregistered_redirect_is_refused_by_the_provider(two: tuple[LiveServ
         allow_redirects=False,
     )
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+def test_cli_login_at_an_external_provider(two: tuple[LiveServer, LiveServer], tmp_path: Path) -> None:
+    """`helixgate login --issuer`: the device grant at another provider, tokens used at --url."""
+    import re
+    import subprocess
+
+    from tests.fixtures.live import HELIXGATE, ROOT
+
+    a, b = two
+    ivan = make_ui_user(b, "ivan", "viewer")
+    a.user("ivan", "auditor")
+    env = {k: v for k, v in a.env.items() if k != "HELIXGATE_TOKEN"}
+    env["HELIXGATE_CREDENTIALS"] = str(tmp_path / "credentials.json")
+    proc = subprocess.Popen(
+        [HELIXGATE, "login", "--issuer", b.url + "/oidc"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    match = re.search(r"open (\S+) in a browser and confirm the code (\S+)", line)
+    assert match and match.group(1).startswith(b.url + "/oidc/device"), line
+    s = requests.Session()
+    form = login_form(s.get(match.group(1)).text)
+    r = s.post(
+        b.url + form.action,
+        data={**form.fields, "username": "ivan", "password": ivan.password},
+        headers={"Origin": b.url},
+    )
+    assert "Device approved" in r.text
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == f"logged in to {a.url} as ivan"
+    who = subprocess.run([HELIXGATE, "whoami"], env=env, capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert who.returncode == 0 and who.stdout.strip() == "ivan (auditor)", who.stderr
