@@ -2,9 +2,10 @@
 revoke after a confirmation step) and uploads with progress.
 
 Every call goes to the public DRS API with the signed-in user's token. An upload is checked as
-the CLI checks one: the UI hashes the bytes it received (and compares them with the SHA-256 the
-browser computed or the user typed, when given), then sends that SHA-256 as the expected
-checksum, so the data store refuses (422, nothing stored) bytes that changed on the way.
+the CLI checks one: the SHA-256 the browser computed (or the user typed) travels as the data
+store's expected checksum, so bytes that changed on the way are refused (422, nothing stored);
+the dashboard also hashes what it relayed and deletes the object unless the data store stored
+exactly those bytes (``data_view.relay_upload``).
 """
 
 from __future__ import annotations

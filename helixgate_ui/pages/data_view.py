@@ -20,7 +20,7 @@ from helixgate.sdk import DRS, sha256_of
 
 _OBJECT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,255}$")  # the upload API's `name` pattern
 _HEX64 = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
-_USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")  # helixgate.users' rule
 
 
 def _str(value: Any) -> str:
@@ -189,7 +189,7 @@ def grant_rows(grants: Iterable[Mapping[str, Any]]) -> list[GrantRow]:
 def parse_username(value: str) -> str:
     value = value.strip()
     if not _USERNAME.match(value):
-        raise BadRequest("user name: 1-128 letters, digits or . _ @ + -")
+        raise BadRequest("user name: 1-128 letters, digits or . _ @ + - (starting with a letter or digit)")
     return value
 
 
