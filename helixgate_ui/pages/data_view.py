@@ -281,3 +281,30 @@ def relay_upload(
         hg.api.request("DELETE", f"{DRS}/x-helixgate/objects/{quote(str(obj.get('id')), safe='')}")
         raise
     return obj
+
+
+def verified_stream(chunks: Iterable[bytes], *, expected_sha256: str, size: int, what: str) -> Iterator[bytes]:
+    """Pass ``chunks`` on, holding back the last one until the whole stream's size and SHA-256
+    match the record: a mismatch ends the stream before its last bytes (IntegrityError), so
+    what the browser saved can never pass as complete."""
+    sha, seen, held = hashlib.sha256(), 0, b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if held:
+            yield held
+        sha.update(chunk)
+        seen += len(chunk)
+        if seen > size:
+            raise IntegrityError(f"{what}: more than the recorded {size} bytes", expected=str(size), actual=str(seen))
+        held = chunk
+    if seen != size:
+        raise IntegrityError(f"{what}: {seen} of {size} bytes arrived", expected=str(size), actual=str(seen))
+    check_sha256(what, expected_sha256, sha.hexdigest())
+    if held:
+        yield held
+
+
+def download_name(row: ObjectRow) -> str:
+    """A safe file name for Content-Disposition (the object's name, else its id)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", row.name or row.id)[:200].strip(".") or row.id

@@ -70,6 +70,10 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
     expect(facts).to_contain_text(digest)
     expect(facts).to_contain_text(f"({len(data)} bytes)")
     shot(page, "data-object")
+    with page.expect_download() as fetched:
+        page.get_by_role("link", name="Download").click()
+    assert Path(fetched.value.path()).read_bytes() == data  # streamed through the dashboard, checked on the way
+    assert fetched.value.suggested_filename == "sample_1.vcf"
     expect(page.locator("main")).to_contain_text("Uploaded or registered by a user")
     object_id = page.url.rsplit("/", 1)[-1]
     shown = str(page.evaluate("() => sessionStorage.getItem('seen')")).split()

@@ -294,3 +294,30 @@ def test_trust_material_view() -> None:
     assert [(k.active, bool(k.revoked)) for k in trust.keys] == [(False, True), (True, False)]
     sig = tools_view.trust_view({"kind": "sigstore", "identities": [{"identity": "me@x", "issuer": "https://i"}]})
     assert sig.identities == (("me@x", "https://i"),) and sig.keys == ()
+
+
+def test_download_stream_holds_back_its_end_until_the_bytes_match() -> None:
+    chunks = [b"abc", b"def", b"gh"]
+    data = b"".join(chunks)
+    digest = hashlib.sha256(data).hexdigest()
+
+    def run(parts: list[bytes], expected: str = digest, size: int = len(data)) -> tuple[bytes, Exception | None]:
+        got = b""
+        try:
+            for piece in data_view.verified_stream(parts, expected_sha256=expected, size=size, what="drs://h/o"):
+                got += piece
+        except IntegrityError as exc:
+            return got, exc
+        return got, None
+
+    assert run(chunks) == (data, None)
+    got, exc = run([b"abc", b"dEf", b"gh"])  # one flipped byte
+    assert isinstance(exc, IntegrityError) and "sha256 mismatch" in exc.message
+    assert got == b"abcdEf"  # the last piece never left: the download is incomplete
+    got, exc = run([b"abc", b"def"])  # cut short
+    assert isinstance(exc, IntegrityError) and "6 of 8 bytes" in exc.message and got == b"abc"
+    got, exc = run([*chunks, b"x"])  # longer than recorded
+    assert isinstance(exc, IntegrityError) and "more than the recorded 8 bytes" in exc.message
+    assert len(got) < len(data) + 1
+    row = data_view.object_row({"id": "i" * 32, "name": "a b/../c.txt"})
+    assert data_view.download_name(row) == "a_b_.._c.txt"
