@@ -116,6 +116,12 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
     assert_security_headers(response.headers)
     expect(page.locator("#tools")).to_contain_text(f"browser-{test_session_id}")
     shot(page, "tools-list")
+    page.get_by_label("Tool name").fill(f"browser-{test_session_id}")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#tools tbody tr")).to_have_count(1)
+    page.get_by_label("Tool name").fill("no-such-tool")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#tools")).to_contain_text("No tools match this name")
 
     # the keys versions are verified against: the version's signer is the active one
     page.get_by_role("link", name="Registry signing trust").click()
