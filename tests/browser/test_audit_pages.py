@@ -53,6 +53,13 @@ def test_auditor_filters_the_trail_sees_security_events_verifies_and_exports(
     shot(page, "audit-security-events")
     assert_labelled(page)
 
+    # an actor in a row narrows the trail to that actor's records
+    page.get_by_label("Actor").fill("")
+    page.get_by_role("button", name="Filter").click()
+    page.locator("#events tbody tr", has_text="auth.denied").get_by_role("link", name="mallory").first.click()
+    assert "actor=mallory" in page.url and "category=security" in page.url
+    expect(page.get_by_label("Actor")).to_have_value("mallory")
+
     # requests and successes are not highlighted
     page.get_by_label("Category").select_option("request")
     page.get_by_label("Outcome").select_option("success")
