@@ -24,7 +24,8 @@ skipped). It exports:
 
 In a view:
 
-- decorate with ``@login_required`` (signed-out users go to the login and come back);
+- decorate with ``@login_required`` (signed-out users go to the login and come back; an htmx
+  request gets ``HX-Redirect`` so the whole page goes, not a login form inside a fragment);
 - ``api()`` is an :class:`helixgate.client.ApiClient` acting as the user (token refreshed
   transparently): ``api().get_object("/ga4gh/wes/v1/runs")``; in a split deployment DRS and
   TRS may live elsewhere: ``api(service="drs").get_object("/ga4gh/drs/v1/objects/...")``
@@ -57,7 +58,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template
 
 from helixgate.client import ClientError
 from helixgate.errors import UpstreamError
@@ -138,7 +139,7 @@ def create_blueprint() -> Blueprint:
     @ui.errorhandler(ClientError)
     def _api_refused(exc: ClientError) -> Any:
         if exc.status == 401:
-            return redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?")))
+            return session.to_login()
         status = exc.status if exc.status in (400, 403, 404, 409, 413, 422) else 502
         return render_template("error.html", status=status, message=exc.message), status
 
@@ -148,8 +149,7 @@ def create_blueprint() -> Blueprint:
 
     @ui.errorhandler(session.LoginRequired)
     def _login_again(exc: session.LoginRequired) -> Any:
-        resp = redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?")))
-        return resp
+        return session.to_login()
 
     @ui.get("/")
     @session.login_required

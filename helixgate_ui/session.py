@@ -421,6 +421,19 @@ def current_user() -> CurrentUser | None:
     return user
 
 
+def to_login() -> Response:
+    """Send the browser to the login and back here afterwards. An htmx request gets
+    ``HX-Redirect`` (the whole page goes, not a login form swapped into a fragment), back to
+    the page it was made from."""
+    if request.headers.get("HX-Request") == "true":
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        here = current.path + (f"?{current.query}" if current.query else "")
+        resp = Response("", status=200)
+        resp.headers["HX-Redirect"] = url_for("ui.auth.login", next=_safe_next(here))
+        return resp
+    return cast(Response, redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?"))))
+
+
 def login_required(view: F) -> F:
     """Views of signed-in users only: others are sent to the login (and back afterwards)."""
 
@@ -428,7 +441,7 @@ def login_required(view: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         session = current_session()
         if session is None or not session.username:
-            return redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?")))
+            return to_login()
         return view(*args, **kwargs)
 
     return cast(F, wrapper)

@@ -88,6 +88,13 @@ def test_page_module_views_get_the_shells_headers_and_error_pages(client: TestCl
     r = client.get("/ui/fake/private", follow_redirects=False)
     assert r.status_code == 302 and r.headers["location"].startswith("/ui/login?next=/ui/fake/private")
     _assert_headers(r)
+    # an htmx request is told to move the whole page, back to the page it came from
+    r = client.get(
+        "/ui/fake/private",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://127.0.0.1:8080/ui/runs?state=RUNNING"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 200 and r.headers["HX-Redirect"] == "/ui/login?next=/ui/runs?state%3DRUNNING"
 
 
 def test_page_module_posts_need_the_csrf_token(client: TestClient) -> None:
