@@ -67,8 +67,14 @@ def _page(filters: AuditFilters, events: list[EventRow], next_token: str, error:
 def verify() -> str:
     """The chain's verification status (an htmx fragment; a full page without htmx)."""
     _require_auditor()
-    status = chain_status(common.client("core").api.get_object(f"{CORE}/audit/verify"))
-    template = "audit/_chain.html" if request.headers.get("HX-Request") else "audit/chain.html"
+    fragment = bool(request.headers.get("HX-Request"))
+    try:
+        status = chain_status(common.client("core").api.get_object(f"{CORE}/audit/verify"))
+    except HelixGateError as exc:
+        if not fragment:
+            raise
+        return common.fragment_error(f"the chain could not be verified: {exc.message}")  # htmx swaps only 2xx
+    template = "audit/_chain.html" if fragment else "audit/chain.html"
     return render_template(template, status=status)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, NoReturn, TypeVar, cast
 from urllib.parse import quote
 
 from flask import current_app, g, render_template, request
+from markupsafe import Markup
 
 from helixgate.client import ClientError
 from helixgate.errors import HelixGateError
@@ -90,3 +91,8 @@ def render_form(template: str, error: str, status: int = 400, **context: Any) ->
 def has_page(endpoint: str) -> bool:
     """Whether another page module (e.g. the runs pages) is served here, to link to it."""
     return endpoint in current_app.view_functions
+
+
+def fragment_error(text: str) -> str:
+    """An htmx fragment saying what failed (answered 200: htmx swaps nothing on 4xx/5xx)."""
+    return str(Markup('<p class="flash flash-error" role="alert">{}</p>').format(text))

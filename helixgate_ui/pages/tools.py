@@ -111,8 +111,14 @@ def version(tool_id: str, version_id: str) -> str:
 def images(tool_id: str, version_id: str) -> str:
     """The image drift check (htmx fragment; a full page without htmx)."""
     t, v = common.quoted(tool_id), common.quoted(version_id)
-    report = common.client("trs").api.get_object(f"{TRS}/x-helixgate/tools/{t}/versions/{v}/image-status")
-    template = "tools/_images.html" if request.headers.get("HX-Request") else "tools/images.html"
+    fragment = bool(request.headers.get("HX-Request"))
+    try:
+        report = common.client("trs").api.get_object(f"{TRS}/x-helixgate/tools/{t}/versions/{v}/image-status")
+    except HelixGateError as exc:
+        if not fragment:
+            raise
+        return common.fragment_error(f"the image check failed: {exc.message}")  # htmx swaps only 2xx answers
+    template = "tools/_images.html" if fragment else "tools/images.html"
     return render_template(
         template,
         tool_id=tool_id,

@@ -321,3 +321,10 @@ def test_download_stream_holds_back_its_end_until_the_bytes_match() -> None:
     assert len(got) < len(data) + 1
     row = data_view.object_row({"id": "i" * 32, "name": "a b/../c.txt"})
     assert data_view.download_name(row) == "a_b_.._c.txt"
+
+
+def test_fragment_errors_are_escaped() -> None:
+    from helixgate_ui.pages.catalog_common import fragment_error
+
+    html = fragment_error('registry said <script>alert("x")</script>')
+    assert "<script>" not in html and "&lt;script&gt;" in html and 'role="alert"' in html
