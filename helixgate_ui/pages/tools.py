@@ -58,14 +58,14 @@ def index() -> str:
     )
 
 
-@blueprint.get("/trust")
+@blueprint.get("/_trust")  # "_" keeps it apart from tool ids (helixgate tool ids never start with one)
 @common.login_required
 def trust() -> str:
     """The registry's published trust material: what every version's signature is checked against."""
     return render_template("tools/trust.html", trust=trust_view(common.client("trs").trust_material()))
 
 
-@blueprint.route("/new", methods=["GET", "POST"])
+@blueprint.route("/_new", methods=["GET", "POST"])
 @common.login_required
 def create() -> str | Response | tuple[str, int]:
     me = common.me()

@@ -177,7 +177,7 @@ def test_viewers_and_other_developers_see_no_publishing(
     page.goto(f"{ui_server.url}/ui/tools/{published.tool_id}")
     expect(page.locator("#versions")).to_contain_text("1.0.0")
     expect(page.get_by_role("link", name="Publish a version")).to_have_count(0)
-    for path in ("/ui/tools/new", f"/ui/tools/{published.tool_id}/publish"):
+    for path in ("/ui/tools/_new", f"/ui/tools/{published.tool_id}/publish"):
         goto_refused(page, console_log, f"{ui_server.url}{path}", 403)
         expect(page.locator("#error-message")).to_be_visible()
 
