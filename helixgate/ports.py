@@ -24,7 +24,8 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from helixgate.errors import IntegrityError
 from helixgate.integrity import check_sha256, normalize_sha256, sha256_bytes
 
-CWL_DESCRIPTOR_TYPES = ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR")
+CWL_DESCRIPTOR_TYPES = ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR")  # the file types of a language's descriptors
+WORKFLOW_LANGUAGES = ("CWL", "WDL")  # TRS descriptor types WES can run
 
 
 def sha256_from_checksums(checksums: object, subject: str) -> str:
@@ -214,9 +215,10 @@ class TrustMaterial:
 class ToolPort(Protocol):
     """TRS as WES needs it (read-only, as the service identity)."""
 
-    def descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
-        """Every CWL descriptor file of a version, each re-checked against TRS's recorded
-        checksum; IntegrityError when one differs or there is no primary descriptor."""
+    def descriptors(self, tool_id: str, version_id: str, language: str = "CWL") -> list[DescriptorFile]:
+        """Every descriptor file of a version in ``language`` (CWL or WDL), each re-checked
+        against TRS's recorded checksum; IntegrityError when one differs or there is no primary
+        descriptor."""
         ...
 
     def bundle(self, tool_id: str, version_id: str) -> str:
@@ -237,9 +239,13 @@ def check_descriptor(tool_id: str, version_id: str, path: str, recorded: str, co
     return actual
 
 
-def require_primary(files: Sequence[DescriptorFile], tool_id: str, version_id: str) -> list[DescriptorFile]:
+def require_primary(
+    files: Sequence[DescriptorFile], tool_id: str, version_id: str, language: str = "CWL"
+) -> list[DescriptorFile]:
     if not any(f.primary for f in files):
-        raise IntegrityError(f"TRS version {tool_id}:{version_id} has no primary CWL descriptor", subject=tool_id)
+        raise IntegrityError(
+            f"TRS version {tool_id}:{version_id} has no primary {language} descriptor", subject=tool_id
+        )
     return list(files)
 
 

@@ -176,20 +176,20 @@ class HttpToolPort:
         except ClientError as exc:
             raise domain_error(exc) from None
 
-    def descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
-        t, v = quote(tool_id, safe=""), quote(version_id, safe="")
-        listing = self._get(f"/tools/{t}/versions/{v}/CWL/files")
+    def descriptors(self, tool_id: str, version_id: str, language: str = "CWL") -> list[DescriptorFile]:
+        t, v, lang = quote(tool_id, safe=""), quote(version_id, safe=""), quote(language, safe="")
+        listing = self._get(f"/tools/{t}/versions/{v}/{lang}/files")
         out = []
         for entry in listing if isinstance(listing, list) else []:
             if not isinstance(entry, Mapping) or entry.get("file_type") not in CWL_DESCRIPTOR_TYPES:
                 continue
             path = str(entry.get("path"))
             recorded = sha256_from_checksums(entry.get("checksum"), f"TRS file {path}")
-            wrapper = _json_object(self._get(f"/tools/{t}/versions/{v}/CWL/descriptor/{quote(path)}"), path)
+            wrapper = _json_object(self._get(f"/tools/{t}/versions/{v}/{lang}/descriptor/{quote(path)}"), path)
             content = str(wrapper.get("content") or "").encode()
             actual = check_descriptor(tool_id, version_id, path, recorded, content)
             out.append(DescriptorFile(path, content, actual, entry.get("file_type") == "PRIMARY_DESCRIPTOR"))
-        return require_primary(out, tool_id, version_id)
+        return require_primary(out, tool_id, version_id, language)
 
     def bundle(self, tool_id: str, version_id: str) -> str:
         t, v = quote(tool_id, safe=""), quote(version_id, safe="")

@@ -488,12 +488,20 @@ class HelixGate:
         params: Mapping[str, Any],
         *,
         attachments: Mapping[str, bytes] | None = None,
-        workflow_type_version: str = "v1.2",
+        workflow_type_version: str | None = None,
         tags: Mapping[str, str] | None = None,
+        workflow_type: str = "CWL",
     ) -> str:
+        """Submit a run. ``workflow_type`` is CWL or WDL; without ``workflow_type_version`` a
+        CWL run says v1.2 and a WDL run says the version its document declares (the attached
+        main file, or the TRS version's recorded WDL version)."""
+        if workflow_type_version is None:
+            workflow_type_version = (
+                self.wdl_version_of(workflow_url, attachments) if workflow_type.upper() == "WDL" else "v1.2"
+            )
         form = {
             "workflow_url": workflow_url,
-            "workflow_type": "CWL",
+            "workflow_type": workflow_type,
             "workflow_type_version": workflow_type_version,
             "workflow_params": json.dumps(dict(params)),
             "tags": json.dumps(dict(tags or {})),
@@ -503,6 +511,26 @@ class HelixGate:
         parts += [("workflow_attachment", (name, content)) for name, content in (attachments or {}).items()]
         resp = self.api.request("POST", f"{WES}/runs", files=parts)
         return str(resp.json()["run_id"])
+
+    def wdl_version_of(self, workflow_url: str, attachments: Mapping[str, bytes] | None = None) -> str:
+        """The WDL version of a workflow: parsed from the attached main file, or for a
+        ``trs://host/tool/version`` the version TRS recorded for its WDL descriptors."""
+        if attachments and workflow_url in attachments:
+            from helixgate.wdl_documents import declared_version
+
+            return declared_version(attachments[workflow_url], workflow_url)
+        if has_scheme(workflow_url, "trs"):
+            parts = workflow_url.strip()[len("trs://") :].split("/")
+            if len(parts) == 3 and all(parts):
+                t, v = quote(parts[1], safe=""), quote(parts[2], safe="")
+                record = self.api.get_object(f"{TRS}/tools/{t}/versions/{v}")
+                versions = (record.get("descriptor_type_version") or {}).get("WDL") or []
+                if versions:
+                    return str(versions[0])
+                raise BadRequest(f"TRS version {parts[1]}:{parts[2]} has no WDL descriptor")
+        raise BadRequest(
+            f"cannot tell the WDL version of {workflow_url[:120]!r}: give workflow_type_version (1.0 or 1.1)"
+        )
 
     def run_status(self, run_id: str) -> str:
         return str(self.api.get_json(f"{WES}/runs/{run_id}/status")["state"])

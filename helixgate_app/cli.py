@@ -348,7 +348,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from helixgate_app.demo import run_demo
 
-    return run_demo(keep=args.keep)
+    return run_demo(keep=args.keep, language=args.language)
 
 
 # --------------------------------------------------------------------------- parser
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add(sub, "demo", cmd_demo, "run the end-to-end demo on embedded defaults (needs Docker)")
     d.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    d.add_argument(
+        "--language", choices=["cwl", "wdl"], default="cwl", help="run the demo's workflow in CWL (default) or WDL"
+    )
 
     from helixgate_app import cli_groups
 

@@ -20,6 +20,7 @@ from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityErr
 from helixgate.integrity import check_sha256, normalize_sha256
 from helixgate.sdk import HelixGate, check_recorded_checksums, output_files, sha256_of, sha256_path
 from helixgate.uris import has_scheme
+from helixgate.wdl_documents import load_wdl, replace_files, wdl_imports
 from helixgate_app.cli_common import api, emit, table
 
 _TEXT_LIMIT = 16 * 1024 * 1024
@@ -145,12 +146,26 @@ def _descriptor_files(primary: Path, extra: list[str]) -> dict[str, str]:
     return files
 
 
+def language_of(path: str, given: str | None) -> str:
+    """CWL or WDL: as given, else WDL for a ``.wdl`` file and CWL otherwise."""
+    if given:
+        return given.upper()
+    return "WDL" if path.lower().endswith(".wdl") else "CWL"
+
+
 def cmd_tool_publish(args: argparse.Namespace) -> int:
     primary = Path(args.descriptor)
+    language = language_of(primary.name, args.descriptor_type)
     files = _descriptor_files(primary, args.file or [])
+    if language == "WDL":
+        # the imports travel with the primary; the same restricted loader as the registry's
+        # refuses a bad document here, before anything is sent, stored or signed
+        for name, content in workflow_attachments(primary, "WDL").items():
+            files.setdefault(name, content.decode("utf-8"))
+        load_wdl({name: text.encode("utf-8") for name, text in files.items()}, primary.name)
     hg = _hg(args)
     hg.publish_version(
-        args.tool_id, args.version, files, list(args.image), primary=primary.name, descriptor_type=args.descriptor_type
+        args.tool_id, args.version, files, list(args.image), primary=primary.name, descriptor_type=language
     )
     record = hg.version_record(args.tool_id, args.version)
     check_recorded_checksums(files, record)  # the registry hashed what it received: it must be what we sent
@@ -302,8 +317,9 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 
 # =========================================================================== workflow users
-def workflow_attachments(main: Path) -> dict[str, bytes]:
-    """The workflow file and every sibling document it references (``run:``, ``$import``), by relative path."""
+def workflow_attachments(main: Path, language: str = "CWL") -> dict[str, bytes]:
+    """The workflow file and every sibling document it references (CWL ``run:``, ``$import``;
+    WDL ``import``), by path relative to the workflow's directory."""
     root = main.resolve().parent
     todo, found = [main.resolve()], {}
     while todo:
@@ -312,10 +328,12 @@ def workflow_attachments(main: Path) -> dict[str, bytes]:
         if rel in found:
             continue
         found[rel] = path.read_bytes()
-        for ref in document_references(found[rel], rel):
-            if "://" in ref:
-                continue
-            target = (path.parent / ref).resolve()
+        if language == "WDL":  # names relative to the workflow's directory, never a URL or '..'
+            refs = [(name, root / name) for name in wdl_imports(found[rel], rel)]
+        else:
+            refs = [(ref, path.parent / ref) for ref in document_references(found[rel], rel) if "://" not in ref]
+        for ref, where in refs:
+            target = where.resolve()
             if not target.is_relative_to(root):
                 raise BadRequest(f"{rel} references {ref}, outside the workflow's directory {root}")
             if not target.is_file():
@@ -398,7 +416,130 @@ def _finish(args: argparse.Namespace, hg: HelixGate, run_id: str, state: str) ->
     raise HelixGateError(f"run {run_id} finished {state}" + (f": {system[-1]}" if system else ""))
 
 
+def _wdl_params(args: argparse.Namespace, doc: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+    """WDL inputs (Cromwell-style JSON: ``{"wf.reads": "drs://..."}``) and the local files among
+    them, found by the workflow's declared File types when the document is local (a TRS
+    workflow: any value naming an existing local file), each to be uploaded to DRS."""
+    local: dict[str, Path] = {}
+
+    def local_file(base: Path, typed: bool) -> Callable[[str, str], str]:
+        def visit(name: str, value: str) -> str:
+            if has_scheme(value, "drs"):
+                return value.strip()
+            path = (base / Path(value).expanduser()).resolve()
+            if typed or path.is_file():
+                local[value] = path
+            return value
+
+        return visit
+
+    def convert(params: dict[str, Any], base: Path) -> dict[str, Any]:
+        if doc is not None:
+            return replace_files(doc, params, local_file(base, True))
+        for key, value in params.items():
+            for s in _strings(value):
+                local_file(base, False)(key, s)
+        return params
+
+    params: dict[str, Any] = {}
+    if args.inputs_json:
+        loaded = json.loads(Path(args.inputs_json).read_text())
+        if not isinstance(loaded, dict):
+            raise BadRequest(f"{args.inputs_json} must hold a JSON object of inputs")
+        params = convert(loaded, Path(args.inputs_json).resolve().parent)
+    for item in args.input or []:
+        name, raw = _split_kv(item, "--input", "NAME=VALUE")
+        value: Any = raw
+        if not _is_string_input(doc, name):  # 3, true, [..], {..} are WDL values; a String stays as typed
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        params.update(convert({name: value}, Path.cwd()))
+    return params, local
+
+
+def _is_string_input(doc: Any, name: str) -> bool:
+    if doc is None:
+        return False
+    import WDL
+
+    from helixgate.wdl_documents import target_of
+
+    target = target_of(doc)
+    short = name[len(target.name) + 1 :] if name.startswith(target.name + ".") else name
+    if short not in target.available_inputs:
+        return False
+    return isinstance(target.available_inputs[short].type, (WDL.Type.String, WDL.Type.File))
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    return []
+
+
+def _upload_wdl_files(
+    hg: HelixGate, params: dict[str, Any], local: dict[str, Path], doc: Any, args: argparse.Namespace
+) -> Any:
+    """Upload each local file once (when the caller may) and put its drs:// URI where it was
+    named: only in File-typed places when the document is known."""
+    uris: dict[str, str] = {}
+    for value, path in local.items():
+        wrapped = _upload_local_inputs(hg, {value: {"location": str(path), "_local": True}}, args)
+        uris[value] = str(wrapped[value]["location"])
+    if doc is not None:
+        return replace_files(doc, params, lambda _name, v: uris.get(v, v))
+
+    def swap(v: Any) -> Any:
+        if isinstance(v, str):
+            return uris.get(v, v)
+        if isinstance(v, list):
+            return [swap(x) for x in v]
+        if isinstance(v, dict):
+            return {k: swap(x) for k, x in v.items()}
+        return v
+
+    return swap(params)
+
+
+def _submit_wdl(args: argparse.Namespace, tags: dict[str, str]) -> int:
+    url = args.workflow
+    attachments: dict[str, bytes] | None = None
+    doc = None
+    if "://" not in url:
+        main = Path(url)
+        if not main.is_file():
+            raise BadRequest(f"workflow {url}: no such file (give a local .wdl file or trs://host/tool/version)")
+        attachments, url = workflow_attachments(main, "WDL"), main.name
+        doc = load_wdl(attachments, url)  # refused here with the server's own words, before any upload
+    params, local = _wdl_params(args, doc)
+    hg = _hg(args)
+    params = _upload_wdl_files(hg, params, local, doc, args)
+    run_id = hg.submit_run(
+        url,
+        params,
+        attachments=attachments,
+        tags=tags,
+        workflow_type="WDL",
+        workflow_type_version=args.workflow_type_version,
+    )
+    if not args.wait:
+        emit(args, {"run_id": run_id}, lambda d: d["run_id"])
+        return 0
+    if not args.json:
+        print(f"submitted run {run_id}; waiting", file=sys.stderr)
+    return _finish(args, hg, run_id, hg.wait(run_id, timeout=args.timeout))
+
+
 def cmd_run_submit(args: argparse.Namespace) -> int:
+    tags = dict(_split_kv(t, "--tag") for t in args.tag or [])
+    if language_of(args.workflow, args.workflow_type) == "WDL":
+        return _submit_wdl(args, tags)
     params: dict[str, Any] = {}
     if args.inputs_json:
         doc = json.loads(Path(args.inputs_json).read_text())
@@ -408,7 +549,6 @@ def cmd_run_submit(args: argparse.Namespace) -> int:
     for item in args.input or []:
         name, value = _split_kv(item, "--input", "NAME=VALUE")
         params[name] = _cli_input(value)
-    tags = dict(_split_kv(t, "--tag") for t in args.tag or [])
     attachments: dict[str, bytes] | None = None
     url = args.workflow
     if "://" not in url:
@@ -418,7 +558,9 @@ def cmd_run_submit(args: argparse.Namespace) -> int:
         attachments, url = workflow_attachments(main), main.name
     hg = _hg(args)
     params = _upload_local_inputs(hg, params, args)
-    run_id = hg.submit_run(url, params, attachments=attachments, tags=tags)
+    run_id = hg.submit_run(
+        url, params, attachments=attachments, tags=tags, workflow_type_version=args.workflow_type_version
+    )
     if not args.wait:
         emit(args, {"run_id": run_id}, lambda d: d["run_id"])
         return 0
@@ -530,7 +672,11 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--image", action="append", required=True, help="image reference (repeatable; the first is signed)")
     p.add_argument("--descriptor", required=True, help="the primary descriptor file")
     p.add_argument("--file", action="append", help="secondary descriptor (repeatable; relative to the primary's dir)")
-    p.add_argument("--descriptor-type", choices=["CWL", "WDL"], default="CWL")
+    p.add_argument(
+        "--descriptor-type",
+        choices=["CWL", "WDL"],
+        help="default: WDL for a .wdl descriptor (its imports are attached), else CWL",
+    )
     p = add(tool, "show", cmd_tool_show, "a tool and its versions, or one version's pinning and signing record")
     p.add_argument("tool_id")
     p.add_argument("version", nargs="?")
@@ -577,10 +723,26 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="workflow users: submit and follow runs").add_subparsers(dest="sub", required=True)
     p = add(run, "submit", cmd_run_submit, "submit a workflow run")
     p.add_argument(
-        "workflow", help="a local .cwl file (its referenced siblings are attached) or trs://host/tool/version"
+        "workflow",
+        help="a local .cwl or .wdl file (the documents it references or imports are attached) "
+        "or trs://host/tool/version",
     )
-    p.add_argument("--input", action="append", metavar="NAME=VALUE", help="drs:// URI, local file (uploaded) or value")
-    p.add_argument("--inputs-json", help="inputs as a JSON object (File locations relative to it are uploaded)")
+    p.add_argument(
+        "--workflow-type", choices=["CWL", "WDL"], help="default: WDL for a .wdl file, else CWL (say WDL for a TRS WDL)"
+    )
+    p.add_argument(
+        "--workflow-type-version", help="default: v1.2 for CWL; for WDL the version the document (or TRS) declares"
+    )
+    p.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=VALUE",
+        help="drs:// URI, local file (uploaded) or value; WDL names are wf.input or input",
+    )
+    p.add_argument(
+        "--inputs-json",
+        help="inputs as a JSON object (File locations relative to it are uploaded; for WDL, Cromwell-style)",
+    )
     p.add_argument("--dataset", help="dataset for uploaded local inputs")
     p.add_argument("--tag", action="append", metavar="KEY=VALUE")
     p.add_argument("--wait", action="store_true", help="wait for the run; exit 0 only when it is COMPLETE")

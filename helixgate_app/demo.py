@@ -2,9 +2,10 @@
 
 It starts the three services and a worker in this process on a free loopback port with a
 temporary data directory, builds a small tool image offline, publishes and signs it in
-TRS, uploads sample data to DRS, runs a three-step CWL workflow through WES and prints
-the evidence; then shows a tampered input and an unsigned image refused before any task
-runs. Exit status 0 only when every one of those things happened as expected.
+TRS, uploads sample data to DRS, runs a three-step workflow (CWL, or the same workflow in
+WDL with ``--language wdl``) through WES and prints the evidence; then shows a tampered input
+and an unsigned image refused before any task runs. Exit status 0 only when every one of
+those things happened as expected.
 """
 
 from __future__ import annotations
@@ -102,17 +103,20 @@ def embedded_platform(data_dir: Path, port: int, scope: str) -> Iterator[Platfor
         platform.close()
 
 
-def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
+def run_demo(out: Callable[[str], None] = print, keep: bool = False, language: str = "cwl") -> int:
     import logging
 
     import docker
 
     from helixgate.images import build_busybox_image
     from helixgate.sdk import HelixGate
-    from helixgate_app.demo_assets import workflow_files
+    from helixgate_app.demo_assets import LANGUAGES, PRIMARY, WORKFLOW_TYPE, workflow_files, workflow_inputs
     from wes_server.containers import ContainerRunner
 
     logging.basicConfig(handlers=[logging.NullHandler()], force=True)  # the demo prints its own evidence
+    if language not in LANGUAGES:
+        raise DemoFailure(f"unknown workflow language {language!r}; the demo speaks {', '.join(LANGUAGES)}")
+    wtype, primary = WORKFLOW_TYPE[language], PRIMARY[language]
     p = Printer(out)
     tmp = Path(tempfile.mkdtemp(prefix="helixgate-demo-"))
     scope = f"demo-{uuid.uuid4().hex[:8]}"
@@ -146,7 +150,12 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
             p.info(f"built image {image_ref} offline: {image_id}")
             tool = dev.create_tool("helixgate-demo", f"textkit-{tag}", description="upper-case, de-duplicate, count")
             version = dev.publish_version(
-                tool["id"], "1.0.0", workflow_files(image_ref), [image_ref], primary="workflow.cwl"
+                tool["id"],
+                "1.0.0",
+                workflow_files(image_ref, language),
+                [image_ref],
+                primary=primary,
+                descriptor_type=wtype,
             )
             record = dev.version_record(tool["id"], "1.0.0")
             sig = record["signature"]
@@ -167,9 +176,9 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
             p.check(server_sha == local_sha, f"drs://{host}/{obj['id']} sha-256 {server_sha} (computed by the server)")
 
             # ---- the verified run
-            p.step("Analyst runs the three-step workflow from TRS on the DRS object")
-            params = {"text": {"class": "File", "location": f"drs://{host}/{obj['id']}"}}
-            run_id = alice.submit_run(f"trs://{host}/{tool['id']}/1.0.0", params)
+            p.step(f"Analyst runs the three-step {wtype} workflow from TRS on the DRS object")
+            params = workflow_inputs(f"drs://{host}/{obj['id']}", language)
+            run_id = alice.submit_run(f"trs://{host}/{tool['id']}/1.0.0", params, workflow_type=wtype)
             state = alice.wait(run_id, timeout=300)
             p.check(state == "COMPLETE", f"run {run_id} ended {state}")
             for task in alice.run_tasks(run_id):
@@ -191,7 +200,9 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
             _corrupt_blob(platform, bad["id"])
             p.info(f"flipped one byte of the encrypted blob of drs://{host}/{bad['id']} on disk")
             run2 = alice.submit_run(
-                f"trs://{host}/{tool['id']}/1.0.0", {"text": {"class": "File", "location": f"drs://{host}/{bad['id']}"}}
+                f"trs://{host}/{tool['id']}/1.0.0",
+                workflow_inputs(f"drs://{host}/{bad['id']}", language),
+                workflow_type=wtype,
             )
             state2 = alice.wait(run2, timeout=300)
             tasks2 = alice.run_tasks(run2)
@@ -210,8 +221,8 @@ def run_demo(out: Callable[[str], None] = print, keep: bool = False) -> int:
                     extra_files={"/etc/motd": b"not published\n"},
                 )
             )
-            files = {k: v.encode() for k, v in workflow_files(unsigned_ref).items()}
-            run3 = alice.submit_run("workflow.cwl", params, attachments=files)
+            files = {k: v.encode() for k, v in workflow_files(unsigned_ref, language).items()}
+            run3 = alice.submit_run(primary, params, attachments=files, workflow_type=wtype)
             state3 = alice.wait(run3, timeout=300)
             ran = [t for t in alice.run_tasks(run3) if t.get("exit_code") is not None]
             p.check(state3 != "COMPLETE" and not ran, f"run {run3} ended {state3}; no task started a container")

@@ -35,10 +35,10 @@ class InProcessToolPort:
             details={"in_process": True, "status": status},
         )
 
-    def descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
+    def descriptors(self, tool_id: str, version_id: str, language: str = "CWL") -> list[DescriptorFile]:
         target = f"{tool_id}:{version_id}"
         try:
-            files = self.registry.version_files(tool_id, version_id, "CWL", with_content=True)
+            files = self.registry.version_files(tool_id, version_id, language, with_content=True)
         except HelixGateError as exc:
             self._audit("trs.descriptors.read", target, "failure", exc.status)
             raise
@@ -49,7 +49,7 @@ class InProcessToolPort:
                 continue
             actual = check_descriptor(tool_id, version_id, f.info.path, f.info.sha256, f.content)
             out.append(DescriptorFile(f.info.path, f.content, actual, f.info.file_type == "PRIMARY_DESCRIPTOR"))
-        return require_primary(out, tool_id, version_id)
+        return require_primary(out, tool_id, version_id, language)
 
     def bundle(self, tool_id: str, version_id: str) -> str:
         target = f"{tool_id}:{version_id}"

@@ -6,7 +6,9 @@ Who checks what:
   openapi/extensions/trs.yaml): JSON types, required properties, enums. Nothing here repeats
   those checks.
 * this module checks what the document cannot express -- tool id and semantic-version
-  grammars, file paths, sizes and counts, duplicates, control characters, CWL documents,
+  grammars, file paths, sizes and counts, duplicates, control characters, CWL documents, WDL
+  documents (parsed and type-checked by miniwdl, imports only among the version's own files,
+  WDL 1.0/1.1: ``helixgate.wdl_documents``),
   publisher identities, image lists, unknown or immutable fields -- and turns a body into the
   typed input the domain takes (``NewTool``, ``ToolEdit``, ``PublishSpec``, ``VersionEdit``,
   ``Verification``). ``TrsRegistry`` never sees a raw body.
@@ -29,6 +31,7 @@ import yaml
 from helixgate.errors import BadRequest, PayloadTooLarge
 from helixgate.integrity import sha256_bytes
 from helixgate.paths import check_relative_path
+from helixgate.wdl_documents import WdlDocumentError, load_wdl, wdl_version
 
 # Tool ids never contain '/': %2F never routes (ARCHITECTURE.md section 6).
 TOOL_ID = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?\Z")
@@ -40,7 +43,7 @@ SEMVER = re.compile(
 )
 FILE_TYPES = ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR", "TEST_FILE", "CONTAINERFILE", "OTHER")
 DESCRIPTOR_FILE_TYPES = frozenset({"PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR", "TEST_FILE"})
-DESCRIPTOR_TYPES = ("CWL", "WDL")  # stored, checksummed, signed and served; WES runs CWL
+DESCRIPTOR_TYPES = ("CWL", "WDL")  # stored, checksummed, signed and served; WES runs both
 ALL_DESCRIPTOR_TYPES = ("CWL", "WDL", "NFL", "GALAXY", "SMK")  # the TRS enum
 TOOL_CLASSES: dict[str, str] = {
     "CommandLineTool": "A single command-line tool running in one container",
@@ -59,7 +62,6 @@ MAX_DESCRIPTION = 8192
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CWL_VERSION = re.compile(r"""^\s*["']?cwlVersion["']?\s*:\s*["']?([A-Za-z0-9._-]+)""", re.MULTILINE)
-_WDL_VERSION = re.compile(r"^\s*version\s+([A-Za-z0-9._-]+)\s*$", re.MULTILINE)
 
 
 # ---------------------------------------------------------------- scalar checks
@@ -351,6 +353,7 @@ def publish_spec(body: Mapping[str, Any]) -> PublishSpec:
     version_id = check_version_id(body.get("id", body.get("version_id")))
     default_type = body.get("descriptor_type", "CWL")  # one of DESCRIPTOR_TYPES (the OpenAPI enum)
     files = _files(body["files"], default_type)
+    wdl_versions = _check_wdl(files)  # before anything is stored or signed
     images = _images(body.get("images"))
     bundle = body.get("publisher_bundle")
     if bundle is not None:
@@ -370,7 +373,7 @@ def publish_spec(body: Mapping[str, Any]) -> PublishSpec:
         files=files,
         images=images,
         publisher_bundle=bundle,
-        descriptor_type_versions=_language_versions(files),
+        descriptor_type_versions=_language_versions(files, wdl_versions),
     )
 
 
@@ -425,6 +428,34 @@ def _files(value: list[dict[str, Any]], default_type: str) -> list[FileSpec]:
     return out
 
 
+def _wdl_documents(files: Sequence[FileSpec]) -> dict[str, bytes]:
+    return {
+        f.path: f.content
+        for f in files
+        if f.descriptor_type == "WDL" and f.file_type in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR")
+    }
+
+
+def _check_wdl(files: Sequence[FileSpec]) -> list[str]:
+    """Every WDL descriptor parses and type-checks with its imports, which must all be among the
+    version's WDL descriptors (relative, no URL, no host path), and declares a version WES runs
+    (1.0 or 1.1): checked before anything is stored or signed. The versions found, in order."""
+    documents = _wdl_documents(files)
+    if not documents:
+        return []
+    primary = next(f.path for f in files if f.file_type == "PRIMARY_DESCRIPTOR" and f.descriptor_type == "WDL")
+    versions: list[str] = []
+    for path in [primary, *sorted(p for p in documents if p != primary)]:
+        try:
+            doc = load_wdl(documents, path)
+        except WdlDocumentError as exc:
+            raise BadRequest(f"WDL descriptor {path!r}: {exc.message}") from None
+        version = wdl_version(doc)
+        if version not in versions:
+            versions.append(version)
+    return versions
+
+
 def _check_cwl(f: FileSpec) -> None:
     try:
         text_ = f.content.decode("utf-8")
@@ -437,17 +468,19 @@ def _check_cwl(f: FileSpec) -> None:
         raise BadRequest(f"CWL descriptor {f.path!r} must be a CWL document with 'cwlVersion' and 'class'")
 
 
-def _language_versions(files: Sequence[FileSpec]) -> dict[str, list[str]]:
+def _language_versions(files: Sequence[FileSpec], wdl_versions: list[str]) -> dict[str, list[str]]:
+    """Each language's versions: CWL's as its documents declare them, WDL's as miniwdl read them."""
     out: dict[str, list[str]] = {}
     for f in files:
-        if f.file_type not in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR") or not f.descriptor_type:
+        if f.file_type not in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR") or f.descriptor_type != "CWL":
             continue
-        pattern = _CWL_VERSION if f.descriptor_type == "CWL" else _WDL_VERSION
-        m = pattern.search(f.content.decode("utf-8", "replace"))
+        m = _CWL_VERSION.search(f.content.decode("utf-8", "replace"))
         if m:
             versions = out.setdefault(f.descriptor_type, [])
             if m.group(1) not in versions:
                 versions.append(m.group(1))
+    if wdl_versions:
+        out["WDL"] = list(wdl_versions)
     return out
 
 

@@ -480,7 +480,7 @@ class ContainerRunner:
                 )
             # kill_run may have listed the run's containers just before this one existed.
             self._raise_if_cancelled(spec)
-            with open(spec.stdout_path, "wb") as out_f, open(spec.stderr_path, "wb") as err_f:
+            with _open_new(spec.stdout_path) as out_f, _open_new(spec.stderr_path) as err_f:
                 out, err = CappedSink(out_f, spec.log_cap_bytes), CappedSink(err_f, spec.log_cap_bytes)
                 start_error, timed_out = self._start_and_follow(spec, container_id, out, err)
             if timed_out:
@@ -781,6 +781,12 @@ def _close_attach(raw: Any) -> None:
         if response is not None:
             response.close()
         raw.close()
+
+
+def _open_new(path: str) -> IO[bytes]:
+    """Open a capture file for writing, never through a symbolic link planted at its name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return os.fdopen(fd, "wb")
 
 
 def _prepare_output_dir(path: str, uid: int, gid: int) -> None:

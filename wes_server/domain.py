@@ -21,7 +21,9 @@ from wes_server.queue import RunQueue, make_queue
 from wes_server.runs import Attachment, RunStore, check_page_size
 from wes_server.submission import (
     RunRequest,
+    check_wdl_run,
     drs_inputs,
+    engine_versions,
     refuse_local_inputs,
 )
 from wes_server.tools import SignedVersions, parse_trs_reference
@@ -42,7 +44,7 @@ class Viewer:
 class ServiceFacts:
     """What service-info reports that only the running service knows."""
 
-    engine_version: str
+    engine_versions: Mapping[str, str]  # engine name -> installed version
     queue_name: str
     state_counts: Mapping[str, int]
 
@@ -69,10 +71,7 @@ class WorkflowService:
 
     # ------------------------------------------------------------------ service-info
     def service_facts(self) -> ServiceFacts:
-        import cwltool.main
-
-        engine_version = cwltool.main.versionfunc().split()[-1] if hasattr(cwltool.main, "versionfunc") else "3.3"
-        return ServiceFacts(engine_version, self.queue.name, self._state_counts())
+        return ServiceFacts(engine_versions(), self.queue.name, self._state_counts())
 
     def _state_counts(self) -> dict[str, int]:
         """Counting every run costs O(runs): computed at most every few seconds."""
@@ -85,7 +84,10 @@ class WorkflowService:
     def submit(self, user: str, req: RunRequest) -> str:
         """Accept a run request (parsed from the form by ``submission.parse_run_request``)."""
         attachment_paths = {a.path for a in req.attachments}
-        refuse_local_inputs(req.workflow_params, attachment_paths)
+        if req.workflow_type != "WDL":
+            # CWL marks its files in the inputs; WDL's are known by the declared types only
+            # (check_wdl_run, once the document is read): a WDL String may hold any text
+            refuse_local_inputs(req.workflow_params, attachment_paths)
         try:
             source = self._resolve_workflow(req)
         except IntegrityError as exc:  # unsigned/badly signed version, edited descriptor: 422
@@ -105,8 +107,11 @@ class WorkflowService:
             )
             raise
         # workflows are untrusted code: every reference stays inside the run (400 naming it)
-        check_input_references(req.workflow_params, {a.path for a in req.attachments})
-        check_workflow_documents([(a.path, a.content) for a in req.attachments], source["main"], self.settings)
+        if req.workflow_type == "WDL":
+            check_wdl_run(req, source["main"])
+        else:
+            check_input_references(req.workflow_params, {a.path for a in req.attachments})
+            check_workflow_documents([(a.path, a.content) for a in req.attachments], source["main"], self.settings)
         self._check_inputs(user, req)
         row = self.runs.create(
             owner=user,
@@ -130,7 +135,8 @@ class WorkflowService:
         trs = parse_trs_reference(url, self.settings)
         if trs is not None:
             tool_id, version_id = trs
-            files = self.tools.descriptors(tool_id, version_id)  # checksums verified against TRS
+            # the version's descriptors in the request's language, checksums verified against TRS
+            files = self.tools.descriptors(tool_id, version_id, req.workflow_type)
             # ...and against the version's own verified statement: an unsigned or badly signed
             # version, or a descriptor edited with its recorded checksum, is refused here (422).
             signed = self.tools.signed_version(tool_id, version_id)
@@ -149,7 +155,8 @@ class WorkflowService:
                 allow_list=self.settings.outbound_allow_list,
                 allow_private=self.settings.allow_private_addresses,
             )
-            name = "workflow" + (".cwl" if not url.rsplit("/", 1)[-1] else "-" + url.rsplit("/", 1)[-1][-64:])
+            suffix = ".wdl" if req.workflow_type == "WDL" else ".cwl"
+            name = "workflow" + (suffix if not url.rsplit("/", 1)[-1] else "-" + url.rsplit("/", 1)[-1][-64:])
             name = name.replace("/", "_")
             req.attachments.append(Attachment(name, content, sha256_bytes(content)))
             return {"kind": "url", "url": url, "main": name, "sha256": sha256_bytes(content)}

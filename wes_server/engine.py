@@ -9,12 +9,12 @@ the verification gate and the container, and answers with the task's status and 
 checksums of what it produced. The engine vouches for nothing: the worker keeps the
 checksum registry and publishes outputs only from it.
 
-Only ``cwltool``, ``wes_server.workflow_guard`` and ``wes_server.jsbox`` are imported here.
+Only ``cwltool``, ``wes_server.workflow_guard``, ``wes_server.jsbox`` and the channel
+(``wes_server.channel``) are imported here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -25,89 +25,61 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-ENGINE_FD_ENV = "HELIXGATE_ENGINE_FD"  # the inherited socket to the worker
-MAX_MESSAGE = 64 * 1024 * 1024
+from wes_server.channel import ENGINE_FD_ENV, Channel
 
 
-class Channel:
-    """JSON lines over a socket; replies are matched to requests by id."""
+def _origin(key: str, resolved: str) -> str:
+    """The local path an input was declared at (its ``file://`` location), before cwltool
+    followed any symlink: the gate reads inputs there, never through a link; other keys
+    (literals) map to what cwltool resolved."""
+    if key.startswith("file://"):
+        from schema_salad.ref_resolver import uri_file_path
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.reader = sock.makefile("rb")
-        self._send_lock = threading.Lock()
-        self._waiting: dict[int, tuple[threading.Event, list[Any]]] = {}
-        self._next = 0
-        self._lock = threading.Lock()
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = (json.dumps(message, default=str) + "\n").encode()
-        with self._send_lock:
-            self.sock.sendall(data)
-
-    def recv(self) -> dict[str, Any] | None:
-        line = self.reader.readline(MAX_MESSAGE)
-        if not line:
-            return None
-        value = json.loads(line)
-        if not isinstance(value, dict):
-            raise ValueError("channel message is not an object")
-        return value
-
-    def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self._next += 1
-            rid = self._next
-            event, box = self._waiting[rid] = (threading.Event(), [])
-        self.send({**message, "id": rid})
-        event.wait()
-        return dict(box[0]) if box else {"status": "permanentFail", "error": "the worker went away"}
-
-    def dispatch_replies(self) -> None:
-        """Reader loop (a thread): route each reply to its waiting request."""
-        while True:
-            msg = self.recv()
-            if msg is None:
-                break
-            entry = self._waiting.pop(int(msg.get("id", -1)), None)
-            if entry is not None:
-                entry[1].append(msg)
-                entry[0].set()
-        for event, _ in list(self._waiting.values()):
-            event.set()
+        return str(uri_file_path(key))
+    return resolved
 
 
-def _job_request(job: Any) -> dict[str, Any]:
-    """What the worker needs to run one task (everything cwltool evaluated is data here)."""
+def _task_request(job: Any) -> dict[str, Any]:
+    """The language-neutral task request (``wes_server.tasks``) for one cwltool job:
+    everything cwltool evaluated is data here."""
     docker_req, _ = job.get_requirement("DockerRequirement")
     reference = str((docker_req or {}).get("dockerPull") or (docker_req or {}).get("dockerImageId") or "")
-    # the key is the declared location: the gate reads inputs there, never through a symlink
+    unsupported = None
     inputs = [
-        [key, ent.resolved, ent.target, ent.type, bool(ent.staged)]
+        {"kind": ent.type, "path": _origin(key, ent.resolved), "target": ent.target}
         for key, ent in job.pathmapper.items_exclude_children()
+        if ent.staged and ent.type in ("File", "Directory")
     ]
     generated = []
     if job.generatemapper is not None:
-        generated = [[k, ent.resolved, ent.target, ent.type, bool(ent.staged)] for k, ent in job.generatemapper.items()]
+        for _key, ent in job.generatemapper.items():
+            if ent.type in ("CreateFile", "CreateWritableFile"):
+                rel = os.path.relpath(ent.target, job.builder.outdir)
+                generated.append({"path": rel, "content": str(ent.resolved)})
+            elif ent.type in ("File", "WritableFile", "Directory", "WritableDirectory") and ent.staged:
+                unsupported = "InitialWorkDir staging of existing files is not supported yet"
+    if job.stdin:
+        unsupported = "stdin redirection is not supported by the HelixGate executor"
     r = job.builder.resources
     return {
         "name": job.name,
         "image": reference,
-        "command_line": [str(c) for c in job.command_line],
+        "command": [str(c) for c in job.command_line],
         "environment": {str(k): str(v) for k, v in job.environment.items()},
         "inputs": inputs,
         "generated": generated,
         "outdir": job.outdir,
-        "tmpdir": job.tmpdir,
-        "builder_outdir": job.builder.outdir,
-        "stdin": job.stdin,
-        "stdout": job.stdout,
-        "stderr": job.stderr,
-        "resources": {"cores": r.get("cores", 1), "ram": r.get("ram", 256)},
-        "timelimit": job.timelimit,
-        "networkaccess": bool(job.networkaccess),
-        "success_codes": list(job.successCodes or []),
-        "temporary_fail_codes": list(job.temporaryFailCodes or []),
+        "workdir": job.builder.outdir,
+        # CWL stdout/stderr captures are outputs, named inside the output directory
+        "stdout": os.path.join(job.outdir, job.stdout) if job.stdout else None,
+        "stderr": os.path.join(job.outdir, job.stderr) if job.stderr else None,
+        "cores": r.get("cores", 1),
+        "ram_mib": r.get("ram", 256),
+        "time_limit": job.timelimit,
+        "network": bool(job.networkaccess),
+        "success_codes": [0, *(int(c) for c in job.successCodes or [])],
+        "temporary_fail_codes": [int(c) for c in job.temporaryFailCodes or []],
+        "unsupported": unsupported,
     }
 
 
@@ -159,10 +131,10 @@ def run_engine(channel: Channel) -> None:
                 defs: list[Any] = list(req.get("envDef", [])) if req else []  # type: ignore[arg-type]
                 env = {str(e["envName"]): str(self.builder.do_eval(e["envValue"])) for e in defs}
                 self.prepare_environment(runtimeContext, env)
-                reply = channel.request({"op": "task", "job": _job_request(self)})
+                reply = channel.request({"op": "task", "task": _task_request(self)})
                 with checksum_lock:
                     for item in reply.get("produced") or []:
-                        checksums[os.path.realpath(os.path.join(self.outdir, item["path"]))] = item["sha256"]
+                        checksums[os.path.realpath(item["path"])] = item["sha256"]
                 status = str(reply.get("status") or "permanentFail")
                 if status == "success":
                     outputs = dict(self.collect_outputs(self.outdir, int(reply.get("exit_code") or 0)))

@@ -1,7 +1,8 @@
 """The privileged side of the engine boundary: start the unprivileged engine process for
-one run (``wes_server.engine``), answer its task requests after validating them, run each
-task through the unchanged verification gate and container runner (``VerifiedJob.run``),
-and hand back only status and checksums.
+one run (``wes_server.engine`` for CWL, ``wes_server.wdl_engine`` for WDL), answer its task
+requests after validating them -- one language-neutral request whatever the engine
+(``wes_server.tasks``: ``parse_task_request`` -> ``run_task``: the verification gate, then
+the container runner) -- and hand back only status and checksums.
 
 The engine runs under bubblewrap: every namespace unshared (no network), uid 65534 inside,
 no capabilities, read-only system, Python and package directories, the run's working
@@ -19,44 +20,22 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, NamedTuple
-
-from schema_salad.ref_resolver import uri_file_path
+from typing import Any
 
 from helixgate.errors import ConfigurationError, HelixGateError
-from wes_server.cwl_job import VerifiedJob
-from wes_server.engine import ENGINE_FD_ENV, Channel
-from wes_server.execution import CONTAINER_OUTDIR, CONTAINER_STAGEDIR, RunExecution, WorkflowFailed
+from wes_server.channel import ENGINE_FD_ENV, Channel
+from wes_server.execution import RunExecution, WorkflowFailed
 from wes_server.gate import GateRefusal
+from wes_server.tasks import EngineFailed, parse_task_request, run_task
 from wes_server.workflow_guard import inside
 
 log = logging.getLogger("helixgate.executor")
-MAX_COMMAND_BYTES = 1024 * 1024
-
-
-class EngineFailed(HelixGateError):
-    status = 422
-
-
-class Ent(NamedTuple):
-    key: str
-    resolved: str
-    target: str
-    type: str
-    staged: bool
-
-
-class _Mapper:
-    def __init__(self, entries: list[Ent]) -> None:
-        self.entries = entries
-
-    def items_exclude_children(self) -> list[tuple[str, Ent]]:
-        return [(e.key, e) for e in self.entries]
-
-    def items(self) -> list[tuple[str, Ent]]:
-        return [(e.key, e) for e in self.entries]
+CWL_ENGINE = ["-m", "wes_server.engine"]
+WDL_ENGINE = ["-m", "wes_server.wdl_engine"]
+# a request the engine may make besides tasks: op -> handler(execution, message) -> reply fields
+Handler = Callable[[RunExecution, dict[str, Any]], dict[str, Any]]
 
 
 # ------------------------------------------------------------------ the sandbox
@@ -72,8 +51,8 @@ def _python_paths() -> list[str]:
 
 
 def engine_command(workdir: Path, channel_fd: int, program: list[str] | None = None) -> list[str]:
-    """The bubblewrap command line of the engine (``program`` replaces the engine module,
-    for tests of the sandbox itself)."""
+    """The bubblewrap command line of an engine process: ``program`` is the interpreter's
+    arguments (``CWL_ENGINE``, the default, or ``WDL_ENGINE``; tests of the sandbox pass their own)."""
     bwrap = shutil.which("bwrap")
     if not bwrap:
         raise ConfigurationError("the workflow engine needs 'bwrap' on PATH (bubblewrap)")
@@ -104,21 +83,22 @@ def engine_command(workdir: Path, channel_fd: int, program: list[str] | None = N
         "--setenv", "PATH", "/usr/bin:/bin",
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
         "--setenv", ENGINE_FD_ENV, str(channel_fd),
-        sys.executable, *(program or ["-m", "wes_server.engine"]),
+        sys.executable, *(program or CWL_ENGINE),
     ]  # fmt: skip
     return cmd
 
 
 def check_available(work_root: Path) -> None:
-    """Worker start: the engine sandbox must start and import cwltool, or the worker does
-    not start (a ConfigurationError saying what failed)."""
+    """Worker start: the engine sandbox must start and import cwltool and miniwdl, or the
+    worker does not start (a ConfigurationError saying what failed)."""
     import tempfile
 
     work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(dir=work_root, prefix="engine-check-") as tmp:
         host, guest = socket.socketpair()
         try:
-            cmd = engine_command(Path(tmp), guest.fileno(), ["-c", "import cwltool.main; print('engine-ok')"])
+            probe = "import cwltool.main, WDL.runtime; print('engine-ok')"
+            cmd = engine_command(Path(tmp), guest.fileno(), ["-c", probe])
             proc = subprocess.run(  # noqa: S603 - fixed argv
                 cmd, pass_fds=(guest.fileno(),), env={}, capture_output=True, text=True, timeout=120, check=False
             )
@@ -134,140 +114,20 @@ def check_available(work_root: Path) -> None:
         )
 
 
-# ------------------------------------------------------------------ validating requests
-def _str(value: Any, what: str, cap: int = 4096) -> str:
-    if not isinstance(value, str) or len(value) > cap or "\x00" in value:
-        raise EngineFailed(f"engine request: invalid {what}")
-    return value
-
-
-def _inside_run(path: Any, ex: RunExecution, what: str) -> str:
-    p = _str(path, what)
-    if not os.path.isabs(p) or not inside(p, ex.workdir):
-        raise EngineFailed(f"engine request: {what} {p[:200]} is outside the run")
-    return p
-
-
-def _relative_name(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    name = _str(value, what, 512)
-    norm = os.path.normpath(name)
-    if os.path.isabs(name) or norm.startswith(".."):
-        raise EngineFailed(f"engine request: {what} {name[:120]} leaves the output directory")
-    return name
-
-
-def hosted_job(ex: RunExecution, req: dict[str, Any]) -> HostedJob:
-    """A ``VerifiedJob`` built from a validated engine request (cwltool already evaluated it)."""
-    command = req.get("command_line")
-    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
-        raise EngineFailed("engine request: command_line must be a list of strings")
-    if sum(len(c) for c in command) > MAX_COMMAND_BYTES:
-        raise EngineFailed("engine request: command line too long")
-    env = req.get("environment")
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise EngineFailed("engine request: environment must map strings to strings")
-    entries = []
-    for item in req.get("inputs") or []:
-        key, resolved, target, kind, staged = item
-        key = _str(key, "input", 1 << 20)
-        if staged and kind in ("File", "Directory"):
-            resolved = _inside_run(resolved, ex, "input")
-            if key.startswith("file://"):
-                _inside_run(uri_file_path(key), ex, "input")
-        entries.append(
-            Ent(key, _str(resolved, "input", 1 << 20), _str(target, "input target"), _str(kind, "type"), bool(staged))
-        )
-    generated = []
-    for item in req.get("generated") or []:
-        key, resolved, target, kind, staged = item
-        generated.append(
-            Ent(
-                _str(key, "InitialWorkDir", 1 << 20),
-                _str(resolved, "InitialWorkDir", 64 << 20),
-                _str(target, "target"),
-                _str(kind, "type"),
-                bool(staged),
-            )
-        )
-    outdir = _inside_run(req.get("outdir"), ex, "output directory")
-    if not inside(outdir, ex.workdir / "jobs"):
-        raise EngineFailed("engine request: output directory outside the run's job area")
-    tmpdir = _inside_run(req.get("tmpdir"), ex, "temporary directory")
-    res = req.get("resources") or {}
-    timelimit = req.get("timelimit")
-    image = _str(req.get("image") or "", "image reference", 1024)
-    if not image:
-        raise EngineFailed("engine request: the task names no container image")
-
-    job = HostedJob.__new__(HostedJob)  # no JobBase.__init__: there is no cwltool builder here
-    job.execution = ex
-    job.name = _str(req.get("name"), "name", 256)
-    job.command_line = command
-    job.environment = dict(env)
-    job._docker = {"class": "DockerRequirement", "dockerPull": image}
-    job.pathmapper = _Mapper(entries)  # type: ignore[assignment]  # the two methods the gate uses
-    job.generatemapper = _Mapper(generated) if generated else None  # type: ignore[assignment]
-    job.outdir = outdir
-    job.tmpdir = tmpdir
-    stdin = req.get("stdin")
-    job.stdin = None if stdin is None else _str(stdin, "stdin")  # the gate refuses stdin redirection
-    job.stdout = _relative_name(req.get("stdout"), "stdout")
-    job.stderr = _relative_name(req.get("stderr"), "stderr")
-    job.timelimit = int(timelimit) if isinstance(timelimit, (int, float)) and timelimit > 0 else None
-    job.networkaccess = bool(req.get("networkaccess"))
-    job.successCodes = [int(c) for c in req.get("success_codes") or []]
-    job.temporaryFailCodes = [int(c) for c in req.get("temporary_fail_codes") or []]
-    job.builder = SimpleNamespace(  # type: ignore[assignment]  # resources and outdir only
-        resources={"cores": float(res.get("cores", 1) or 1), "ram": float(res.get("ram", 256) or 256)},
-        outdir=_str(req.get("builder_outdir") or CONTAINER_OUTDIR, "container output directory"),
-    )
-    job.produced = []
-    job.result = ("permanentFail", 0)
-    job.output_callback = lambda _outputs, status: setattr(job, "result", (status, job.result[1]))
-    return job
-
-
-class HostedJob(VerifiedJob):
-    """The worker's half of a task: everything cwltool-side is data from the request; the
-    gate, staging, container run and output hashing are ``VerifiedJob.run`` unchanged."""
-
-    _docker: dict[str, Any]
-    produced: list[dict[str, Any]]
-    result: tuple[str, int]
-
-    def get_requirement(self, feature: str) -> tuple[Any, bool]:
-        return (self._docker, True) if feature == "DockerRequirement" else (None, False)
-
-    def _setup(self, runtimeContext: Any) -> None:  # noqa: N803 - cwltool's name
-        os.makedirs(self.outdir, exist_ok=True)
-
-    def prepare_environment(self, runtimeContext: Any, envVarReq: Any) -> None:  # noqa: N803
-        pass  # evaluated by the engine; sent with the request
-
-    def _env_requirement(self) -> dict[str, str]:
-        return {}
-
-    def _record_outputs(self, task_id: str) -> list[dict[str, Any]]:
-        self.produced = super()._record_outputs(task_id)
-        return self.produced
-
-    def _status(self, rcode: int, result: Any) -> str:
-        status = super()._status(rcode, result)
-        self.result = (status, rcode)
-        return status
-
-    def collect_outputs(self, outdir: str, rcode: int) -> dict[str, Any]:
-        return {}  # the engine collects (globs, outputEval) from the checksummed files
-
-
 # ------------------------------------------------------------------ one run
-def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
-    settings = ex.settings
+def run_in_engine(
+    ex: RunExecution,
+    init: dict[str, Any],
+    program: list[str] | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+) -> tuple[Any, str]:
+    """Start the engine ``program`` in the sandbox for this run, send it ``init``, and serve
+    its requests until it is done: ``task`` (any language: ``wes_server.tasks``), ``refused``
+    (a reference its restricted loader refused: a security event) and the ``handlers`` given
+    (e.g. WDL's ``download`` of a drs:// input). Returns (outputs, status)."""
     host, guest = socket.socketpair()
     guest_fd = guest.fileno()
-    cmd = engine_command(ex.workdir, guest_fd)
+    cmd = engine_command(ex.workdir, guest_fd, program)
     stderr_path = ex.workdir / "engine.log"
     with open(stderr_path, "wb") as errlog:
         proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -280,23 +140,10 @@ def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tu
         )
     guest.close()
     channel = Channel(host)
-    # cwltool schedules by resources; a misbehaving engine still cannot start unbounded tasks
+    # the engine schedules by resources; a misbehaving engine still cannot start unbounded tasks
     slots = threading.BoundedSemaphore(max(2, 2 * (os.cpu_count() or 1)))
-    known = {path: rec.sha256 for path, rec in ex.registry.items()}
     try:
-        channel.send(
-            {
-                "op": "init",
-                "workdir": str(ex.workdir),
-                "main": str(main),
-                "job_order": job_order,
-                "checksums": known,
-                "expression_time_limit": settings.expression_time_limit,
-                "expression_memory_mib": settings.expression_memory_mib,
-                "container_outdir": CONTAINER_OUTDIR,
-                "container_stagedir": CONTAINER_STAGEDIR,
-            }
-        )
+        channel.send({"op": "init", **init})
         while True:
             msg = channel.recv()
             if msg is None:
@@ -308,6 +155,8 @@ def run_in_engine(ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tu
             elif op == "task":
                 slots.acquire()
                 threading.Thread(target=_serve_task, args=(ex, channel, msg, slots), daemon=True).start()
+            elif isinstance(op, str) and handlers and op in handlers:
+                threading.Thread(target=_serve, args=(ex, channel, msg, handlers[op]), daemon=True).start()
             elif op == "done":
                 return _done(msg)
             else:
@@ -347,17 +196,32 @@ def _serve_task(ex: RunExecution, channel: Channel, msg: dict[str, Any], slots: 
 
 
 def _answer_task(ex: RunExecution, channel: Channel, msg: dict[str, Any]) -> None:
-    rid = msg.get("id")
-    reply: dict[str, Any] = {"op": "result", "id": rid, "status": "permanentFail"}
+    """One task request, whatever the engine's language: validated, gated, run, answered."""
+    reply: dict[str, Any] = {"op": "result", "id": msg.get("id"), "status": "permanentFail"}
+    task = msg.get("task")
     try:
-        job = hosted_job(ex, msg.get("job") or {})
-        job.run(SimpleNamespace(workflow_eval_lock=threading.Lock()))
-        status, rcode = job.result
-        reply.update(status=status, exit_code=rcode, produced=job.produced if status == "success" else [])
+        reply.update(run_task(ex, parse_task_request(ex, task)).as_reply())
     except EngineFailed as exc:
-        ex.refusals.add(f"task request {str((msg.get('job') or {}).get('name'))[:80]}", exc.message)
+        name = str(task.get("name") if isinstance(task, dict) else None)[:80]
+        ex.refusals.add(f"task request {name}", exc.message)
     except Exception:  # never leave the engine waiting
         log.exception("run %s: serving a task request failed", ex.run.id)
+    _reply(channel, reply)
+
+
+def _serve(ex: RunExecution, channel: Channel, msg: dict[str, Any], handler: Handler) -> None:
+    reply: dict[str, Any] = {"op": "result", "id": msg.get("id")}
+    try:
+        reply.update(handler(ex, msg))
+    except HelixGateError as exc:
+        reply.update(error=exc.message[:2000])
+    except Exception:  # never leave the engine waiting
+        log.exception("run %s: serving a %s request failed", ex.run.id, str(msg.get("op"))[:40])
+        reply.update(error="the worker could not serve this request")
+    _reply(channel, reply)
+
+
+def _reply(channel: Channel, reply: dict[str, Any]) -> None:
     try:
         channel.send(reply)
     except OSError:

@@ -1,5 +1,5 @@
 """The state of one run while a worker executes it, shared by the executor (preparation,
-publication), the engine host (task requests) and ``VerifiedJob`` (one task): where the
+publication), the engine host (task requests) and ``tasks.run_task`` (one task): where the
 run's files are, what checksums are known, the run's gate and its audit records."""
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ class RunExecution:
         self.run = run
         self.cancel = cancel
         self.workdir = workdir
+        # the gate's staged, checked input copies and task logs: beside the run's directory,
+        # never inside it -- the engine's sandbox can write the run's directory, not this one
+        self.stage_root = workdir.with_name(f"{workdir.name}.tasks")
         self.settings = settings
         self.runs = runs
         self.runner = runner
@@ -108,6 +111,7 @@ class RunExecution:
         self.counter_lock = threading.Lock()
         self.failure: HelixGateError | None = None
         self.done = threading.Event()
+        self.download_lock = threading.Lock()  # one download of a DRS object per run
         # references the restricted loader or the confined file system refused: each one is
         # a security event (a workflow reached for something that is not its own)
         self.refusals = Refusals(self._refused_reference)

@@ -1,8 +1,10 @@
-"""The verified executor: cwltool evaluates the workflow in an unprivileged engine process
-(``wes_server.engine``, started by ``wes_server.engine_host``); every CommandLineTool step it
-asks for runs here through ``VerifiedJob``, which asks the run's ``TaskGate``
-(``wes_server.gate``) to admit it and then runs one short-lived hardened container through
-the Docker SDK. DRS and TRS are reached only through the ports the WES domain was built with.
+"""The verified executor: cwltool (CWL) or miniwdl (WDL) evaluates the workflow in an
+unprivileged engine process (``wes_server.engine`` / ``wes_server.wdl_engine``, started by
+``wes_server.engine_host``); every task it asks for arrives as the same language-neutral
+request and runs here through ``wes_server.tasks.run_task``, which asks the run's
+``TaskGate`` (``wes_server.gate``) to admit it and then runs one short-lived hardened
+container through the Docker SDK. DRS and TRS are reached only through the ports the WES
+domain was built with.
 
 The gate, before EVERY task, fails closed:
   1. the image reference resolves to a TRS-signed version; its bundle verifies under the
@@ -35,9 +37,17 @@ from helixgate.uris import DrsRef, parse_drs
 from wes_server import gate
 from wes_server.containers import ContainerRunner
 from wes_server.domain import WorkflowService
-from wes_server.engine_host import EngineFailed, run_in_engine
-from wes_server.execution import SAFE_NAME, RunExecution, RunOutcome, WorkflowFailed
+from wes_server.engine_host import CWL_ENGINE, WDL_ENGINE, run_in_engine
+from wes_server.execution import (
+    CONTAINER_OUTDIR,
+    CONTAINER_STAGEDIR,
+    SAFE_NAME,
+    RunExecution,
+    RunOutcome,
+    WorkflowFailed,
+)
 from wes_server.gate import GateRefusal, Recorded
+from wes_server.tasks import EngineFailed
 from wes_server.workflow_guard import inside, map_input_references
 
 log = logging.getLogger("helixgate.executor")
@@ -83,13 +93,16 @@ class Executor:
         watcher = threading.Thread(target=self._watch_cancel, args=(ex,), daemon=True)
         watcher.start()
         try:
-            if ex.workdir.exists():  # a previous attempt died: start clean
+            if ex.workdir.exists() or ex.stage_root.exists():  # a previous attempt died: start clean
                 shutil.rmtree(ex.workdir, ignore_errors=True)
+                shutil.rmtree(ex.stage_root, ignore_errors=True)
                 runs.delete_tasks(run.id)
             ex.workdir.mkdir(parents=True, mode=0o700)
-            main, job_order = self._prepare(ex)
+            ex.stage_root.mkdir(mode=0o700)
+            wdl = is_wdl(run)
+            main, job_order = self._prepare(ex, wdl=wdl)
             runs.set_state(run.id, "RUNNING", worker_id=None)
-            outputs, status = self._run_cwl(ex, main, job_order)
+            outputs, status = self._run_wdl(ex, main, job_order) if wdl else self._run_cwl(ex, main, job_order)
             if cancel.is_set():
                 return RunOutcome("CANCELED")
             if ex.failure is not None:
@@ -106,7 +119,11 @@ class Executor:
             if ex.refusals:
                 runs.append_system_log(run.id, ex.refusals.message())
             runs.append_system_log(run.id, f"workflow failed: {exc.message}")
-            return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
+            if cancel.is_set():
+                return RunOutcome("CANCELED", exit_code=1)
+            if ex.failure is not None and not isinstance(ex.failure, IntegrityError):
+                return RunOutcome("SYSTEM_ERROR")  # a task could not be run (docker down...), as for CWL
+            return RunOutcome("EXECUTOR_ERROR", exit_code=1)
         except GateRefusal as exc:
             runs.append_system_log(run.id, exc.message)
             return RunOutcome("CANCELED" if cancel.is_set() else "EXECUTOR_ERROR", exit_code=1)
@@ -124,6 +141,7 @@ class Executor:
             except Exception:  # docker down: the reconciler sweeps later
                 log.warning("could not sweep containers of run %s", run.id)
             shutil.rmtree(ex.workdir, ignore_errors=True)
+            shutil.rmtree(ex.stage_root, ignore_errors=True)
 
     def _watch_cancel(self, ex: RunExecution) -> None:
         while not ex.done.is_set():
@@ -133,11 +151,14 @@ class Executor:
                 return
 
     # ------------------------------------------------------------------ preparation
-    def _prepare(self, ex: RunExecution) -> tuple[Path, dict[str, Any]]:
+    def _prepare(self, ex: RunExecution, *, wdl: bool = False) -> tuple[Path, dict[str, Any]]:
         """Write attachments, fetch DRS inputs (verified while downloading), build the job order.
 
-        A TRS run's descriptors come from WES's own tables: before cwltool reads a byte, each
+        A TRS run's descriptors come from WES's own tables: before the engine reads a byte, each
         is hashed and compared with the checksum its version's verified statement signs.
+        A WDL run's inputs go to the engine as they are: its restricted loader checks them
+        against the workflow's types, and its drs:// files come back here one by one through
+        miniwdl's download plugin (``_download_for_engine``), hashed while downloaded.
         """
         run = ex.run
         att_dir = ex.workdir / "attachments"
@@ -158,6 +179,8 @@ class Executor:
             raise PathEscape(exc.message, subject=main_rel[:200]) from None
         main = att_dir / main_rel
         params = json.loads(json.dumps(run.request.get("workflow_params") or {}))
+        if wdl:
+            return main, params
         # the submission check again: attached files point at the run's copies, nothing else
         map_input_references(params, att_dir, ex.refusals)
         if ex.refusals:
@@ -179,15 +202,8 @@ class Executor:
                     raise IntegrityError(f"input {loc} is not in this deployment's DRS", subject=loc)
                 if object_id in (".", ".."):
                     raise PathEscape(f"input {loc[:200]} names no object", subject=loc[:200])
-                dest_dir = inputs_dir / object_id
-                dest_dir.mkdir(exist_ok=True)
-                obj = self.wes.data.lookup(ex.run.owner, object_id)
-                name = SAFE_NAME.sub("_", value.get("basename") or obj.name or object_id)[:200]
-                dest = dest_dir / name
-                if not dest.exists():
-                    sha = self.wes.data.download(ex.run.owner, object_id, dest).sha256
-                    ex.registry.record(str(dest), Recorded(sha, None, loc))
-                    ex.audit.executed("wes.input.read", loc, {"sha256": sha})
+                dest = self._fetch_drs(ex, object_id, loc, value.get("basename"), inputs_dir)
+                name = dest.name
                 value.pop("path", None)
                 value["location"] = dest.as_uri()
                 value.setdefault("basename", name)
@@ -199,6 +215,62 @@ class Executor:
             return [self._resolve_drs(ex, v, inputs_dir) for v in value]
         return value
 
+    def _fetch_drs(self, ex: RunExecution, object_id: str, uri: str, basename: str | None, inputs_dir: Path) -> Path:
+        """Download one DRS object on the owner's behalf into the run (hashed while written:
+        only bytes that hash to DRS's checksum arrive) and record its checksum."""
+        with ex.download_lock:
+            dest_dir = inputs_dir / object_id
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            obj = self.wes.data.lookup(ex.run.owner, object_id)
+            dest = dest_dir / SAFE_NAME.sub("_", basename or obj.name or object_id)[:200]
+            if not dest.exists():
+                sha = self.wes.data.download(ex.run.owner, object_id, dest).sha256
+                ex.registry.record(str(dest), Recorded(sha, None, uri))
+                ex.audit.executed("wes.input.read", uri, {"sha256": sha})
+            return dest
+
+    def _download_for_engine(self, ex: RunExecution, msg: dict[str, Any]) -> dict[str, Any]:
+        """The WDL engine's drs:// download plugin asks: the same rules as a CWL input (this
+        deployment's DRS, read as the run's owner), answered with a path inside the run."""
+        uri = msg.get("uri")
+        ref = parse_drs_reference(uri) if isinstance(uri, str) else None
+        if ref is None:
+            raise IntegrityError("download request names no drs:// object", subject=str(uri)[:200])
+        if ref.host != self.settings.drs_host.lower():
+            raise IntegrityError(f"input {ref.uri} is not in this deployment's DRS", subject=ref.uri)
+        if ref.object_id in (".", ".."):
+            raise PathEscape(f"input {ref.uri[:200]} names no object", subject=ref.uri[:200])
+        try:
+            dest = self._fetch_drs(ex, ref.object_id, ref.uri, None, ex.workdir / "inputs")
+        except IntegrityError as exc:
+            ex.audit.integrity_failed(exc, None)
+            ex.fail(exc)
+            ex.runs.append_system_log(ex.run.id, f"refused: {exc.message}")
+            raise
+        return {"path": str(dest)}
+
+    # ------------------------------------------------------------------ WDL
+    def _run_wdl(self, ex: RunExecution, main: Path, inputs: dict[str, Any]) -> tuple[Any, str]:
+        """miniwdl's evaluation runs in the same unprivileged engine sandbox as cwltool
+        (``wes_server.wdl_engine``); its tasks and drs:// downloads come back here."""
+        (ex.workdir / "jobs").mkdir()
+        init = {
+            "workdir": str(ex.workdir),
+            "main": str(main.relative_to(ex.workdir / "attachments")),
+            "inputs": inputs,
+            "cpu": os.cpu_count() or 1,
+            "mem_bytes": _memory_bytes(),
+            "concurrency": max(2, os.cpu_count() or 1),
+        }
+        try:
+            outputs, status = run_in_engine(ex, init, WDL_ENGINE, {"download": self._download_for_engine})
+        except (WorkflowFailed, EngineFailed) as exc:
+            self._check_recorded_files(ex)
+            raise WorkflowFailed(_client_text(exc.message, ex.workdir)) from None
+        if status != "success":
+            self._check_recorded_files(ex)
+        return outputs, status
+
     # ------------------------------------------------------------------ cwltool
     def _run_cwl(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> tuple[Any, str]:
         """cwltool's evaluation runs in the unprivileged engine process (``wes_server.engine``,
@@ -206,7 +278,7 @@ class Executor:
         through the verification gate (``wes_server.engine_host``)."""
         (ex.workdir / "jobs").mkdir()
         try:
-            outputs, status = run_in_engine(ex, main, job_order)
+            outputs, status = run_in_engine(ex, self._cwl_init(ex, main, job_order), CWL_ENGINE)
         except WorkflowFailed as exc:
             self._check_recorded_files(ex)
             raise WorkflowFailed(_client_text(exc.message, ex.workdir)) from None
@@ -216,6 +288,19 @@ class Executor:
         if status != "success":
             self._check_recorded_files(ex)
         return outputs, status
+
+    def _cwl_init(self, ex: RunExecution, main: Path, job_order: dict[str, Any]) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "workdir": str(ex.workdir),
+            "main": str(main),
+            "job_order": job_order,
+            "checksums": {path: rec.sha256 for path, rec in ex.registry.items()},
+            "expression_time_limit": settings.expression_time_limit,
+            "expression_memory_mib": settings.expression_memory_mib,
+            "container_outdir": CONTAINER_OUTDIR,
+            "container_stagedir": CONTAINER_STAGEDIR,
+        }
 
     @staticmethod
     def _check_recorded_files(ex: RunExecution) -> None:
@@ -285,6 +370,18 @@ class Executor:
             return value
 
         return {name: publish(value) for name, value in dict(outputs).items()}  # the output object's fields
+
+
+def is_wdl(run: Any) -> bool:
+    """Which engine runs ``run``: its workflow_type as submitted (CWL unless WDL)."""
+    return str((run.request or {}).get("workflow_type") or "CWL").strip().upper() == "WDL"
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):
+        return 1 << 30
 
 
 def _client_text(message: str, workdir: Path, cap: int = 2000) -> str:

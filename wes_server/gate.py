@@ -6,7 +6,8 @@ computed itself.
 ``TaskGate`` is the gate of one run's tasks, a plain object with its collaborators injected
 (the signed versions, the local image inspector, the run's checksum registry, where refusals
 are reported) and one method per phase: signature, digests and pin, local image, inputs.
-``VerifiedJob.run`` asks it to ``admit`` a task and then only launches the container.
+``wes_server.tasks.run_task`` asks it to ``admit`` a task (CWL or WDL: the same request)
+and then only launches the container.
 
 Every check raises ``IntegrityError`` naming what differed, expected vs actual; ``admit``
 reports it (a security event) and refuses the task. Nothing here talks to docker, HTTP or

@@ -21,7 +21,9 @@ def service_info(settings: Any, facts: ServiceFacts) -> dict[str, Any]:
             "workflow_type_versions": {t: {"workflow_type_version": list(v)} for t, v in WORKFLOW_TYPES.items()},
             "supported_wes_versions": ["1.1.0"],
             "supported_filesystem_protocols": ["drs"],
-            "workflow_engine_versions": {"cwltool": {"workflow_engine_version": [facts.engine_version]}},
+            "workflow_engine_versions": {
+                engine: {"workflow_engine_version": [version]} for engine, version in facts.engine_versions.items()
+            },
             "default_workflow_engine_parameters": [],
             "system_state_counts": dict(facts.state_counts),
             "auth_instructions_url": f"{settings.effective_public_url}/docs#tokens",

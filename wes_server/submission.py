@@ -16,10 +16,40 @@ from helixgate.integrity import sha256_bytes
 from helixgate.limits import loads as safe_json_loads
 from helixgate.paths import check_relative_path
 from helixgate.uris import DrsRef, parse_drs, require_clean, scheme_of
+from helixgate.wdl_documents import check_inputs, load_wdl, wdl_version
 from wes_server.runs import Attachment
 
-WORKFLOW_TYPES = {"CWL": ("v1.0", "v1.1", "v1.2")}
-ENGINE = "cwltool"
+# workflow_type -> the versions WES runs, spelled as each language's community spells them
+WORKFLOW_TYPES = {"CWL": ("v1.0", "v1.1", "v1.2"), "WDL": ("1.0", "1.1")}
+# workflow_type -> the engine that evaluates it (as a library, inside the engine sandbox)
+ENGINES = {"CWL": "cwltool", "WDL": "miniwdl"}
+ENGINE = ENGINES["CWL"]
+
+
+def engine_versions() -> dict[str, str]:
+    """engine name -> the installed distribution's real version (what service-info reports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for engine in ENGINES.values():
+        try:
+            out[engine] = version(engine)
+        except PackageNotFoundError:  # not installed: not offered
+            continue
+    return out
+
+
+def canonical_version(workflow_type: str, version: str) -> str:
+    """``1.0``/``v1.0`` in the spelling of WORKFLOW_TYPES[workflow_type] (``v1.0`` for CWL,
+    ``1.0`` for WDL); BadRequest naming the supported versions otherwise."""
+    bare = version[1:] if version[:1] in ("v", "V") else version
+    for known in WORKFLOW_TYPES[workflow_type]:
+        if bare == known.lstrip("v"):
+            return known
+    raise BadRequest(
+        f"unsupported workflow_type_version {version or '(missing)'!r} for {workflow_type}; "
+        f"supported: {', '.join(WORKFLOW_TYPES[workflow_type])}"
+    )
 MAX_ATTACHMENTS = 200
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._+@=-][A-Za-z0-9._+@=, -]*$")
 
@@ -91,20 +121,14 @@ def parse_run_request(
     canonical = wtype.upper()
     if canonical not in WORKFLOW_TYPES:
         raise BadRequest(f"unsupported workflow_type {wtype!r}; supported: {', '.join(WORKFLOW_TYPES)}")
-    version = (form.get("workflow_type_version") or "").strip()
-    if version and not version.startswith("v"):
-        version = "v" + version
-    if version not in WORKFLOW_TYPES[canonical]:
-        raise BadRequest(
-            f"unsupported workflow_type_version {version or '(missing)'!r} for {canonical}; "
-            f"supported: {', '.join(WORKFLOW_TYPES[canonical])}"
-        )
+    version = canonical_version(canonical, (form.get("workflow_type_version") or "").strip())
     url = (form.get("workflow_url") or "").strip()
     if not url:
         raise BadRequest("workflow_url is required")
-    engine = (form.get("workflow_engine") or ENGINE).strip()
-    if engine.lower() != ENGINE:
-        raise BadRequest(f"unsupported workflow_engine {engine!r}; supported: {ENGINE}")
+    expected_engine = ENGINES[canonical]
+    engine = (form.get("workflow_engine") or expected_engine).strip()
+    if engine.lower() != expected_engine:
+        raise BadRequest(f"unsupported workflow_engine {engine!r} for {canonical}; supported: {expected_engine}")
     params = _json_object("workflow_params", form.get("workflow_params"))
     tags_raw = _json_object("tags", form.get("tags"))
     tags = {str(k)[:128]: str(v)[:512] for k, v in tags_raw.items()}
@@ -132,7 +156,7 @@ def parse_run_request(
         workflow_url=url,
         workflow_params=canonical_drs(params),
         tags=tags,
-        workflow_engine=ENGINE,
+        workflow_engine=expected_engine,
         workflow_engine_version=(form.get("workflow_engine_version") or "").strip(),
         workflow_engine_parameters={},
         attachments=list(attachments.values()),
@@ -191,3 +215,18 @@ def refuse_local_inputs(params: Mapping[str, Any], attachment_paths: set[str]) -
             "inputs must be drs:// objects or attached files; not accessible to the server: "
             + ", ".join(b[:120] for b in bad[:10])
         )
+
+
+def check_wdl_run(req: RunRequest, main: str) -> None:
+    """A WDL submission: the document and its imports load from the run's own files only (no
+    URL, host path or ``..``), declare the version the request names, and the inputs fit the
+    workflow's declared inputs with every File a drs:// object or an attached file. BadRequest
+    (``WdlDocumentError``) naming the problem otherwise."""
+    files = {a.path: a.content for a in req.attachments}
+    doc = load_wdl(files, main)
+    declared = wdl_version(doc)
+    if declared != req.workflow_type_version:
+        raise BadRequest(
+            f"workflow_type_version is {req.workflow_type_version} but {main} declares version {declared}"
+        )
+    check_inputs(doc, req.workflow_params, attachments=set(files))

@@ -85,8 +85,8 @@ class SignedVersions:
         self._bundles: dict[tuple[str, str], tuple[float, str]] = {}
         self._lock = threading.Lock()
 
-    def descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
-        return self.port.descriptors(tool_id, version_id)
+    def descriptors(self, tool_id: str, version_id: str, language: str = "CWL") -> list[DescriptorFile]:
+        return self.port.descriptors(tool_id, version_id, language)
 
     def image_pin(self, reference: str, prefer: tuple[str, str] | None = None) -> ImagePin:
         return choose_pin(reference, self.port.image_pins(reference), prefer)

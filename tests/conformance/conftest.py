@@ -2,7 +2,8 @@
 
 The server runs with ``clock_skew=0`` so an expired token is refused one second after expiry.
 Data: a signed TRS tool version whose image is the session's busybox pushed to the test
-registry, a DRS object uploaded by a data steward, and a completed WES run of an analyst.
+registry, a DRS object uploaded by a data steward, and a completed WES run of an analyst
+(``seeded_wdl_run`` adds a WDL run with container tasks for the tests that ask for it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.seed import Seeded, publish_tool, submit_run, upload_object, wait_for_run
+from helixgate.sdk import HelixGate
+from tests.conformance.seed import Seeded, publish_tool, submit_run, submit_wdl_run, upload_object, wait_for_run
 from tests.fixtures.docker_images import PushedImage
 from tests.fixtures.live import LiveServer, start_server, stop_server
 
@@ -52,6 +54,18 @@ def seeded(conformance_live: LiveServer, pushed_busybox: PushedImage) -> Seeded:
         run_id=run_id,
         run_state=state,
     )
+
+
+@pytest.fixture(scope="session")
+def seeded_wdl_run(seeded: Seeded) -> tuple[str, str]:
+    """A WDL run of the analyst on the seeded server (two tasks in the seeded signed image on a
+    DRS object the analyst may read): its id and final state."""
+    steward = HelixGate.connect(seeded.url, seeded.tokens["steward"])
+    dataset = steward.create_dataset("wdl-conformance")
+    steward.grant(dataset["id"], "analyst")
+    obj = steward.upload(b"ACGT\n", name="reads.txt", dataset_id=dataset["id"])
+    run_id = submit_wdl_run(seeded.url, seeded.tokens["analyst"], seeded.image_ref, obj["self_uri"])
+    return run_id, wait_for_run(seeded.url, seeded.tokens["analyst"], run_id, timeout=300)
 
 
 @pytest.fixture()

@@ -39,6 +39,34 @@ outputs:
   out: stdout
 stdout: out.txt
 """
+# A WDL 1.1 workflow with an import and a scatter whose task runs in the seeded tool's signed
+# image on the DRS object: a WDL run with task logs and File outputs for clients to read.
+WDL_WORKFLOW = """version 1.1
+import "echo.wdl" as e
+workflow shout {
+  input {
+    Array[String] messages
+    File reads
+  }
+  scatter (m in messages) {
+    call e.echo { input: message = m, reads = reads }
+  }
+  output { Array[File] said = echo.out }
+}
+"""
+WDL_ECHO = """version 1.1
+task echo {
+  input {
+    String message
+    File reads
+  }
+  command <<<
+    echo '~{message}' && wc -c < '~{reads}'
+  >>>
+  output { File out = stdout() }
+  runtime { container: "{image}" }
+}
+"""
 OBJECT_BYTES = b"ACGT" * 1024 + b"\n"
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 
@@ -128,6 +156,26 @@ def submit_run(url: str, token: str, message: str = "hello") -> str:
         timeout=60,
     )
     return str(_ok(r, "submit run", 200)["run_id"])
+
+
+def submit_wdl_run(url: str, token: str, image_ref: str, reads_uri: str) -> str:
+    r = requests.post(
+        f"{url}/ga4gh/wes/v1/runs",
+        headers={"Authorization": f"Bearer {token}"},
+        files=[
+            ("workflow_attachment", ("shout.wdl", WDL_WORKFLOW)),
+            ("workflow_attachment", ("echo.wdl", WDL_ECHO.replace("{image}", image_ref))),
+        ],
+        data={
+            "workflow_type": "WDL",
+            "workflow_type_version": "1.1",
+            "workflow_url": "shout.wdl",
+            "workflow_params": json.dumps({"shout.messages": ["hello", "wdl"], "shout.reads": reads_uri}),
+            "tags": json.dumps({"purpose": "conformance", "language": "wdl"}),
+        },
+        timeout=60,
+    )
+    return str(_ok(r, "submit WDL run", 200)["run_id"])
 
 
 def wait_for_run(url: str, token: str, run_id: str, timeout: float = 120) -> str:

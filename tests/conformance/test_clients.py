@@ -88,6 +88,58 @@ def test_wes_client(seeded: Seeded, tmp_path: Path) -> None:
     assert info.returncode == 0 and "workflow_type_versions" in info.stdout
 
 
+HELLO_WDL = """version 1.1
+workflow hello {
+  input { String who }
+  output { String greeting = "hello " + who }
+}
+"""
+
+
+def test_wes_client_wdl(seeded: Seeded, tmp_path: Path) -> None:
+    """wes-client reads a WDL file's version from its *path* string, not its content, so it always
+    claims draft-2 (quirk): HelixGate refuses that with a 400 naming the version; the same
+    request with the document's version runs."""
+    env = client_env("wes-service")
+    (tmp_path / "hello.wdl").write_text(HELLO_WDL)
+    (tmp_path / "job.json").write_text(json.dumps({"hello.who": "wes-client"}))
+    host, port = host_port(seeded)
+    driver = textwrap.dedent(
+        """
+        import json, sys, time, requests
+        from wes_client.util import WESClient, build_wes_request
+        host, token, wf, job = sys.argv[1:]
+        client = WESClient({"auth": {"Authorization": "Bearer " + token}, "proto": "http", "host": host})
+        parts, files = build_wes_request("file://" + wf, "file://" + job)
+        claimed = dict(parts)["workflow_type_version"]
+        url = f"http://{host}/ga4gh/wes/v1/runs"
+        refused = requests.post(url, data=parts, files=files, headers=client.auth)
+        # the same request with the document's version (files rebuilt: the first POST read them)
+        parts = [(k, "1.1" if k == "workflow_type_version" else v) for k, v in parts]
+        files = build_wes_request("file://" + wf, "file://" + job)[1]
+        r = requests.post(url, data=parts, files=files, headers=client.auth)
+        run_id = r.json()["run_id"]
+        for _ in range(240):
+            if client.get_run_status(run_id)["state"] not in ("QUEUED", "INITIALIZING", "RUNNING"):
+                break
+            time.sleep(0.5)
+        print(json.dumps({"parts": dict(parts), "claimed": claimed, "refused": [refused.status_code, refused.json()],
+                          "log": client.get_run_log(run_id)}))
+        """
+    )
+    out = run([str(env / "bin" / "python"), "-c", driver, f"{host}:{port}", seeded.tokens["analyst"],
+               str(tmp_path / "hello.wdl"), str(tmp_path / "job.json")])
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["claimed"] == "draft-2" and result["parts"]["workflow_type"] == "WDL"
+    status, body = result["refused"]
+    assert status == 400 and body["status_code"] == 400
+    assert "unsupported workflow_type_version 'draft-2' for WDL; supported: 1.0, 1.1" in body["msg"]
+    assert result["log"]["state"] == "COMPLETE", result["log"]
+    assert result["log"]["outputs"] == {"hello.greeting": "hello wes-client"}
+    assert result["log"]["request"]["workflow_engine"] == "miniwdl"
+
+
 def test_trs_cli(seeded: Seeded, tmp_path: Path) -> None:
     env = client_env("trs-cli")
     host, port = host_port(seeded)

@@ -120,3 +120,39 @@ def test_wes_operations_validate(client: ValidatingClient, seeded: Seeded) -> No
     not_multipart = client.post("/ga4gh/wes/v1/runs", headers=h, data={"workflow_type": "CWL"})
     assert not_multipart.status_code == 415, not_multipart.text
     assert _official_operations("wes") <= _covered(client, ok_only=False)
+
+
+def test_wes_operations_validate_with_wdl_runs_present(
+    client: ValidatingClient, seeded: Seeded, seeded_wdl_run: tuple[str, str]
+) -> None:
+    """Service-info lists WDL; a WDL run's log, status, tasks and the run list (CWL and WDL runs
+    together) validate against the official WES schema."""
+    h = seeded.headers("analyst")
+    rid, state = seeded_wdl_run
+    assert state == "COMPLETE"
+    info = client.get("/ga4gh/wes/v1/service-info").json()
+    assert info["workflow_type_versions"]["WDL"]["workflow_type_version"] == ["1.0", "1.1"]
+    assert set(info["workflow_engine_versions"]) == {"cwltool", "miniwdl"}
+    listed = client.get("/ga4gh/wes/v1/runs", headers=h).json()["runs"]
+    assert {seeded.run_id, rid} <= {r["run_id"] for r in listed}
+    log = client.get(f"/ga4gh/wes/v1/runs/{rid}", headers=h)
+    assert log.status_code == 200, log.text
+    body = log.json()
+    assert body["request"]["workflow_type"] == "WDL" and body["request"]["workflow_type_version"] == "1.1"
+    said = body["outputs"]["shout.said"]
+    assert len(said) == 2 and all(f["location"].startswith("drs://") and f["checksum"] for f in said), said
+    assert client.get(f"/ga4gh/wes/v1/runs/{rid}/status", headers=h).json()["state"] == "COMPLETE"
+    tasks = client.get(f"/ga4gh/wes/v1/runs/{rid}/tasks", headers=h).json()["task_logs"]
+    assert len(tasks) == 2 and all(t["exit_code"] == 0 for t in tasks), tasks
+    one = client.get(f"/ga4gh/wes/v1/runs/{rid}/tasks/{tasks[0]['id']}", headers=h)
+    assert one.status_code == 200 and one.json()["system_logs"], one.text
+    paged = client.get(f"/ga4gh/wes/v1/runs/{rid}/tasks?page_size=1", headers=h).json()
+    assert len(paged["task_logs"]) == 1 and paged["next_page_token"]
+    # a bad WDL submission is refused in the WES error shape
+    bad = client.post(
+        "/ga4gh/wes/v1/runs",
+        headers=h,
+        files=[("workflow_attachment", ("main.wdl", 'version 1.0\nimport "/etc/x.wdl"\nworkflow w {}\n'))],
+        data={"workflow_type": "WDL", "workflow_type_version": "1.0", "workflow_url": "main.wdl"},
+    )
+    assert bad.status_code == 400 and "absolute path" in bad.json()["msg"], bad.text

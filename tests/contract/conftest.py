@@ -91,6 +91,8 @@ def deployment(
         tool = dev.create_tool("helixgate-test", f"contract-{test_session_id}")
         for version in ("1.0.0", "2.0.0", "3.0.0"):
             dev.publish_version(tool["id"], version, workflow_files(tag_ref), [tag_ref], primary="workflow.cwl")
+        wdl = workflow_files(tag_ref, "wdl")  # 4.0.0: the same workflow in WDL only
+        dev.publish_version(tool["id"], "4.0.0", wdl, [tag_ref], primary="workflow.wdl", descriptor_type="WDL")
         granted = steward.create_dataset("granted")
         steward.grant(granted["id"], "ann")
         closed = steward.create_dataset("closed")

@@ -44,6 +44,8 @@ def test_both_implementations_answer_alike(deployment: Deployment) -> None:
     ports = {impl: deployment.tool_port(impl) for impl in IMPLEMENTATIONS}
     local, remote = ports["in-process"], ports["http"]
     assert local.descriptors(deployment.tool_id, "1.0.0") == remote.descriptors(deployment.tool_id, "1.0.0")
+    wdl = (deployment.tool_id, "4.0.0", "WDL")
+    assert local.descriptors(*wdl) == remote.descriptors(*wdl)
     assert local.bundle(deployment.tool_id, "1.0.0") == remote.bundle(deployment.tool_id, "1.0.0")
     assert local.trust_material() == remote.trust_material()
     assert local.image_pins(deployment.image_ref) == remote.image_pins(deployment.image_ref)
@@ -57,6 +59,19 @@ def test_descriptors_are_each_verified_against_the_recorded_checksum(deployment:
     assert all(f.sha256 == hashlib.sha256(f.content).hexdigest() for f in files)
     with pytest.raises(NotFound):
         deployment.tool_port(impl).descriptors(deployment.tool_id, "9.9.9")
+
+
+def test_descriptors_of_the_asked_language(deployment: Deployment, impl: str) -> None:
+    port = deployment.tool_port(impl)
+    files = port.descriptors(deployment.tool_id, "4.0.0", "WDL")
+    assert {f.path: f.content.decode() for f in files} == workflow_files(deployment.image_ref, "wdl")
+    assert [f.path for f in files if f.primary] == ["workflow.wdl"]
+    assert all(f.sha256 == hashlib.sha256(f.content).hexdigest() for f in files)
+    # a WDL-only version has no CWL descriptor, a CWL-only one no WDL descriptor
+    with pytest.raises(NotFound, match="has no CWL descriptor"):
+        port.descriptors(deployment.tool_id, "4.0.0")
+    with pytest.raises(NotFound, match="has no WDL descriptor"):
+        port.descriptors(deployment.tool_id, "1.0.0", "WDL")
 
 
 def test_a_descriptor_edited_without_its_checksum_is_refused(deployment: Deployment, impl: str) -> None:

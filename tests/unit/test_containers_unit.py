@@ -311,3 +311,19 @@ def test_push_stream_digest() -> None:
     assert _digest_from_push_stream([{"status": "Pushed"}], "x") is None
     with pytest.raises(UpstreamError):
         _digest_from_push_stream([{"errorDetail": {"message": "denied"}, "error": "denied"}], "x")
+
+
+def test_capture_files_are_never_opened_through_a_link(tmp_path: Path) -> None:
+    """The engine can write the job area: a link planted at a stdout name is not followed."""
+    from wes_server.containers import _open_new
+
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep")
+    link = tmp_path / "stdout.txt"
+    link.symlink_to(victim)
+    with pytest.raises(OSError):
+        _open_new(str(link))
+    assert victim.read_bytes() == b"keep"
+    with _open_new(str(tmp_path / "fresh.txt")) as fh:
+        fh.write(b"x")
+    assert (tmp_path / "fresh.txt").read_bytes() == b"x"

@@ -64,7 +64,7 @@ class FakeToolPort:
     pins: dict[str, list[ImagePin]] = field(default_factory=dict)
     fail_with: Exception | None = None
 
-    def descriptors(self, tool_id: str, version_id: str) -> list[DescriptorFile]:
+    def descriptors(self, tool_id: str, version_id: str, language: str = "CWL") -> list[DescriptorFile]:
         return []
 
     def bundle(self, tool_id: str, version_id: str) -> str:

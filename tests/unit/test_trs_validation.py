@@ -158,7 +158,10 @@ def test_version_edits_cannot_touch_frozen_fields() -> None:
 def test_a_new_tool_is_typed_and_its_id_defaults_to_organization_and_name() -> None:
     tool = v.new_tool({"organization": "Example Lab", "name": "BWA mem", "aliases": ["bwa"]})
     assert tool == v.NewTool(
-        id="example-lab.bwa-mem", organization="Example Lab", name="BWA mem", toolclass="CommandLineTool",
+        id="example-lab.bwa-mem",
+        organization="Example Lab",
+        name="BWA mem",
+        toolclass="CommandLineTool",
         aliases=("bwa",),
     )
     with pytest.raises(BadRequest, match=r"tool field\(s\): id \(the id of a tool never changes\)"):
@@ -209,3 +212,65 @@ def test_official_schema_validator_refuses_bad_instances() -> None:
         validate("trs", "NoSuchSchema", {})
     with pytest.raises(KeyError):
         validate("nope", "Tool", {})
+
+
+# ---------------------------------------------------------------- WDL descriptors
+WDL_MAIN = 'version 1.1\nimport "tasks/count.wdl" as c\nworkflow w {\n  call c.count\n}\n'
+WDL_TASK = "version 1.1\ntask count {\n  command <<< echo 1 >>>\n  output { Int n = read_int(stdout()) }\n}\n"
+
+
+def _wdl(*files: tuple[str, str, str]) -> dict[str, object]:
+    return _publish(
+        descriptor_type="WDL",
+        files=[{"path": p, "file_type": t, "content": c} for p, t, c in files],
+    )
+
+
+def test_wdl_descriptors_are_loaded_and_their_versions_recorded() -> None:
+    spec = v.publish_spec(
+        _wdl(("main.wdl", "PRIMARY_DESCRIPTOR", WDL_MAIN), ("tasks/count.wdl", "SECONDARY_DESCRIPTOR", WDL_TASK))
+    )
+    assert spec.descriptor_type_versions == {"WDL": ["1.1"]}
+    assert {f.descriptor_type for f in spec.files} == {"WDL"}
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ((("main.wdl", "PRIMARY_DESCRIPTOR", WDL_MAIN),), "'tasks/count.wdl' (imported by main.wdl) is not among"),
+        ((("main.wdl", "PRIMARY_DESCRIPTOR", "workflow w {}\n"),), "declares version 'draft-2'"),
+        ((("main.wdl", "PRIMARY_DESCRIPTOR", "version 1.2\nworkflow w {}\n"),), "declares version '1.2'"),
+        ((("main.wdl", "PRIMARY_DESCRIPTOR", "version 1.0\nworkflow w {"),), "invalid WDL document 'main.wdl'"),
+        (
+            (("main.wdl", "PRIMARY_DESCRIPTOR", 'version 1.0\nimport "/etc/passwd" as p\nworkflow w {}\n'),),
+            "is an absolute path",
+        ),
+        (
+            (("main.wdl", "PRIMARY_DESCRIPTOR", 'version 1.0\nimport "https://example.org/x.wdl"\nworkflow w {}\n'),),
+            "is a URL",
+        ),
+        (
+            (
+                ("main.wdl", "PRIMARY_DESCRIPTOR", "version 1.0\nworkflow w {}\n"),
+                ("extra.wdl", "SECONDARY_DESCRIPTOR", "version 1.0\ntask t { command <<< >>> output { Int x = y } }\n"),
+            ),
+            "WDL descriptor 'extra.wdl'",
+        ),
+    ],
+)
+def test_invalid_wdl_is_refused_before_anything_is_stored(
+    files: tuple[tuple[str, str, str], ...], expected: str
+) -> None:
+    with pytest.raises(BadRequest) as info:
+        v.publish_spec(_wdl(*files))
+    assert expected in info.value.message and info.value.status == 400
+
+
+def test_a_wdl_test_file_is_not_loaded_as_a_document() -> None:
+    spec = v.publish_spec(
+        _wdl(
+            ("main.wdl", "PRIMARY_DESCRIPTOR", "version 1.0\nworkflow w {}\n"),
+            ("tests/inputs.json", "TEST_FILE", '{"w.x": 1}'),
+        )
+    )
+    assert spec.descriptor_type_versions == {"WDL": ["1.0"]}

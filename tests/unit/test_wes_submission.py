@@ -16,7 +16,7 @@ def test_workflow_type_is_case_insensitive_and_version_normalised() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("workflow_type", "WDL", "unsupported workflow_type"),
+        ("workflow_type", "NFL", "unsupported workflow_type"),
         ("workflow_type_version", "v2.0", "unsupported workflow_type_version"),
         ("workflow_url", "", "workflow_url is required"),
         ("workflow_params", "{bad", "workflow_params is not valid JSON"),
@@ -81,3 +81,95 @@ def test_client_local_and_unverifiable_inputs_are_refused() -> None:
         refuse_local_inputs({"x": {"location": "file:///home/me/reads.fq"}}, set())
     with pytest.raises(BadRequest, match="not accessible"):
         refuse_local_inputs({"x": {"location": "https://example.org/reads.fq"}}, set())
+
+
+# --- WDL -------------------------------------------------------------------------------------
+WDL_FORM = {"workflow_type": "WDL", "workflow_type_version": "1.0", "workflow_url": "main.wdl"}
+WDL_MAIN = b"""version 1.0
+workflow wf {
+  input { Array[File] xs }
+  output { Int n = length(xs) }
+}
+"""
+
+
+@pytest.mark.parametrize(("given", "canonical"), [("1.0", "1.0"), ("v1.0", "1.0"), ("1.1", "1.1"), ("V1.1", "1.1")])
+def test_wdl_versions_are_spelled_as_wdl_spells_them(given: str, canonical: str) -> None:
+    req = parse_run_request(
+        {**WDL_FORM, "workflow_type": "wdl", "workflow_type_version": given}, [], max_attachment_bytes=100
+    )
+    assert (req.workflow_type, req.workflow_type_version, req.workflow_engine) == ("WDL", canonical, "miniwdl")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "workflow_type_version",
+            "draft-2",
+            "unsupported workflow_type_version 'draft-2' for WDL; supported: 1.0, 1.1",
+        ),
+        ("workflow_type_version", "1.2", "supported: 1.0, 1.1"),
+        ("workflow_type_version", "", "unsupported workflow_type_version '(missing)'"),
+        ("workflow_engine", "cwltool", "unsupported workflow_engine 'cwltool' for WDL; supported: miniwdl"),
+        ("workflow_engine", "cromwell", "supported: miniwdl"),
+    ],
+)
+def test_wdl_fields_are_refused_naming_the_problem(field: str, value: str, message: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_run_request({**WDL_FORM, field: value}, [], max_attachment_bytes=100)
+    assert message in info.value.message
+
+
+def test_cwl_engine_is_not_accepted_for_wdl_nor_miniwdl_for_cwl() -> None:
+    with pytest.raises(BadRequest, match="supported: cwltool"):
+        parse_run_request({**FORM, "workflow_engine": "miniwdl"}, [], max_attachment_bytes=100)
+
+
+def test_engine_versions_are_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    from wes_server.submission import engine_versions
+
+    assert engine_versions() == {"cwltool": version("cwltool"), "miniwdl": version("miniwdl")}
+
+
+def _wdl_request(params: str, files: list[tuple[str, bytes]], version: str = "1.0"):  # type: ignore[no-untyped-def]
+    form = {**WDL_FORM, "workflow_type_version": version, "workflow_params": params}
+    return parse_run_request(form, files, max_attachment_bytes=10_000)
+
+
+def test_check_wdl_run_accepts_drs_and_attached_files() -> None:
+    from wes_server.submission import check_wdl_run
+
+    req = _wdl_request('{"wf.xs": ["drs://h/a", "data/r.txt"]}', [("main.wdl", WDL_MAIN), ("data/r.txt", b"x")])
+    check_wdl_run(req, "main.wdl")
+
+
+@pytest.mark.parametrize(
+    ("params", "files", "version", "message"),
+    [
+        (
+            '{"xs": []}',
+            [("main.wdl", WDL_MAIN)],
+            "1.1",
+            "workflow_type_version is 1.1 but main.wdl declares version 1.0",
+        ),
+        ('{"xs": ["/etc/passwd"]}', [("main.wdl", WDL_MAIN)], "1.0", "File '/etc/passwd' must be a drs:// object"),
+        ("{}", [("main.wdl", WDL_MAIN)], "1.0", "missing required inputs"),
+        ('{"xs": [], "ys": 1}', [("main.wdl", WDL_MAIN)], "1.0", "'ys' is not an input of wf"),
+        (
+            '{"xs": []}',
+            [("main.wdl", b'version 1.0\nimport "/etc/x.wdl"\nworkflow wf {}\n')],
+            "1.0",
+            "is an absolute path",
+        ),
+        ('{"xs": []}', [("main.wdl", b"version 1.0\nworkflow wf {")], "1.0", "invalid WDL document 'main.wdl'"),
+    ],
+)
+def test_check_wdl_run_refusals_name_the_problem(params: str, files, version: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    from wes_server.submission import check_wdl_run
+
+    with pytest.raises(BadRequest) as info:
+        check_wdl_run(_wdl_request(params, files, version), "main.wdl")
+    assert message in info.value.message and info.value.status == 400
