@@ -8,11 +8,11 @@ every state-changing view by the ``ui`` blueprint.
 
 from __future__ import annotations
 
+import html
 from typing import Any, Callable, NoReturn, TypeVar, cast
 from urllib.parse import quote
 
 from flask import current_app, g, render_template, request
-from markupsafe import Markup
 
 from helixgate.client import ClientError
 from helixgate.errors import HelixGateError
@@ -95,4 +95,4 @@ def has_page(endpoint: str) -> bool:
 
 def fragment_error(text: str) -> str:
     """An htmx fragment saying what failed (answered 200: htmx swaps nothing on 4xx/5xx)."""
-    return str(Markup('<p class="flash flash-error" role="alert">{}</p>').format(text))
+    return f'<p class="flash flash-error" role="alert">{html.escape(text)}</p>'
