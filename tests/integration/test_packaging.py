@@ -36,6 +36,12 @@ def test_wheel_carries_everything_the_services_need(tmp_path: Path) -> None:
         "helixgate_ui/static/vendor/MANIFEST.json",
         "helixgate/templates/oidc/login.html",
         "helixgate/templates/oidc/login.css",
+        # the tool, data and audit pages and the upload script they load
+        "helixgate_ui/static/upload.js",
+        "helixgate_ui/templates/catalog/macros.html",
+        "helixgate_ui/templates/tools/version.html",
+        "helixgate_ui/templates/data/upload.html",
+        "helixgate_ui/templates/audit/index.html",
     ):
         assert path in names, path
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
