@@ -39,6 +39,7 @@ class VerifiedJob(JobBase):
         status = "permanentFail"
         outputs: dict[str, Any] = {}
         evidence: list[str] = []
+        verification: dict[str, Any] = {}  # structured evidence, served by GET /x-helixgate/runs/{id}/evidence
         docker_req, _ = self.get_requirement("DockerRequirement")
         reference = str((docker_req or {}).get("dockerPull") or (docker_req or {}).get("dockerImageId") or "")
         runs.add_task(
@@ -71,6 +72,15 @@ class VerifiedJob(JobBase):
                 "configuration digest",
                 *(f"input {i['path']}: sha256 {i['sha256']} matches {i['source']}" for i in checked),
             ]
+            verification = {
+                "image": {
+                    "image_id": image.image_id,
+                    "pinned_ref": image.pinned_ref,
+                    "signer": image.signer,
+                    "tool_id": image.tool_id,
+                    "version_id": image.version_id,
+                }
+            }
             runs.update_task(
                 ex.run.id,
                 task_id,
@@ -79,6 +89,7 @@ class VerifiedJob(JobBase):
                 inputs=checked,
                 resources=self._resources(),
                 system_logs=evidence,
+                verification=verification,
             )
             ex.audit.executed(
                 "wes.task.start",
@@ -120,6 +131,7 @@ class VerifiedJob(JobBase):
                 state="EXECUTOR_ERROR",
                 end_time=utcnow(),
                 system_logs=[*evidence, exc.message[:2000]],
+                verification={**verification, "refusal": _refusal(exc)},
             )
             status = "permanentFail"
         except HelixGateError as exc:
@@ -241,6 +253,16 @@ class VerifiedJob(JobBase):
                     {"path": os.path.relpath(path, self.outdir), "sha256": sha, "size": os.path.getsize(path)}
                 )
         return produced
+
+
+def _refusal(exc: GateRefusal) -> dict[str, str]:
+    """What the gate refused and why (expected vs actual when the check compared values)."""
+    out = {"message": exc.message[:2000]}
+    for key in ("subject", "expected", "actual"):
+        value = exc.details.get(key)
+        if value:
+            out[key] = str(value)[:500]
+    return out
 
 
 def _origin(key: str, resolved: str) -> str:

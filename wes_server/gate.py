@@ -288,11 +288,12 @@ class TaskInput:
 @dataclass(frozen=True)
 class CheckedInput:
     path: str  # in the container
-    sha256: str
+    sha256: str  # of the staged bytes, hashed while staging
     source: str  # the record that vouched for it
+    expected: str = ""  # the checksum that record holds (equal to sha256, or the task was refused)
 
     def as_json(self) -> dict[str, str]:
-        return {"path": self.path, "sha256": self.sha256, "source": self.source}
+        return {"path": self.path, "sha256": self.sha256, "expected": self.expected, "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,7 @@ class TaskGate:
             for src, rel in input_files(entry.kind, entry.origin):
                 actual, rec = stage_input(self.registry, src, host_root / (rel or os.path.basename(entry.target)))
                 path = entry.target if not rel else os.path.join(entry.target, rel)
-                checked.append(CheckedInput(path, actual, rec.source))
+                checked.append(CheckedInput(path, actual, rec.source, rec.sha256))
             target_host = host_root / os.path.basename(entry.target) if entry.kind == "File" else host_root
             mounts.append((str(target_host), entry.target))
         for root, dirs, _ in os.walk(inputs_dir):
@@ -420,7 +421,8 @@ class TaskGate:
     def refuse(self, task_id: str, exc: IntegrityError) -> GateRefusal:
         """Report ``exc`` and return the refusal that stops the task."""
         self.sink.refused(exc, task_id)
-        return GateRefusal(f"task {task_id} refused before start: {exc.message}")
+        # details keep what differed (subject, expected, actual) for the task's evidence
+        return GateRefusal(f"task {task_id} refused before start: {exc.message}", details=dict(exc.details))
 
 
 def input_files(kind: str, resolved: str) -> list[tuple[str, str]]:
