@@ -1,0 +1,267 @@
+"""The analysts' pages: runs list (filters, paging), a run with its task timeline and each
+task's verification evidence, logs followed with htmx polling, outputs downloaded through
+the UI (streamed from DRS with the user's token, re-hashed on the way), cancel with a
+confirmation, and submission of a TRS tool version with DRS inputs picked from readable
+datasets and parameters validated before anything reaches WES.
+
+Every call goes to the public APIs with the signed-in user's token (``session.api()``); what
+an API refuses is shown as the API said it (403/404/422 pages), never as a 500. View models
+live in ``runs_model`` (plain functions, unit-tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+
+from helixgate.client import ClientError
+from helixgate.errors import BadRequest, HelixGateError, UpstreamError
+from helixgate.integrity import normalize_sha256
+from helixgate.sdk import DRS, TRS, WES, HelixGate, object_id_of, sha256_of
+from helixgate_ui import session
+from helixgate_ui.pages import runs_model as m
+
+blueprint = Blueprint("runs", __name__)
+STOP_POLLING = 286  # htmx: a poll answered with 286 stops polling (the run is finished)
+MAX_PICKER_OBJECTS = 500
+
+
+def _hg() -> HelixGate:
+    """The public APIs as the signed-in user."""
+    client = session.api()
+    return client if isinstance(client, HelixGate) else HelixGate(client)
+
+
+def _permissions() -> frozenset[str]:
+    return frozenset(session.current_user().permissions)
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+@blueprint.errorhandler(HelixGateError)
+def _api_refused(exc: HelixGateError) -> tuple[str, int]:
+    """An API's refusal, shown with its reason and status (403, 404, 422...), never a 500."""
+    status = exc.status if 400 <= exc.status < 600 else 502
+    titles = {403: "Not allowed", 404: "Not found", 422: "Refused", 502: "Service unavailable"}
+    return render_template(
+        "runs/error.html", title=titles.get(status, "Request refused"), message=exc.message, status=status
+    ), status
+
+
+# ---------------------------------------------------------------- list
+@blueprint.get("/runs/")
+def list_runs() -> str:
+    filt, errors = m.RunFilter.from_args(request.args)
+    token = str(request.args.get("page_token") or "")[:200]
+    answer = _hg().api.get_object(f"{WES}/runs", params=filt.api_params(token))
+    return render_template(
+        "runs/list.html",
+        page=m.run_list(answer),
+        filt=filt,
+        errors=errors,
+        states=m.RUN_STATES,
+        page_sizes=m.PAGE_SIZES,
+        first_page=bool(token),
+        can_submit="wes:submit" in _permissions(),
+    )
+
+
+# ---------------------------------------------------------------- one run
+def _run_view(run_id: str) -> m.RunView:
+    hg = _hg()
+    run_log = hg.run_log(run_id)
+    tasks = hg.run_tasks(run_id)
+    evidence: list[dict[str, Any]] | None
+    try:
+        evidence = hg.run_evidence(run_id)
+    except ClientError as exc:
+        if exc.status not in (403, 404):
+            raise
+        evidence = None  # an older server without the evidence extension: say so, invent nothing
+    return m.run_view(run_log, tasks, evidence, _permissions())
+
+
+@blueprint.get("/runs/<run_id>")
+def show_run(run_id: str) -> str:
+    return render_template("runs/run.html", run=_run_view(run_id))
+
+
+@blueprint.get("/runs/<run_id>/live")
+def run_live(run_id: str) -> tuple[str, int]:
+    """The state, timeline and evidence, re-polled by htmx while the run is not finished."""
+    run = _run_view(run_id)
+    return render_template("runs/_live.html", run=run), STOP_POLLING if run.terminal else 200
+
+
+@blueprint.get("/runs/<run_id>/log/<stream>")
+def run_log(run_id: str, stream: str) -> tuple[str, int]:
+    """The run's combined stdout/stderr (the tail), re-polled until the run is finished."""
+    if stream not in ("stdout", "stderr"):
+        abort(404)
+    hg = _hg()
+    state = hg.run_status(run_id)
+    text, cut = m.tail(hg.run_stream(run_id, stream))
+    terminal = state in m.TERMINAL
+    return render_template("runs/_log.html", text=text, cut=cut, stream=stream), STOP_POLLING if terminal else 200
+
+
+@blueprint.get("/runs/<run_id>/tasks/<task_id>/log/<stream>")
+def task_log(run_id: str, task_id: str, stream: str) -> Response:
+    if stream not in ("stdout", "stderr"):
+        abort(404)
+    text = _hg().run_stream(run_id, stream, task_id=task_id)
+    return Response(text, mimetype="text/plain", headers={"Content-Disposition": "inline"})
+
+
+# ---------------------------------------------------------------- outputs
+@blueprint.get("/runs/<run_id>/outputs/<int:index>")
+def download_output(run_id: str, index: int) -> Response:
+    """One output File, streamed from DRS with the user's token. The bytes are hashed on the
+    way: a stream whose SHA-256 or size differs from the DRS record (or from what the run
+    recorded) is cut off before its end, so the browser never saves it as complete."""
+    hg = _hg()
+    out = m.output_at(hg.run_log(run_id), index)
+    if out is None:
+        abort(404)
+    obj = hg.get_object(object_id_of(out.uri))
+    expected, size = sha256_of(obj), int(obj.get("size") or 0)
+    if out.checksum and normalize_sha256(out.checksum) != expected:
+        raise HelixGateError(
+            f"output {out.name}: the run recorded sha256 {out.checksum}, DRS holds {expected}", status=422
+        )
+    chunks = hg._object_bytes(obj)
+
+    def verified() -> Iterator[bytes]:
+        sha, seen = hashlib.sha256(), 0
+        for chunk in chunks:
+            sha.update(chunk)
+            seen += len(chunk)
+            if seen > size:
+                raise UpstreamError(f"download of {out.uri} is longer than its record")
+            yield chunk
+        if seen != size or sha.hexdigest() != expected:  # cut the response short: never complete
+            raise UpstreamError(f"download of {out.uri} does not match its checksum")
+
+    return Response(
+        verified(),
+        mimetype="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{m.safe_filename(out.basename)}"',
+            "Content-Length": str(size),
+            "X-Checksum-SHA256": expected,
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+# ---------------------------------------------------------------- cancel
+@blueprint.get("/runs/<run_id>/cancel")
+def confirm_cancel(run_id: str) -> str:
+    run = _run_view(run_id)
+    if not run.can_cancel:
+        flash("This run cannot be cancelled (finished, or you may not cancel runs).", "error")
+    return render_template("runs/cancel.html", run=run)
+
+
+@blueprint.post("/runs/<run_id>/cancel")
+def cancel(run_id: str) -> Any:
+    _hg().cancel_run(run_id)  # CSRF and Origin are checked by the shell for every POST
+    flash(f"Cancellation of run {run_id} requested.", "info")
+    return redirect(url_for("runs.show_run", run_id=run_id), code=303)
+
+
+# ---------------------------------------------------------------- submit
+def _tools(hg: HelixGate) -> list[m.ToolChoice]:
+    return m.tool_choices(hg.api.get_json(f"{TRS}/tools", params={"limit": 1000}))
+
+
+def _object_groups(hg: HelixGate) -> list[tuple[str, list[m.ObjectChoice]]]:
+    """Readable objects of every readable dataset (DRS ``GET /x-helixgate/datasets`` and
+    ``.../objects``); an older DRS without the listing leaves the drs:// field only."""
+    try:
+        datasets = hg.api.get_object(f"{DRS}/x-helixgate/datasets").get("datasets") or []
+    except ClientError as exc:
+        if exc.status in (403, 404, 405):
+            return []
+        raise
+    pairs = []
+    budget = MAX_PICKER_OBJECTS
+    for ds in datasets:
+        if budget <= 0 or not isinstance(ds, dict) or not ds.get("id"):
+            continue
+        page = hg.api.get_object(
+            f"{DRS}/x-helixgate/datasets/{_q(str(ds['id']))}/objects", params={"page_size": min(budget, 200)}
+        )
+        objects = [o for o in page.get("objects") or [] if isinstance(o, dict)]
+        budget -= len(objects)
+        pairs.append((ds, objects))
+    return m.object_choices(pairs)
+
+
+def _descriptor(hg: HelixGate, tool_id: str, version_id: str) -> str:
+    answer = hg.api.get_object(f"{TRS}/tools/{_q(tool_id)}/versions/{_q(version_id)}/CWL/descriptor")
+    return str(answer.get("content") or "")
+
+
+def _form_context(hg: HelixGate, tool_id: str, version_id: str) -> dict[str, Any]:
+    tools = _tools(hg)
+    ctx: dict[str, Any] = {"tools": tools, "tool_id": tool_id, "version_id": version_id, "specs": [], "groups": []}
+    if tool_id and version_id:
+        ctx["specs"] = m.workflow_inputs(_descriptor(hg, tool_id, version_id))
+        ctx["groups"] = _object_groups(hg)
+        tool = next((t for t in tools if t.tool_id == tool_id), None)
+        version = next((v for v in (tool.versions if tool else []) if v[0] == version_id), None)
+        ctx["signed"] = bool(version and version[2])
+    return ctx
+
+
+@blueprint.get("/runs/new")
+def new_run() -> str:
+    if "wes:submit" not in _permissions():
+        raise HelixGateError("submitting runs needs the analyst role", status=403)
+    tool_id = str(request.args.get("tool_id") or "")[:200]
+    version_id = str(request.args.get("version_id") or "")[:200]
+    if ":" in tool_id and not version_id:  # the picker sends tool:version in one field
+        tool_id, _, version_id = tool_id.rpartition(":")
+    ctx = _form_context(_hg(), tool_id, version_id)
+    return render_template("runs/new.html", values={}, errors={}, tags="", **ctx)
+
+
+@blueprint.post("/runs/new")
+def submit_run() -> Any:
+    hg = _hg()
+    tool_id = str(request.form.get("tool_id") or "")[:200]
+    version_id = str(request.form.get("version_id") or "")[:200]
+    if not tool_id or not version_id:
+        raise BadRequest("choose a tool version first")
+    ctx = _form_context(hg, tool_id, version_id)
+    values = m.form_values(ctx["specs"], request.form)
+    params, errors = m.validate_params(ctx["specs"], values)
+    tags_text = str(request.form.get("tags") or "")[:2000]
+    tags, tag_error = m.parse_tags(tags_text)
+    if tag_error:
+        errors["tags"] = tag_error
+    for name, uri in ((s.name, params.get(s.name, {}).get("location")) for s in ctx["specs"] if s.type == "File"):
+        if uri and name not in errors:
+            try:  # readable by this user? (WES checks again at submission)
+                hg.get_object(object_id_of(uri))
+            except ClientError as exc:
+                errors[name] = f"cannot read {uri}: {exc.message}"
+    if errors:
+        return render_template("runs/new.html", values=values, errors=errors, tags=tags_text, **ctx), 400
+    host = urlsplit(hg.api.base_url).netloc  # the registry the UI reads tools from
+    try:
+        run_id = hg.submit_run(f"trs://{host}/{tool_id}/{version_id}", params, tags=tags)
+    except ClientError as exc:
+        if exc.status >= 500:
+            raise
+        flash(f"WES refused the run: {exc.message}", "error")
+        return render_template("runs/new.html", values=values, errors={}, tags=tags_text, **ctx), exc.status
+    flash(f"Run {run_id} submitted.", "info")
+    return redirect(url_for("runs.show_run", run_id=run_id), code=303)
