@@ -16,28 +16,29 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from helixgate.client import ClientError
 from helixgate.errors import BadRequest, HelixGateError, UpstreamError
 from helixgate.integrity import normalize_sha256
 from helixgate.sdk import DRS, TRS, WES, HelixGate, object_id_of, sha256_of
-from helixgate_ui import session
+from helixgate_ui import NavItem, session
 from helixgate_ui.pages import runs_model as m
 
-blueprint = Blueprint("runs", __name__)
+blueprint = Blueprint("runs", __name__, url_prefix="/runs")
+NAV = [NavItem("Runs", "ui.runs.list_runs", "wes:read"), NavItem("Submit a workflow", "ui.runs.new_run", "wes:submit")]
 STOP_POLLING = 286  # htmx: a poll answered with 286 stops polling (the run is finished)
 MAX_PICKER_OBJECTS = 500
 
 
 def _hg() -> HelixGate:
-    """The public APIs as the signed-in user."""
-    client = session.api()
-    return client if isinstance(client, HelixGate) else HelixGate(client)
+    """The public APIs as the signed-in user (their token, refreshed by the session)."""
+    return HelixGate(session.api())
 
 
 def _permissions() -> frozenset[str]:
-    return frozenset(session.current_user().permissions)
+    user = session.current_user()
+    return user.permissions if user is not None else frozenset()
 
 
 def _q(value: str) -> str:
@@ -45,9 +46,11 @@ def _q(value: str) -> str:
 
 
 @blueprint.errorhandler(HelixGateError)
-def _api_refused(exc: HelixGateError) -> tuple[str, int]:
+def _api_refused(exc: HelixGateError) -> Any:
     """An API's refusal, shown with its reason and status (403, 404, 422...), never a 500."""
-    status = exc.status if 400 <= exc.status < 600 else 502
+    if isinstance(exc, ClientError) and exc.status == 401:  # the session ended: sign in again
+        return redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?")))
+    status = exc.status if 400 <= exc.status < 500 else 502
     titles = {403: "Not allowed", 404: "Not found", 422: "Refused", 502: "Service unavailable"}
     return render_template(
         "runs/error.html", title=titles.get(status, "Request refused"), message=exc.message, status=status
@@ -55,7 +58,8 @@ def _api_refused(exc: HelixGateError) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------- list
-@blueprint.get("/runs/")
+@blueprint.get("/")
+@session.login_required
 def list_runs() -> str:
     filt, errors = m.RunFilter.from_args(request.args)
     token = str(request.args.get("page_token") or "")[:200]
@@ -87,19 +91,22 @@ def _run_view(run_id: str) -> m.RunView:
     return m.run_view(run_log, tasks, evidence, _permissions())
 
 
-@blueprint.get("/runs/<run_id>")
+@blueprint.get("/<run_id>")
+@session.login_required
 def show_run(run_id: str) -> str:
     return render_template("runs/run.html", run=_run_view(run_id))
 
 
-@blueprint.get("/runs/<run_id>/live")
+@blueprint.get("/<run_id>/live")
+@session.login_required
 def run_live(run_id: str) -> tuple[str, int]:
     """The state, timeline and evidence, re-polled by htmx while the run is not finished."""
     run = _run_view(run_id)
     return render_template("runs/_live.html", run=run), STOP_POLLING if run.terminal else 200
 
 
-@blueprint.get("/runs/<run_id>/log/<stream>")
+@blueprint.get("/<run_id>/log/<stream>")
+@session.login_required
 def run_log(run_id: str, stream: str) -> tuple[str, int]:
     """The run's combined stdout/stderr (the tail), re-polled until the run is finished."""
     if stream not in ("stdout", "stderr"):
@@ -111,7 +118,8 @@ def run_log(run_id: str, stream: str) -> tuple[str, int]:
     return render_template("runs/_log.html", text=text, cut=cut, stream=stream), STOP_POLLING if terminal else 200
 
 
-@blueprint.get("/runs/<run_id>/tasks/<task_id>/log/<stream>")
+@blueprint.get("/<run_id>/tasks/<task_id>/log/<stream>")
+@session.login_required
 def task_log(run_id: str, task_id: str, stream: str) -> Response:
     if stream not in ("stdout", "stderr"):
         abort(404)
@@ -120,7 +128,8 @@ def task_log(run_id: str, task_id: str, stream: str) -> Response:
 
 
 # ---------------------------------------------------------------- outputs
-@blueprint.get("/runs/<run_id>/outputs/<int:index>")
+@blueprint.get("/<run_id>/outputs/<int:index>")
+@session.login_required
 def download_output(run_id: str, index: int) -> Response:
     """One output File, streamed from DRS with the user's token. The bytes are hashed on the
     way: a stream whose SHA-256 or size differs from the DRS record (or from what the run
@@ -161,19 +170,18 @@ def download_output(run_id: str, index: int) -> Response:
 
 
 # ---------------------------------------------------------------- cancel
-@blueprint.get("/runs/<run_id>/cancel")
+@blueprint.get("/<run_id>/cancel")
+@session.login_required
 def confirm_cancel(run_id: str) -> str:
-    run = _run_view(run_id)
-    if not run.can_cancel:
-        flash("This run cannot be cancelled (finished, or you may not cancel runs).", "error")
-    return render_template("runs/cancel.html", run=run)
+    return render_template("runs/cancel.html", run=_run_view(run_id))
 
 
-@blueprint.post("/runs/<run_id>/cancel")
+@blueprint.post("/<run_id>/cancel")
+@session.login_required
 def cancel(run_id: str) -> Any:
     _hg().cancel_run(run_id)  # CSRF and Origin are checked by the shell for every POST
-    flash(f"Cancellation of run {run_id} requested.", "info")
-    return redirect(url_for("runs.show_run", run_id=run_id), code=303)
+    session.flash(f"Cancellation of run {run_id} requested.", "success")
+    return redirect(url_for("ui.runs.show_run", run_id=run_id), code=303)
 
 
 # ---------------------------------------------------------------- submit
@@ -221,7 +229,8 @@ def _form_context(hg: HelixGate, tool_id: str, version_id: str) -> dict[str, Any
     return ctx
 
 
-@blueprint.get("/runs/new")
+@blueprint.get("/new")
+@session.login_required
 def new_run() -> str:
     if "wes:submit" not in _permissions():
         raise HelixGateError("submitting runs needs the analyst role", status=403)
@@ -233,7 +242,8 @@ def new_run() -> str:
     return render_template("runs/new.html", values={}, errors={}, tags="", **ctx)
 
 
-@blueprint.post("/runs/new")
+@blueprint.post("/new")
+@session.login_required
 def submit_run() -> Any:
     hg = _hg()
     tool_id = str(request.form.get("tool_id") or "")[:200]
@@ -261,7 +271,26 @@ def submit_run() -> Any:
     except ClientError as exc:
         if exc.status >= 500:
             raise
-        flash(f"WES refused the run: {exc.message}", "error")
+        session.flash(f"WES refused the run: {exc.message}", "error")
         return render_template("runs/new.html", values=values, errors={}, tags=tags_text, **ctx), exc.status
-    flash(f"Run {run_id} submitted.", "info")
-    return redirect(url_for("runs.show_run", run_id=run_id), code=303)
+    session.flash(f"Run {run_id} submitted.", "success")
+    return redirect(url_for("ui.runs.show_run", run_id=run_id), code=303)
+
+
+@blueprint.app_context_processor
+def _landing() -> dict[str, Any]:
+    """``analyst_landing()`` for the landing page (``index.html``): the user's actions and,
+    when they may read runs, their five latest runs (None when they may not)."""
+
+    def analyst_landing() -> dict[str, Any]:
+        user = session.current_user()
+        permissions = user.permissions if user is not None else frozenset()
+        recent = None
+        if "wes:read" in permissions:
+            try:
+                recent = m.run_list(_hg().api.get_object(f"{WES}/runs", params={"page_size": 5}))
+            except ClientError:
+                recent = None  # a courtesy summary: the runs page shows the API's own answer
+        return {"actions": m.landing_actions(permissions, url_for), "recent": recent}
+
+    return {"analyst_landing": analyst_landing}

@@ -48,14 +48,14 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def state_class(state: str) -> str:
-    """The badge class of a WES state (CSS: state-ok, state-bad, state-active, state-idle)."""
+    """The badge class of a WES state (ui.css: badge-ok, badge-bad, badge-warn, badge-idle)."""
     if state == "COMPLETE":
-        return "state-ok"
+        return "badge-ok"
     if state in ("EXECUTOR_ERROR", "SYSTEM_ERROR"):
-        return "state-bad"
+        return "badge-bad"
     if state in ("RUNNING", "INITIALIZING", "CANCELING"):
-        return "state-active"
-    return "state-idle"
+        return "badge-warn"
+    return "badge-idle"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -677,10 +677,10 @@ def landing_actions(permissions: set[str] | frozenset[str], url_for: Any) -> lis
     of other groups are plain paths under /ui/ (their modules may be absent)."""
     acts = []
     if "wes:read" in permissions:
-        acts.append(Action("Runs", url_for("runs.list_runs"), "Follow your workflow runs, their evidence and logs."))
+        acts.append(Action("Runs", url_for("ui.runs.list_runs"), "Follow your workflow runs, their evidence and logs."))
     if "wes:submit" in permissions:
         acts.append(
-            Action("Submit a workflow", url_for("runs.new_run"), "Run a signed TRS tool version on data you can read.")
+            Action("Submit a workflow", url_for("ui.runs.new_run"), "Run a signed TRS tool version on data you can read.")
         )
     if "trs:publish" in permissions:
         acts.append(Action("Tools", "tools/", "Publish tool versions and check their signatures."))

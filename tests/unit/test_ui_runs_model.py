@@ -43,7 +43,7 @@ def test_run_list_rows_carry_state_badges_times_and_the_next_token() -> None:
         "next_page_token": "",
     }
     page = m.run_list(answer, NOW)
-    assert [(r.run_id, r.state_class) for r in page.runs] == [("r1", "state-ok"), ("r2", "state-bad")]
+    assert [(r.run_id, r.state_class) for r in page.runs] == [("r1", "badge-ok"), ("r2", "badge-bad")]
     assert page.runs[0].start == "2026-11-29 16:00:00 UTC" and page.runs[0].took == "4.5 s"
     assert page.runs[0].tags == (("a", "1"), ("b", "2")) and page.next_page_token == ""
 
@@ -117,7 +117,7 @@ def test_run_view_joins_tasks_with_their_evidence_on_a_timeline() -> None:
     assert a.inputs == [m.InputCheck("/in/t.txt", "drs://h/o1", A, A, "match")]
     assert a.outputs == [{"path": "a.txt", "sha256": B, "size": 3}]
     assert not b.image_verified and b.refusal == m.Refusal(EVIDENCE[1]["refusal"]["message"], "input a.txt", B, A)
-    assert b.state_class == "state-bad"
+    assert b.state_class == "badge-bad"
     assert view.terminal and not view.can_cancel  # a finished run cannot be cancelled
     assert view.outputs == [m.OutputView(0, "sorted", "s.txt", "drs://h/o2", A)]
     assert '"location": "drs://h/o1"' in view.params_json and view.tags == (("project", "x"),)
