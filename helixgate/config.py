@@ -70,6 +70,14 @@ class Settings:
     service_token_file: str = ""  # token of the service identity when an external IdP issues it
     service_credential_file: str = ""  # a worker's service credential (0600), exchanged at the core's token endpoint
     bootstrap_admin: str = "admin"  # registered, active admin created once, at the first start ("" to disable)
+    # -- interactive login at the built-in issuer (helixgate.login) and the web UI
+    access_token_ttl: int = 300  # seconds; access tokens from the authorize/refresh/device grants
+    refresh_token_lifetime: int = 43200  # seconds from the login; rotation never extends it
+    login_max_failures: int = 5  # failed logins per username (x4 per address) within login_throttle_seconds
+    login_throttle_seconds: int = 300
+    ui_enabled: bool = True  # serve the web dashboard at <public_url>/ui/ (with the core API)
+    ui_oidc_issuer: str = ""  # "" -> the built-in issuer; else an external OIDC provider (discovery)
+    ui_client_id: str = "helixgate-ui"
     # -- data store
     storage_backend: Literal["local", "s3"] = "local"
     s3_bucket: str = ""
@@ -246,7 +254,17 @@ def _validate(s: Settings) -> None:
         )
     if s.s3_sse == "aws:kms" and s.storage_backend == "s3" and not s.s3_kms_key_id:
         raise ConfigurationError(f"invalid setting s3_kms_key_id ({ENV_PREFIX}S3_KMS_KEY_ID): required for aws:kms")
-    for name in ("token_max_lifetime", "lease_seconds", "max_upload_bytes", "drs_bulk_limit", "signed_url_ttl"):
+    for name in (
+        "access_token_ttl",
+        "refresh_token_lifetime",
+        "login_max_failures",
+        "login_throttle_seconds",
+        "token_max_lifetime",
+        "lease_seconds",
+        "max_upload_bytes",
+        "drs_bulk_limit",
+        "signed_url_ttl",
+    ):
         if getattr(s, name) <= 0:
             raise ConfigurationError(f"invalid setting {name} ({ENV_PREFIX}{name.upper()}): must be positive")
     import ipaddress

@@ -22,6 +22,12 @@ SERVICE: ServiceDeclaration[UserDirectory] = ServiceDeclaration(
     handlers="helixgate.core_api",
     domain=UserDirectory,
     build=_users,
-    models=("helixgate.users", "helixgate.audit", "helixgate.installation", "helixgate.service_credentials"),
+    models=(
+        "helixgate.users",
+        "helixgate.audit",
+        "helixgate.installation",
+        "helixgate.service_credentials",
+        "helixgate.login",
+    ),
     migrations="helixgate.migrations",
 )

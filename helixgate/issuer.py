@@ -200,21 +200,35 @@ class BuiltinIssuer:
     def discovery_document(self) -> dict[str, Any]:
         """OIDC discovery metadata served at ``<issuer_url>/.well-known/openid-configuration``.
 
-        There is no authorization endpoint: tokens are minted by the operator (CLI), so only the
-        members a relying party needs to verify tokens are meaningful, plus the token endpoint
-        where service identities exchange their credential (``client_credentials``).
+        Interactive login (:mod:`helixgate.login`): the authorization code grant with PKCE S256
+        for registered public clients, refresh tokens with rotation, revocation (RFC 7009) and
+        the device authorization grant (RFC 8628). Service identities exchange their credential
+        at the token endpoint (``client_credentials``).
         """
         return {
             "issuer": self.issuer_url,
             "jwks_uri": self.issuer_url + "/jwks.json",
+            "authorization_endpoint": self.issuer_url + "/authorize",
             "token_endpoint": self.issuer_url + "/token",
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint": self.issuer_url + "/revoke",
+            "device_authorization_endpoint": self.issuer_url + "/device_authorization",
+            "grant_types_supported": [
+                "authorization_code",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "client_credentials",
+            ],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
             "id_token_signing_alg_values_supported": [ALGORITHM],
             "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
-            "response_types_supported": ["token"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "authorization_response_iss_parameter_supported": True,
+            "scopes_supported": ["openid", "offline_access"],
             "subject_types_supported": ["public"],
-            "claims_supported": sorted(REGISTERED_CLAIMS),
+            "claims_supported": sorted(REGISTERED_CLAIMS | {"nonce", "azp", "client_id", "scope"}),
         }
 
     def rotate(self, *, keep_previous: bool = True) -> str:

@@ -63,9 +63,7 @@ def _require_active_user(settings: Any, username: str) -> None:
 
     db = Database(settings.effective_database_url)
     if db.sqlite_path is not None and not db.sqlite_path.is_file():
-        raise HelixGateError(
-            f"no database at {db.sqlite_path}: start `helixgate serve` with this data directory first"
-        )
+        raise HelixGateError(f"no database at {db.sqlite_path}: start `helixgate serve` with this data directory first")
     try:
         user = UserDirectory(db).get(username)
     except SQLAlchemyError as exc:
@@ -102,6 +100,34 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- users (admin)
+def cmd_users_set_password(args: argparse.Namespace) -> int:
+    """Local: the password a user signs in with at the built-in issuer (read from stdin with
+    --password-stdin, else asked twice on the terminal; never an argument: argv is visible)."""
+    from helixgate.login import set_password_local, validate_password
+
+    settings = server_settings(args)
+    password: str | None
+    if args.clear:
+        password = None
+    elif args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"new password for {args.username}: ")
+        if getpass.getpass("again: ") != password:
+            raise HelixGateError("the passwords differ")
+    if password is not None:
+        validate_password(password)
+    set_password_local(settings, args.username, password)
+    emit(
+        args,
+        {"username": args.username, "password": "removed" if password is None else "set"},
+        lambda d: f"password {d['password']} for {d['username']}",
+    )
+    return 0
+
+
 def _user_line(u: dict[str, Any]) -> str:
     return f"{u['username']}  {'active' if u['active'] else 'inactive'}  roles: {', '.join(u['roles']) or '-'}"
 
@@ -165,9 +191,14 @@ def cmd_service_credential(args: argparse.Namespace) -> int:
         emit(args, sc.revoke_local(settings, args.id).to_dict(), lambda d: f"credential {d['id']} revoked")
     else:
         rows = [c.to_dict() for c in sc.list_local(settings)]
-        emit(args, {"credentials": rows}, lambda d: "\n".join(f"{r['id']} {r['username']} {r['label']} "
-                                                             f"{'revoked' if r['revoked_at'] else 'active'}"
-                                                             for r in d["credentials"]))
+        emit(
+            args,
+            {"credentials": rows},
+            lambda d: "\n".join(
+                f"{r['id']} {r['username']} {r['label']} {'revoked' if r['revoked_at'] else 'active'}"
+                for r in d["credentials"]
+            ),
+        )
     return 0
 
 
@@ -357,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = add(users, "roles", cmd_users_roles, "replace a user's roles")
     r.add_argument("username")
     r.add_argument("--role", action="append")
+    sp = add(
+        users,
+        "set-password",
+        cmd_users_set_password,
+        "set the password a user signs in with at the built-in issuer (local: the server's settings)",
+    )
+    sp.add_argument("username")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    sp.add_argument("--clear", action="store_true", help="remove the password (no interactive login)")
+    add_server_options(sp)
     ut = add(users, "token", cmd_users_token, "mint a fresh token for yourself (the caller) through the server")
     ut.add_argument("username")
     ut.add_argument("--ttl", default="15m")

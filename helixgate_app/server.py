@@ -31,7 +31,16 @@ def build_app(platform: Platform, services: Iterable[ServiceDeclaration[Any]]) -
 
     services = tuple(services)
     platform.served = frozenset(s.name for s in services)
-    return create_app(lambda: platform, services, extra_routes=lambda app: add_oidc_routes(app, platform))
+
+    def extra_routes(app: Any) -> None:
+        add_oidc_routes(app, platform)
+        # the web UI lives with the core API (users, /me): one origin for cookies and the issuer
+        if "core" in platform.served and platform.settings.ui_enabled:
+            import helixgate_ui
+
+            helixgate_ui.mount(app, platform)
+
+    return create_app(lambda: platform, services, extra_routes=extra_routes)
 
 
 def make_server(settings: Settings, platform: Platform, services: Iterable[ServiceDeclaration[Any]]) -> uvicorn.Server:

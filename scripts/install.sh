@@ -2,8 +2,10 @@
 # Install everything HelixGate needs on a fresh Debian machine. Idempotent.
 #   system packages: docker.io (engine), busybox-static (offline test images),
 #                    docker-registry (a real OCI registry), postgresql (integration tests),
-#                    nodejs + bubblewrap (CWL expressions run in a node sandboxed by bwrap)
-#   python:          a virtual environment in .venv with helixgate and its extras
+#                    nodejs + bubblewrap (CWL expressions run in a node sandboxed by bwrap),
+#                    chromium (browser tests of the web UI, driven by Playwright), npm (scripts/build_ui.sh)
+#   python:          a virtual environment in .venv with helixgate and its extras (playwright
+#                    included: it launches /usr/bin/chromium, so no browser is downloaded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,8 @@ command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] ||
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install: apt packages ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -24,7 +24,7 @@ if [ -z "${HELIXGATE_GA4GH_SPECS:-}" ]; then
     fi
 fi
 .venv/bin/python scripts/build_openapi.py --check || status=1
-.venv/bin/ruff check helixgate helixgate_app wes_server trs_registry drs_store bench
-.venv/bin/mypy helixgate helixgate_app wes_server trs_registry drs_store bench
+.venv/bin/ruff check helixgate helixgate_ui helixgate_app wes_server trs_registry drs_store bench
+.venv/bin/mypy helixgate helixgate_ui helixgate_app wes_server trs_registry drs_store bench
 .venv/bin/pytest -p no:cacheprovider "$@" || status=$?
 exit "$status"

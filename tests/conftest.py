@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.fake_sigstore",
     "tests.fixtures.docker_images",
     "tests.fixtures.live",
+    "tests.fixtures.ui",
 ]

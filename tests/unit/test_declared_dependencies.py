@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"helixgate", "helixgate_app", "wes_server", "trs_registry", "drs_store"}
+FIRST_PARTY = {"helixgate", "helixgate_ui", "helixgate_app", "wes_server", "trs_registry", "drs_store"}
 
 
 def _norm(name: str) -> str:
