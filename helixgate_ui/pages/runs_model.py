@@ -327,7 +327,7 @@ def task_views(
         ev = by_id.get(task_id, {})
         image = _obj(ev.get("image"))
         state = str(ev.get("state") or _task_state(t))
-        refusal = (_obj(ev.get("refusal")) or None)
+        refusal = _obj(ev.get("refusal")) or None
         tool = f"{image.get('tool_id')} {image.get('version_id')}" if image.get("tool_id") else ""
         views.append(
             TaskView(
@@ -646,11 +646,14 @@ def object_choices(
 def _size(n: Any) -> str:
     if not isinstance(n, int):
         return "? bytes"
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} bytes"
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def parse_tags(text: str) -> tuple[dict[str, str], str]:
@@ -679,9 +682,8 @@ def landing_actions(permissions: set[str] | frozenset[str], url_for: Any) -> lis
     if "wes:read" in permissions:
         acts.append(Action("Runs", url_for("ui.runs.list_runs"), "Follow your workflow runs, their evidence and logs."))
     if "wes:submit" in permissions:
-        acts.append(
-            Action("Submit a workflow", url_for("ui.runs.new_run"), "Run a signed TRS tool version on data you can read.")
-        )
+        text = "Run a signed TRS tool version on data you can read."
+        acts.append(Action("Submit a workflow", url_for("ui.runs.new_run"), text))
     if "trs:publish" in permissions:
         acts.append(Action("Tools", "tools/", "Publish tool versions and check their signatures."))
     elif "trs:read" in permissions:

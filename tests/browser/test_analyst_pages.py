@@ -157,9 +157,7 @@ def test_cancel_asks_for_confirmation_then_stops_the_run(browser_page: Any, worl
     expect(page.get_by_role("link", name="Cancel this run…")).to_have_count(0)
 
 
-def test_a_tampered_tool_version_is_refused_and_the_page_shows_why(
-    browser_page: Any, world: World
-) -> None:
+def test_a_tampered_tool_version_is_refused_and_the_page_shows_why(browser_page: Any, world: World) -> None:
     ref = f"{world.image.repository}:{world.image.tag}"
     world.dev.publish_version(world.tool_id, "9.0.0", workflow_files(ref), [ref], primary="workflow.cwl")
     forged = "sha256:" + "0" * 64
@@ -174,9 +172,8 @@ def test_a_tampered_tool_version_is_refused_and_the_page_shows_why(
         s.commit()
     engine.dispose()
     obj = world.steward.upload(TEXT, name="t.txt", dataset_id=world.dataset_id)
-    run_id = world.analyst.submit_run(
-        f"trs://{world.drs_host}/{world.tool_id}/9.0.0", {"text": {"class": "File", "location": world.drs_uri(obj["id"])}}
-    )
+    params = {"text": {"class": "File", "location": world.drs_uri(obj["id"])}}
+    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/9.0.0", params)
     assert _wait_state(world, run_id, {"EXECUTOR_ERROR", "SYSTEM_ERROR", "COMPLETE"}) == "EXECUTOR_ERROR"
     page = ui_login(browser_page, make_ui_user(world.server, "ann", "analyst"))
     page.goto(f"{world.server.url}/ui/runs/{run_id}")
