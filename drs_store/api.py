@@ -257,6 +257,19 @@ def create_dataset() -> tuple[dict[str, Any], int]:
     return shapes.dataset(ds), 201
 
 
+def list_datasets() -> dict[str, Any]:
+    return {"datasets": [shapes.dataset(ds) for ds in _store().list_datasets(_principal())]}
+
+
+def list_dataset_objects(dataset_id: str, page_size: int = 100, page_token: str = "") -> dict[str, Any]:
+    set_target(dataset_id)
+    page, token = _checked(
+        dataset_id,
+        lambda: _store().dataset_objects(_principal(), dataset_id, page_size=int(page_size), page_token=page_token),
+    )
+    return {"objects": [_object(o) for o in page], "next_page_token": token}
+
+
 def get_dataset(dataset_id: str) -> dict[str, Any]:
     set_target(dataset_id)
     return shapes.dataset(_checked(dataset_id, lambda: _store().get_dataset(_principal(), dataset_id)))

@@ -690,6 +690,32 @@ class DrsStore:
                 raise Forbidden(f"you have no access to dataset {dataset_id}")
             return self._dataset_info(s, row)
 
+    def list_datasets(self, who: Principal) -> list[DatasetInfo]:
+        """The datasets ``who`` may see (the rule of ``get_dataset``), by name."""
+        if who.user is not None and not who.has("drs:read"):
+            return []
+        with self.db.session() as s:
+            return [
+                self._dataset_info(s, row)
+                for row, granted in repo.visible_datasets(s, who.user)
+                if may_see_dataset(who, public=row.public, creator=row.created_by, has_grant=granted)
+            ]
+
+    def dataset_objects(
+        self, who: Principal, dataset_id: str, *, page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[ObjectInfo], str]:
+        """One page of a visible dataset's live objects that ``who`` may read, and the next page's token."""
+        if not 1 <= page_size <= 1000:
+            raise BadRequest("page_size must be between 1 and 1000")
+        if page_token and not (page_token.isascii() and page_token.isdigit() and len(page_token) <= 12):
+            raise BadRequest("page_token is not one this server issued")
+        offset = int(page_token or 0)
+        self.get_dataset(who, dataset_id)  # 403/404 unless the caller may see the dataset
+        with self.db.session() as s:
+            rows = repo.dataset_objects(s, dataset_id, offset=offset, limit=page_size + 1)
+            page = [self._info(s, r, expand=False) for r in rows[:page_size] if self._may_read(s, who, r)]
+            return page, str(offset + page_size) if len(rows) > page_size else ""
+
     def grant(self, who: Principal, dataset_id: str, username: str) -> tuple[GrantInfo, bool]:
         """Grant read on a dataset. Idempotent: returns (grant, created)."""
         if not isinstance(username, str) or not username:

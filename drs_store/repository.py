@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, or_, select
 from sqlalchemy.orm import Session
 
 from drs_store.models import BundleMemberRow, DatasetRow, GrantRow, ObjectRow
@@ -59,6 +59,36 @@ def grants(s: Session, dataset_id: str, *, include_revoked: bool) -> Sequence[Gr
     if not include_revoked:
         stmt = stmt.where(GrantRow.revoked_at.is_(None))
     return s.scalars(stmt.order_by(GrantRow.granted_at, GrantRow.id)).all()
+
+
+def visible_datasets(s: Session, user: str | None, *, limit: int = 1000) -> Sequence[tuple[DatasetRow, bool]]:
+    """(dataset, user holds an active grant) for public datasets and those ``user`` created or holds a grant on."""
+    granted = (
+        select(GrantRow.dataset_id).where(GrantRow.username == user, GrantRow.revoked_at.is_(None))
+        if user is not None
+        else None
+    )
+    stmt = select(DatasetRow).where(
+        or_(
+            DatasetRow.public.is_(True),
+            DatasetRow.created_by == user if user is not None else false(),
+            DatasetRow.id.in_(granted) if granted is not None else false(),
+        )
+    )
+    rows = s.scalars(stmt.order_by(DatasetRow.name, DatasetRow.id).limit(limit)).all()
+    held = set(s.scalars(granted).all()) if granted is not None else set()
+    return [(row, row.id in held) for row in rows]
+
+
+def dataset_objects(s: Session, dataset_id: str, *, offset: int, limit: int) -> Sequence[ObjectRow]:
+    """Live objects of a dataset, oldest first."""
+    return s.scalars(
+        select(ObjectRow)
+        .where(ObjectRow.dataset_id == dataset_id, ObjectRow.deleted_at.is_(None))
+        .order_by(ObjectRow.created_at, ObjectRow.id)
+        .offset(offset)
+        .limit(limit)
+    ).all()
 
 
 def members(s: Session, bundle_id: str) -> Sequence[tuple[str, str, str]]:

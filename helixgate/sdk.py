@@ -174,6 +174,18 @@ def verify_tool_version(
     )
 
 
+def check_recorded_checksums(sent: Mapping[str, str], record: Mapping[str, Any]) -> None:
+    """The registry hashed what it received: every file sent must be recorded with the SHA-256 of
+    exactly the bytes sent (``sent`` maps path to content). Raises IntegrityError (expected = ours)."""
+    recorded = {str(f.get("path")): f for f in record.get("files") or [] if isinstance(f, Mapping)}
+    for path, content in sent.items():
+        local = hashlib.sha256(content.encode("utf-8")).hexdigest()
+        if path not in recorded:
+            raise IntegrityError(f"descriptor {path} is not recorded by the registry", subject=path, expected=local)
+        actual = str((recorded[path].get("checksum") or {}).get("checksum"))
+        check_sha256(f"descriptor {path} as recorded by the registry", local, actual)
+
+
 def output_files(outputs: Mapping[str, Any]) -> list[OutputFile]:
     """Every File with a drs:// location in a run's outputs (nested arrays and records included)."""
     found: list[OutputFile] = []

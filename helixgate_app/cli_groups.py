@@ -8,7 +8,6 @@ Errors are ``HelixGateError``s: ``helixgate_app.cli.main`` prints them as one li
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any, Callable
 from helixgate.cwl_documents import document_references
 from helixgate.errors import BadRequest, Forbidden, HelixGateError, IntegrityError
 from helixgate.integrity import check_sha256, normalize_sha256
-from helixgate.sdk import HelixGate, output_files, sha256_of, sha256_path
+from helixgate.sdk import HelixGate, check_recorded_checksums, output_files, sha256_of, sha256_path
 from helixgate.uris import has_scheme
 from helixgate_app.cli_common import api, emit, table
 
@@ -154,11 +153,7 @@ def cmd_tool_publish(args: argparse.Namespace) -> int:
         args.tool_id, args.version, files, list(args.image), primary=primary.name, descriptor_type=args.descriptor_type
     )
     record = hg.version_record(args.tool_id, args.version)
-    # the registry hashed what it received: it must be what we sent
-    for f in record.get("files") or []:
-        if f["path"] in files:
-            local = hashlib.sha256(files[f["path"]].encode("utf-8")).hexdigest()
-            check_sha256(f"descriptor {f['path']} as recorded by the registry", local, str(f["checksum"]["checksum"]))
+    check_recorded_checksums(files, record)  # the registry hashed what it received: it must be what we sent
     emit(args, record, _version_text)
     return 0
 

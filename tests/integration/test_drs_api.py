@@ -611,6 +611,58 @@ def test_lookup_by_checksum_returns_only_readable_objects(env: Env) -> None:
     _error(h.client.get(f"{BASE}/x-helixgate/objects", params={"checksum": "xyz"}, headers=alice), 400)
 
 
+def test_dataset_listing_shows_only_visible_datasets_and_readable_objects(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    h = harness_factory(services=("drs", "core"))
+    steward = h.auth("steward", "data-steward")
+    alice = h.auth("alice", "analyst")
+    bob = h.auth("bob", "viewer")
+    granted, hidden, public = _dataset(h, steward), _dataset(h, steward), _dataset(h, steward, public=True)
+    ids = [
+        h.client.post(
+            f"{BASE}/x-helixgate/objects", params={"dataset_id": granted, "name": f"o{i}"}, content=b"x%d" % i,
+            headers={**steward, **OCTET},
+        ).json()["id"]
+        for i in range(3)
+    ]
+    h.client.post(f"{BASE}/x-helixgate/datasets/{granted}/grants", json={"username": "alice"}, headers=steward)
+
+    def listed(headers: dict[str, str]) -> set[str]:
+        r = h.client.get(f"{BASE}/x-helixgate/datasets", headers=headers)
+        assert r.status_code == 200, r.text
+        return {d["id"] for d in r.json()["datasets"]}
+
+    assert listed(steward) == {granted, hidden, public}
+    assert listed(alice) == {granted, public}
+    assert listed(bob) == {public}
+    assert {d["id"] for d in h.client.get(f"{BASE}/x-helixgate/datasets").json()["datasets"]} == {public}
+
+    # pages, oldest first, every object a DrsObject
+    seen: list[str] = []
+    token = ""
+    while True:
+        params = {"page_size": 2, **({"page_token": token} if token else {})}
+        r = h.client.get(f"{BASE}/x-helixgate/datasets/{granted}/objects", params=params, headers=alice)
+        assert r.status_code == 200, r.text
+        for o in r.json()["objects"]:
+            validate("drs", "DrsObject", o)
+        seen += [o["id"] for o in r.json()["objects"]]
+        token = r.json()["next_page_token"]
+        if not token:
+            break
+    assert seen == ids
+    _error(h.client.get(f"{BASE}/x-helixgate/datasets/{granted}/objects", headers=bob), 403)
+    _error(h.client.get(f"{BASE}/x-helixgate/datasets/{hidden}/objects", headers=alice), 403)
+    _error(h.client.get(f"{BASE}/x-helixgate/datasets/{'0' * 32}/objects", headers=alice), 404)
+    bad = {"page_token": "-1"}
+    _error(h.client.get(f"{BASE}/x-helixgate/datasets/{granted}/objects", params=bad, headers=alice), 400)
+
+    # a revoked grant hides the dataset again
+    h.client.delete(f"{BASE}/x-helixgate/datasets/{granted}/grants/alice", headers=steward)
+    assert listed(alice) == {public}
+
+
 # ----------------------------------------------------------------------------- delegation and provenance
 def test_delegated_reads_only_for_objects_the_user_can_read(env: Env) -> None:
     h = env.h
