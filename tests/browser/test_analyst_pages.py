@@ -125,7 +125,7 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     expect(row.locator("td").last).to_have_text("match")
     _shot(page, "run")
     # outputs download through the UI with the user's token, verified on the way
-    link = page.locator("table.outputs a", has_text="Download").first
+    link = page.locator("table.outputs tr", has_text="sorted_lines").get_by_role("link")
     with page.expect_download() as info:
         link.click()
     assert Path(info.value.path()).read_bytes() == SORTED
