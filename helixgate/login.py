@@ -51,6 +51,16 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024**2
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")  # RFC 7636 section 4.1
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # BASE64URL(SHA256(verifier)) without padding
+DEVICE_CODE_TTL = 600
+DEVICE_POLL_INTERVAL = 5
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# no vowels (no words), no look-alikes: RFC 8628 6.1
+_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+
+
+def normalize_user_code(text: str) -> str:
+    """What the person typed, as stored: upper case, without dashes or spaces."""
+    return "".join(c for c in text.upper() if c in _USER_CODE_ALPHABET)[:8]
 
 
 def utcnow() -> datetime:
@@ -532,6 +542,113 @@ class LoginService:
             )
         self._require_active(username)
         return self._mint(username, client_id, scope, family, family_end=family_end)
+
+    # ---------------------------------------------------------------- device grant (RFC 8628)
+    def start_device(self, client_id: str, scope: str) -> dict[str, Any]:
+        """``POST <issuer>/device_authorization``: a device code for the client to poll with and a
+        short user code the person enters at the verification page."""
+        if client_id not in self.clients:
+            raise OAuthError("invalid_client", "unknown client_id", status=401)
+        if len(scope) > 256:
+            raise OAuthError("invalid_scope", "scope too long")
+        device_code = secrets.token_urlsafe(32)
+        user_code = "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(8))
+        with self.db.session() as s:
+            s.execute(delete(DeviceCodeRow).where(DeviceCodeRow.expires_at < utcnow() - timedelta(hours=1)))
+            s.add(
+                DeviceCodeRow(
+                    device_code_sha256=_sha256(device_code),
+                    user_code=user_code,
+                    client_id=client_id,
+                    scope=scope or "openid",
+                    expires_at=utcnow() + timedelta(seconds=DEVICE_CODE_TTL),
+                    interval=DEVICE_POLL_INTERVAL,
+                    status="pending",
+                )
+            )
+        shown = f"{user_code[:4]}-{user_code[4:]}"
+        verification = self.issuer.issuer_url + "/device"
+        return {
+            "device_code": device_code,
+            "user_code": shown,
+            "verification_uri": verification,
+            "verification_uri_complete": f"{verification}?user_code={shown}",
+            "expires_in": DEVICE_CODE_TTL,
+            "interval": DEVICE_POLL_INTERVAL,
+        }
+
+    def approve_device(self, user_code: str, username: str) -> bool:
+        """Bind a pending, unexpired device code to ``username`` (who just signed in); False if
+        there is no such code."""
+        code = normalize_user_code(user_code)
+        with self.db.session() as s:
+            approved = rowcount(
+                s.execute(
+                    update(DeviceCodeRow)
+                    .where(
+                        DeviceCodeRow.user_code == code,
+                        DeviceCodeRow.status == "pending",
+                        DeviceCodeRow.expires_at > utcnow(),
+                    )
+                    .values(status="approved", username=username)
+                )
+            )
+        if approved:
+            self.platform.audit.security_event(
+                "auth.device_approved",
+                outcome="success",
+                severity=1,
+                actor=username,
+                service="core",
+                details={"operation": "oauth2.device"},
+            )
+        return bool(approved)
+
+    def poll_device(self, form: Mapping[str, str]) -> Tokens:
+        """The token endpoint's device_code grant: pending, slow_down, expired, or the tokens
+        (once: the code is used up when they are issued)."""
+        client_id = form.get("client_id", "")
+        if client_id not in self.clients:
+            raise OAuthError("invalid_client", "unknown client_id", status=401)
+        device_code = form.get("device_code", "")
+        if not device_code or len(device_code) > 256:
+            raise OAuthError("invalid_request", "device_code is required")
+        now = utcnow()
+        refusal: OAuthError | None = None
+        with self.db.session() as s:
+            row = s.get(DeviceCodeRow, _sha256(device_code))
+            if row is None or row.client_id != client_id:
+                refusal = OAuthError("invalid_grant", "device code is unknown")
+            elif row.expires_at <= now:
+                refusal = OAuthError("expired_token", "the device code expired: start again")
+            elif row.status == "used":
+                refusal = OAuthError("invalid_grant", "device code was already used")
+            elif row.last_poll_at is not None and (now - row.last_poll_at).total_seconds() < row.interval:
+                row.interval += 5  # RFC 8628 3.5: every slow_down adds 5 seconds
+                row.last_poll_at = now
+                refusal = OAuthError("slow_down", f"poll at most every {row.interval} seconds")
+            elif row.status == "pending":
+                row.last_poll_at = now
+                refusal = OAuthError("authorization_pending", "the user has not approved this device yet")
+            else:
+                claimed = rowcount(
+                    s.execute(
+                        update(DeviceCodeRow)
+                        .where(
+                            DeviceCodeRow.device_code_sha256 == row.device_code_sha256,
+                            DeviceCodeRow.status == "approved",
+                        )
+                        .values(status="used", last_poll_at=now)
+                    )
+                )
+                if not claimed or row.username is None:
+                    refusal = OAuthError("invalid_grant", "device code was already used")
+                else:
+                    username, scope = row.username, row.scope
+        if refusal is not None:
+            raise refusal
+        self._require_active(username)
+        return self._mint(username, client_id, scope, secrets.token_hex(16), new_family=True)
 
     def revoke(self, token: str, client_id: str) -> None:
         """RFC 7009: revoke the refresh token's family; unknown tokens are not an error."""

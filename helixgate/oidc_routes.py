@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from helixgate.login import (
     CLI_CLIENT,
+    DEVICE_GRANT,
     UI_CLIENT,
     AuthorizationRequest,
     LoginService,
@@ -110,6 +111,10 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
         if len(csrf) != 43:
             csrf = secrets.token_urlsafe(32)
         html = _templates.get_template("oidc/login.html").render(
+            title="Sign in to HelixGate",
+            button="Sign in",
+            endpoint="authorize",
+            device=False,
             issuer_path=issuer_path,
             client_label=_CLIENT_LABELS.get(authz.client_id, authz.client_id),
             error=error,
@@ -117,7 +122,11 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
             username=username[:128],
             params=[(k, params[k]) for k in _AUTHZ_PARAMS if params.get(k)],
         )
-        resp = Response(html, status=status, mimetype="text/html")
+        return _with_csrf_cookie(
+            Response(html, status=status, mimetype="text/html"), csrf, (_origin(authz.redirect_uri),)
+        )
+
+    def _with_csrf_cookie(resp: Response, csrf: str, form_targets: tuple[str, ...] = ()) -> BaseResponse:
         resp.set_cookie(
             _LOGIN_CSRF_COOKIE,
             csrf,
@@ -127,7 +136,18 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
             samesite="Strict",
             max_age=1800,
         )
-        return _page_headers(resp, (_origin(authz.redirect_uri),))
+        return _page_headers(resp, form_targets)
+
+    def _csrf_refusal() -> BaseResponse | None:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != _origin(platform.settings.effective_public_url):
+            return oauth_error_response(OAuthError("invalid_request", "login form posted from another origin"))
+        cookie, field = request.cookies.get(_LOGIN_CSRF_COOKIE, ""), request.form.get("csrf_token", "")
+        if not cookie or not hmac.compare_digest(cookie.encode(), field.encode()):
+            return oauth_error_response(
+                OAuthError("invalid_request", "the login form expired or was not ours (CSRF check): reload it")
+            )
+        return None
 
     def redirect_error(exc: RedirectableError) -> BaseResponse:
         query = {"error": exc.error, "error_description": exc.description, "iss": issuer.issuer_url}
@@ -159,14 +179,9 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
             return redirect_error(exc)
         except OAuthError as exc:
             return oauth_error_response(exc)
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != _origin(platform.settings.effective_public_url):
-            return oauth_error_response(OAuthError("invalid_request", "login form posted from another origin"))
-        cookie, field = request.cookies.get(_LOGIN_CSRF_COOKIE, ""), request.form.get("csrf_token", "")
-        if not cookie or not hmac.compare_digest(cookie.encode(), field.encode()):
-            return oauth_error_response(
-                OAuthError("invalid_request", "the login form expired or was not ours (CSRF check): reload it")
-            )
+        refused = _csrf_refusal()
+        if refused is not None:
+            return refused
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         if not username or not password:
@@ -200,11 +215,18 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
         g.request_id = uuid.uuid4().hex  # names this exchange in the audit trail and the response
         form = {k: v for k, v in request.form.items() if isinstance(v, str)}
         grant = form.get("grant_type")
-        if grant in ("authorization_code", "refresh_token"):
+        if grant in ("authorization_code", "refresh_token", DEVICE_GRANT):
             service = login_service()
             try:
-                tokens = service.exchange_code(form) if grant == "authorization_code" else service.refresh(form)
+                if grant == "authorization_code":
+                    tokens = service.exchange_code(form)
+                elif grant == "refresh_token":
+                    tokens = service.refresh(form)
+                else:
+                    tokens = service.poll_device(form)
             except OAuthError as exc:
+                if exc.error in ("authorization_pending", "slow_down"):
+                    return oauth_error_response(exc)  # the normal rhythm of polling, not a failure
                 platform.audit.security_event(
                     "auth.failed",
                     service="core",
@@ -235,6 +257,75 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
         resp.status_code = answer.status
         resp.headers.update(answer.headers)
         return resp
+
+    # ---------------------------------------------------------------- device grant (RFC 8628)
+    @flask_app.post("/oidc/device_authorization")
+    def _device_authorization() -> BaseResponse:
+        try:
+            body = login_service().start_device(request.form.get("client_id", ""), request.form.get("scope", ""))
+        except OAuthError as exc:
+            return oauth_error_response(exc)
+        resp = jsonify(body)
+        resp.headers.update(_NO_STORE)
+        return resp
+
+    def render_device(
+        *, user_code: str = "", error: str = "", done: str = "", username: str = "", status: int = 200
+    ) -> BaseResponse:
+        csrf = request.cookies.get(_LOGIN_CSRF_COOKIE) or ""
+        if len(csrf) != 43:
+            csrf = secrets.token_urlsafe(32)
+        html = _templates.get_template("oidc/login.html").render(
+            title="Sign in a device",
+            button="Approve this device",
+            endpoint="device",
+            device=True,
+            issuer_path=issuer_path,
+            client_label="Sign in to approve the HelixGate command line that shows this code.",
+            error=error,
+            done=done,
+            csrf=csrf,
+            user_code=user_code[:16],
+            username=username[:128],
+            params=[],
+        )
+        return _with_csrf_cookie(Response(html, status=status, mimetype="text/html"), csrf)
+
+    @flask_app.get("/oidc/device")
+    def _device_form() -> BaseResponse:
+        return render_device(user_code=request.args.get("user_code", ""))
+
+    @flask_app.post("/oidc/device")
+    def _device_submit() -> BaseResponse:
+        refused = _csrf_refusal()
+        if refused is not None:
+            return refused
+        service = login_service()
+        user_code = request.form.get("user_code", "")
+        username = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        if not username or not password or not user_code:
+            return render_device(
+                user_code=user_code, username=username, error="Enter the code, your username and password.", status=400
+            )
+        try:
+            user = service.authenticate(username, password, client_addr=request.remote_addr or "", client_id=CLI_CLIENT)
+        except LoginThrottled:
+            return render_device(
+                user_code=user_code,
+                username=username,
+                error="Too many failed sign-in attempts. Wait a few minutes and try again.",
+                status=429,
+            )
+        if user is None:
+            return render_device(
+                user_code=user_code, username=username, error="Wrong username or password.", status=401
+            )
+        if not service.approve_device(user_code, user):
+            return render_device(
+                user_code=user_code, username=username, error="This code is unknown, used or expired.", status=400
+            )
+        return render_device(done="Device approved: go back to your terminal.")
 
     @flask_app.post("/oidc/revoke")
     def _revoke() -> Response:

@@ -99,6 +99,48 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- login
+def cmd_login(args: argparse.Namespace) -> int:
+    """Device authorization grant at ``--issuer`` (default: the server's built-in issuer)."""
+    from helixgate.oidc_client import TokenCache, device_login, discover
+
+    verify: bool | str = args.ca_bundle or True
+    issuer = args.issuer or args.url.rstrip("/") + "/oidc"
+    entry = device_login(
+        args.url,
+        discover(issuer, verify=verify),
+        client_id=args.client_id,
+        cache=TokenCache(),
+        tell=lambda line: print(line, file=sys.stderr, flush=True),
+        verify=verify,
+    )
+    me = api(args).get_object("/helixgate/v1/me")
+    emit(
+        args,
+        {"url": args.url, "username": me.get("username"), "issuer": entry["issuer"]},
+        lambda d: f"logged in to {d['url']} as {d['username']}",
+    )
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from helixgate.oidc_client import TokenCache, logout
+
+    ended = logout(args.url, cache=TokenCache(), verify=args.ca_bundle or True)
+    emit(
+        args,
+        {"url": args.url, "logged_out": ended},
+        lambda d: f"logged out of {d['url']}" if d["logged_out"] else f"not logged in to {d['url']}",
+    )
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    me = api(args).get_object("/helixgate/v1/me")
+    emit(args, me, lambda d: f"{d.get('username')} ({', '.join(d.get('roles') or []) or 'no roles'})")
+    return 0
+
+
 # --------------------------------------------------------------------------- users (admin)
 def cmd_users_set_password(args: argparse.Namespace) -> int:
     """Local: the password a user signs in with at the built-in issuer (read from stdin with
@@ -349,6 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--workers", type=int, default=2, help="worker threads (serve all / serve worker); 0 with serve all: API only"
     )
+
+    lg = add(
+        sub,
+        "login",
+        cmd_login,
+        "sign in through a browser (device authorization grant); tokens are cached (0600) and refreshed",
+    )
+    lg.add_argument("--issuer", help="OIDC provider (default: the server's built-in issuer, <url>/oidc)")
+    lg.add_argument("--client-id", default="helixgate-cli", help="client id at the provider (default helixgate-cli)")
+    add(sub, "logout", cmd_logout, "revoke the cached login of --url and delete its tokens")
+    add(sub, "whoami", cmd_whoami, "the user the CLI acts as, and their roles")
 
     tok = sub.add_parser("token", help="tokens from the built-in issuer").add_subparsers(dest="sub", required=True)
     t = add(

@@ -21,10 +21,18 @@ def load(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def api(args: argparse.Namespace) -> ApiClient:
-    token = args.token or os.environ.get("HELIXGATE_TOKEN")
+    """A client of ``--url``: with ``--token``, ``HELIXGATE_TOKEN`` or ``--token-file`` if given,
+    else with the tokens of ``helixgate login`` (refreshed transparently), else anonymous."""
+    from helixgate.oidc_client import RefreshingToken, TokenCache
+
+    token: str | RefreshingToken | None = args.token or os.environ.get("HELIXGATE_TOKEN")
     if not token and args.token_file:
         token = Path(args.token_file).expanduser().read_text().strip()
     verify: bool | str = args.ca_bundle or True
+    if not token:
+        cache = TokenCache()
+        if cache.get(args.url) is not None:
+            token = RefreshingToken(args.url, cache, verify=verify)
     return ApiClient(args.url, token, verify=verify)
 
 

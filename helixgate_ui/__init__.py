@@ -106,8 +106,8 @@ def create_blueprint() -> Blueprint:
         nav.extend(getattr(module, "NAV", ()))
 
     @ui.before_request
-    def _csrf() -> None:
-        session.check_csrf()
+    def _csrf() -> Response | None:
+        return session.check_csrf()
 
     @ui.after_request
     def _headers(resp: Response) -> Response:

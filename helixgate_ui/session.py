@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from sqlalchemy import delete
 
 from helixgate import rbac
@@ -401,19 +401,20 @@ def csrf_token() -> str:
     return session.csrf_token if session is not None else ""
 
 
-def check_csrf() -> None:
-    """Refuse a state-changing request without this session's CSRF token or from another
-    origin (400, before any view runs)."""
+def check_csrf() -> Response | None:
+    """The refusal (400) of a state-changing request without this session's CSRF token or
+    from another origin, else None. Runs before every view of the ui blueprint."""
     if request.method not in _UNSAFE:
-        return
+        return None
     origin = request.headers.get("Origin")
     expected_origin = "{0.scheme}://{0.netloc}".format(urlsplit(public_url()))
     if origin is not None and origin != expected_origin:
-        abort(Response("cross-origin request refused", status=400, mimetype="text/plain"))
+        return Response("cross-origin request refused", status=400, mimetype="text/plain")
     session = current_session()
     presented = request.headers.get(_CSRF_HEADER) or request.form.get("csrf_token", "")
     if session is None or not presented or not hmac.compare_digest(presented.encode(), session.csrf_token.encode()):
-        abort(Response("missing or wrong CSRF token: reload the page and try again", status=400, mimetype="text/plain"))
+        return Response("missing or wrong CSRF token: reload the page and try again", status=400, mimetype="text/plain")
+    return None
 
 
 def flash(message: str, category: str = "info") -> None:

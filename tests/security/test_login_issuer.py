@@ -302,3 +302,76 @@ def test_token_endpoint_refusals_use_the_oauth_error_shape(core: Harness) -> Non
     assert doc["authorization_endpoint"] == PUBLIC + "/oidc/authorize"
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["revocation_endpoint"] == PUBLIC + "/oidc/revoke"
+
+
+# ------------------------------------------------------------------ device authorization grant
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def _poll(h: Harness, device_code: str, client_id: str = "helixgate-cli") -> Any:
+    return h.client.post(
+        "/oidc/token", data={"grant_type": DEVICE_GRANT, "device_code": device_code, "client_id": client_id}
+    )
+
+
+def _let_interval_pass(h: Harness) -> None:
+    from helixgate.login import DeviceCodeRow
+
+    with h.platform.db.session() as s:
+        s.execute(update(DeviceCodeRow).values(last_poll_at=datetime.now(UTC) - timedelta(seconds=60)))
+
+
+def _approve(h: Harness, user_code: str, *, password: str = PASSWORD) -> Any:
+    page = h.client.get("/oidc/device", params={"user_code": user_code})
+    assert page.status_code == 200 and "default-src 'none'" in page.headers["Content-Security-Policy"]
+    form = login_form(page.text)
+    data = {**form.fields, "username": "alice", "password": password}
+    return h.client.post("/oidc/device", data=data, headers={"Origin": PUBLIC})
+
+
+def test_device_grant_polls_until_approved_then_issues_tokens_once(core: Harness) -> None:
+    r = core.client.post("/oidc/device_authorization", data={"client_id": "helixgate-cli", "scope": "openid"})
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    start = r.json()
+    assert start["verification_uri"] == PUBLIC + "/oidc/device" and start["interval"] == 5
+    assert start["verification_uri_complete"].endswith("user_code=" + start["user_code"])
+    device_code = start["device_code"]
+    _oauth_error(_poll(core, device_code), 400, "authorization_pending")
+    # polling again within the interval: slow down (and the interval grows)
+    assert "10 seconds" in _oauth_error(_poll(core, device_code), 400, "slow_down")
+    # a wrong password approves nothing
+    r = _approve(core, start["user_code"], password="wrong-password-x")
+    assert r.status_code == 401 and "Wrong username or password." in r.text
+    _let_interval_pass(core)
+    _oauth_error(_poll(core, device_code), 400, "authorization_pending")
+    r = _approve(core, start["user_code"].lower().replace("-", " "))  # as a person might type it
+    assert r.status_code == 200 and "Device approved" in r.text
+    _let_interval_pass(core)
+    tokens = _poll(core, device_code)
+    assert tokens.status_code == 200, tokens.text
+    assert core.platform.verifier.verify(tokens.json()["access_token"]).username == "alice"
+    assert _refresh(core, tokens.json()["refresh_token"]).status_code == 200
+    _let_interval_pass(core)
+    _oauth_error(_poll(core, device_code), 400, "invalid_grant")
+    # an approved code cannot be approved again
+    assert _approve(core, start["user_code"]).status_code == 400
+    assert [e.actor for e in _audit(core, "auth.device_approved")] == ["alice"]
+
+
+def test_device_grant_refusals(core: Harness) -> None:
+    from helixgate.login import DeviceCodeRow
+
+    _oauth_error(core.client.post("/oidc/device_authorization", data={"client_id": "evil"}), 401, "invalid_client")
+    start = core.client.post("/oidc/device_authorization", data={"client_id": "helixgate-cli"}).json()
+    _oauth_error(_poll(core, start["device_code"], client_id="helixgate-ui"), 400, "invalid_grant")
+    _oauth_error(_poll(core, "forged"), 400, "invalid_grant")
+    with core.platform.db.session() as s:
+        s.execute(update(DeviceCodeRow).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    _oauth_error(_poll(core, start["device_code"]), 400, "expired_token")
+    r = _approve(core, start["user_code"])
+    assert r.status_code == 400 and "unknown, used or expired" in r.text
+    # the verification form has the login form's CSRF protection
+    r = core.client.post(
+        "/oidc/device", data={"user_code": start["user_code"], "username": "alice", "password": PASSWORD}
+    )
+    _oauth_error(r, 400, "invalid_request")
