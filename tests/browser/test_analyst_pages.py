@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from helixgate_app.demo_assets import workflow_files
 from tests.browser.conftest import assert_security_headers
 from tests.e2e.conftest import World, make_world
-from tests.e2e.test_run_control import _slow_workflow
+from tests.e2e.test_run_control import _slow_workflow, _wait_task
 from tests.fixtures.docker_images import PushedImage
 from tests.fixtures.live import LiveServer, start_server, stop_server
 from tests.fixtures.ui import make_ui_user, ui_login
@@ -104,6 +104,7 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     expect(page.locator(".flash-success")).to_contain_text(f"Run {run_id} submitted.")
     # the page follows the run (htmx polling) until it is complete
     expect(page.locator("#run-state")).to_have_text("COMPLETE", timeout=240_000)
+    expect(page.locator("table.outputs tr", has_text="sorted_lines")).to_have_count(1)  # no reload needed
     response = page.reload()
     assert response is not None and response.status == 200
     assert_security_headers(response.headers)
@@ -145,9 +146,17 @@ def test_cancel_asks_for_confirmation_then_stops_the_run(browser_page: Any, worl
         {"text": {"class": "File", "location": world.drs_uri(obj["id"])}},
         attachments=_slow_workflow(world.image.pinned_ref, 120),
     )
-    _wait_state(world, run_id, {"RUNNING"})
+    _wait_task(world, run_id, "a", {"DONE"})
     page = ui_login(browser_page, make_ui_user(world.server, "ann", "analyst"))
     page.goto(f"{world.server.url}/ui/runs/{run_id}")
+    # the page polls while the run runs; a finished task's evidence, once opened, stays open
+    done = page.locator("li.task").filter(has=page.locator(".task-name", has_text=re.compile(r"^a$")))
+    done.locator("summary").click()
+    for _ in range(2):
+        with page.expect_response(lambda r: r.url.endswith(f"/ui/runs/{run_id}/live")):
+            pass
+    expect(done.locator("details.evidence")).to_have_attribute("open", "")
+    expect(done.locator("dd.ok")).to_have_text("verified")
     page.get_by_role("link", name="Cancel this run…").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Cancel run")
     assert world.analyst.run_status(run_id) == "RUNNING"  # nothing happened before the confirmation
@@ -187,6 +196,8 @@ def test_a_tampered_tool_version_is_refused_and_the_page_shows_why(browser_page:
     task = page.locator("li.task").first
     expect(task.locator(".refusal")).to_contain_text("Refused before start")
     expect(task.locator("dd.bad")).to_have_text("not verified")
+    # the run's stderr (loaded by htmx under the CSP) carries the same reason
+    expect(page.locator("#log-stderr pre")).to_contain_text("refused before start")
     _shot(page, "refused")
 
 
