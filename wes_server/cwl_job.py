@@ -20,7 +20,7 @@ from helixgate.integrity import sha256_file
 from helixgate.paths import PathEscape, check_relative_path, write_inside
 from wes_server.containers import TaskCancelled, TaskContainerSpec
 from wes_server.execution import CONTAINER_OUTDIR, RunExecution, utcnow
-from wes_server.gate import GateRefusal, Recorded, TaskInput
+from wes_server.gate import GateRefusal, Recorded, TaskInput, VerifiedImage
 
 log = logging.getLogger("helixgate.executor")
 MiB = 1024 * 1024
@@ -72,15 +72,7 @@ class VerifiedJob(JobBase):
                 "configuration digest",
                 *(f"input {i['path']}: sha256 {i['sha256']} matches {i['source']}" for i in checked),
             ]
-            verification = {
-                "image": {
-                    "image_id": image.image_id,
-                    "pinned_ref": image.pinned_ref,
-                    "signer": image.signer,
-                    "tool_id": image.tool_id,
-                    "version_id": image.version_id,
-                }
-            }
+            verification = {"image": _image_evidence(image)}
             runs.update_task(
                 ex.run.id,
                 task_id,
@@ -131,7 +123,11 @@ class VerifiedJob(JobBase):
                 state="EXECUTOR_ERROR",
                 end_time=utcnow(),
                 system_logs=[*evidence, exc.message[:2000]],
-                verification={**verification, "refusal": _refusal(exc)},
+                verification={
+                    **verification,
+                    **({"image": _image_evidence(exc.image)} if exc.image is not None else {}),
+                    "refusal": _refusal(exc),
+                },
             )
             status = "permanentFail"
         except HelixGateError as exc:
@@ -253,6 +249,17 @@ class VerifiedJob(JobBase):
                     {"path": os.path.relpath(path, self.outdir), "sha256": sha, "size": os.path.getsize(path)}
                 )
         return produced
+
+
+def _image_evidence(image: VerifiedImage) -> dict[str, str]:
+    """What the gate proved about a task's image (served as the task's evidence)."""
+    return {
+        "image_id": image.image_id,
+        "pinned_ref": image.pinned_ref,
+        "signer": image.signer,
+        "tool_id": image.tool_id,
+        "version_id": image.version_id,
+    }
 
 
 def _refusal(exc: GateRefusal) -> dict[str, str]:

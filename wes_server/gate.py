@@ -234,6 +234,7 @@ class GateRefusal(HelixGateError):
     """The verification gate refused a task (wraps the precise integrity error)."""
 
     status = 422
+    image: VerifiedImage | None = None  # set when the image had verified before an input was refused
 
 
 @dataclass(frozen=True)
@@ -411,11 +412,14 @@ class TaskGate:
         inputs_dir: Path,
     ) -> Admission:
         """Every phase, in order; the first failure is reported and refuses the task."""
+        image: VerifiedImage | None = None
         try:
             image = self.image(reference, prefer)
             staged = self.stage_inputs(inputs, inputs_dir)
         except IntegrityError as exc:
-            raise self.refuse(task_id, exc) from None
+            refusal = self.refuse(task_id, exc)
+            refusal.image = image  # the evidence says what had verified before the refusal
+            raise refusal from None
         return Admission(image, staged)
 
     def refuse(self, task_id: str, exc: IntegrityError) -> GateRefusal:

@@ -103,6 +103,7 @@ def test_intermediate_modified_between_steps_is_refused(world: World) -> None:
     assert refused["refusal"]["expected"] == produced["outputs"][0]["sha256"], refused
     assert refused["refusal"]["actual"] == hashlib.sha256(b"FORGED\n").hexdigest(), refused
     assert "sha256 mismatch" in refused["refusal"]["message"]
+    assert refused["image"]["verified"] is True and refused["inputs"] == []  # the image passed; no input was let in
     events = world.server.cli("audit", "query", "--category", "security", "--json", token=world.server.admin_token())
     assert events.returncode in (0, 1)  # admins are not auditors; the trail is checked below
     assert _containers(run_id) == []

@@ -313,3 +313,17 @@ def test_trust_material_and_bundles_are_fetched_again_only_after_a_minute(
     now[0] += 61  # a revoked key stops verifying within a minute
     world.gate.signature(f"{IMAGE}:1.0")
     assert calls == ["bundle", "trust", "bundle", "trust"]
+
+
+def test_a_refused_input_keeps_the_verified_image_and_what_differed_for_the_evidence(world: World) -> None:
+    recorded = hashlib.sha256(b"alpha\n").hexdigest()
+    src = world.recorded("in.txt", b"FORGED\n", source="task 001-a", sha=recorded)
+    with pytest.raises(GateRefusal) as info:
+        world.gate.admit("002-t", f"{IMAGE}:1.0", TOOL, [TaskInput("File", src, "/in")], world.tmp / "s")
+    assert info.value.image is not None and info.value.image.image_id == CONFIG
+    assert info.value.details["expected"] == recorded
+    assert info.value.details["actual"] == hashlib.sha256(b"FORGED\n").hexdigest()
+    with pytest.raises(GateRefusal) as info:  # an image refusal: nothing had verified
+        world.images.local_id = OTHER
+        world.gate.admit("003-t", f"{IMAGE}:1.0", TOOL, [], world.tmp / "s2")
+    assert info.value.image is None
