@@ -201,6 +201,31 @@ def test_a_tampered_tool_version_is_refused_and_the_page_shows_why(browser_page:
     _shot(page, "refused")
 
 
+def test_a_forged_intermediate_is_refused_and_the_task_shows_expected_vs_actual(
+    browser_page: Any, world: World
+) -> None:
+    obj = world.steward.upload(TEXT, name="i.txt", dataset_id=world.dataset_id)
+    run_id = world.analyst.submit_run(
+        "wf.cwl",
+        {"text": {"class": "File", "location": world.drs_uri(obj["id"])}},
+        attachments=_slow_workflow(world.image.pinned_ref, 4),
+    )
+    _wait_task(world, run_id, "a", {"DONE"})
+    (produced,) = (Path(world.server.data_dir) / "wes" / "work" / run_id).rglob("a.txt")
+    recorded = hashlib.sha256(produced.read_bytes()).hexdigest()
+    produced.write_bytes(b"FORGED\n")  # between a (which wrote it) and c (which reads it)
+    assert _wait_state(world, run_id, {"EXECUTOR_ERROR", "COMPLETE", "SYSTEM_ERROR"}) == "EXECUTOR_ERROR"
+    page = ui_login(browser_page, make_ui_user(world.server, "ann", "analyst"))
+    page.goto(f"{world.server.url}/ui/runs/{run_id}")
+    task = page.locator("li.task").filter(has=page.locator(".task-name", has_text=re.compile(r"^c$")))
+    refusal = task.locator(".refusal")
+    expect(refusal).to_contain_text("sha256 mismatch for input a.txt")
+    expect(refusal.locator("dl.checksums")).to_contain_text(recorded)  # expected: what task a recorded
+    expect(refusal.locator("dl.checksums")).to_contain_text(hashlib.sha256(b"FORGED\n").hexdigest())  # actual
+    expect(task.locator("dd.ok")).to_have_text("verified")  # the image had passed; the input did not
+    expect(page.locator("section.refusals")).to_contain_text("sha256 mismatch")
+
+
 def test_a_viewer_and_an_auditor_see_less(browser_page: Any, console_log: Any, world: World) -> None:
     obj = world.steward.upload(TEXT, name="v.txt", dataset_id=world.dataset_id)
     run_id = world.analyst.submit_run(
