@@ -67,6 +67,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _failure_key(username: str) -> str:
+    return hashlib.sha256(username[:MAX_PASSWORD].encode("utf-8", "replace")).hexdigest()
+
+
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
@@ -83,6 +87,8 @@ class PasswordRow(Base):
 
 
 class LoginFailureRow(Base):
+    """A failed login, counted for throttling. ``username`` holds SHA-256 of what was typed."""
+
     __tablename__ = "core_login_failures"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -379,7 +385,7 @@ class LoginService:
             by_user = s.scalar(
                 select(func.count())
                 .select_from(LoginFailureRow)
-                .where(LoginFailureRow.username == username[:128], LoginFailureRow.at > since)
+                .where(LoginFailureRow.username == _failure_key(username), LoginFailureRow.at > since)
             )
             by_addr = s.scalar(
                 select(func.count())
@@ -391,34 +397,41 @@ class LoginService:
 
     def authenticate(self, username: str, password: str, *, client_addr: str, client_id: str) -> str | None:
         """The username when ``password`` is right for an active user, else None (audited).
-        A throttled username or address is refused before the password is checked."""
+        A throttled username or address is refused before the password is checked.
+
+        What a person typed as the username is recorded only when it names a registered user:
+        a password typed into the username field must not land in the audit trail. Failures
+        are counted under SHA-256 of the name for the same reason."""
         client_addr = client_addr or "unknown"
-        shown_user = username[:128]
+        typed = username[:MAX_PASSWORD]
+        known = self.platform.users.get(typed) if len(typed) <= 128 else None
+        actor = known.username if known is not None else None
+        base: dict[str, Any] = {"operation": "oauth2.authorize", "client_id": client_id}
+        if known is None:
+            base["username_registered"] = False
 
         def refuse(reason: str) -> None:
+            cutoff = utcnow() - timedelta(seconds=self.settings.login_throttle_seconds)
             with self.db.session() as s:
-                s.add(LoginFailureRow(username=shown_user, client_addr=client_addr[:64], at=utcnow()))
+                s.execute(delete(LoginFailureRow).where(LoginFailureRow.at < cutoff))  # housekeeping
+                s.add(LoginFailureRow(username=_failure_key(typed), client_addr=client_addr[:64], at=utcnow()))
             self.platform.audit.security_event(
-                "auth.login",
-                actor=shown_user or None,
-                service="core",
-                client_addr=client_addr,
-                details={"operation": "oauth2.authorize", "client_id": client_id, "reason": reason},
+                "auth.login", actor=actor, service="core", client_addr=client_addr, details={**base, "reason": reason}
             )
 
-        if self.throttled(shown_user, client_addr):
+        if self.throttled(typed, client_addr):
             self.platform.audit.security_event(
                 "auth.login",
-                actor=shown_user or None,
+                actor=actor,
                 service="core",
                 client_addr=client_addr,
-                details={"operation": "oauth2.authorize", "client_id": client_id, "reason": "throttled"},
+                details={**base, "reason": "throttled"},
             )
             raise LoginThrottled()
-        if not self.passwords.verify(shown_user, password):
+        if not self.passwords.verify(typed, password) or known is None:
             refuse("wrong username or password")
             return None
-        user = self.platform.users.get(shown_user)
+        user = self.platform.users.get(known.username)  # re-read: the check above took a while
         if user is None or not user.active:
             refuse("user is not registered or not active")
             return None
@@ -426,12 +439,12 @@ class LoginService:
             "auth.login",
             outcome="success",
             severity=1,
-            actor=shown_user,
+            actor=user.username,
             service="core",
             client_addr=client_addr,
-            details={"operation": "oauth2.authorize", "client_id": client_id},
+            details=base,
         )
-        return shown_user
+        return user.username
 
     def issue_code(self, request: AuthorizationRequest, username: str) -> str:
         code = secrets.token_urlsafe(32)

@@ -38,7 +38,7 @@ from flask import Blueprint, Response, current_app, g, redirect, render_template
 from sqlalchemy import delete
 
 from helixgate import rbac
-from helixgate.client import ApiClient
+from helixgate.client import ApiClient, ClientError
 from helixgate.login import UiSessionRow
 from helixgate.platform import Platform
 
@@ -371,7 +371,16 @@ def current_user() -> CurrentUser | None:
     session = current_session()
     user = None
     if session is not None and session.username:
-        me = api().get_object("/helixgate/v1/me")
+        g.hg_ui_user = None  # an error page rendered after a failure below shows no user
+        try:
+            me = api().get_object("/helixgate/v1/me")
+        except ClientError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # the APIs no longer accept this user (deactivated, token revoked): end the session
+            store().delete(session.sid)
+            g.hg_ui_session = None
+            raise LoginRequired(f"your session ended: {exc.message}") from None
         user = CurrentUser(
             username=str(me.get("username")),
             display_name=str(me.get("display_name") or me.get("username")),

@@ -43,3 +43,24 @@ def test_wrong_password_stays_on_the_form(browser_page: Any, console_log: Any, u
     # not signed in: the UI sends the browser back to the login form
     page.goto(bob.server.url + "/ui/")
     assert "/oidc/authorize" in page.url
+
+
+def test_sign_out_ends_the_session(browser_page: Any, ui_user: Any) -> None:
+    erin = ui_user("erin", "auditor")
+    page = ui_login(browser_page, erin)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(erin.server.url + "/ui/signed-out")
+    assert page.get_by_role("heading", level=1).inner_text() == "You are signed out"
+    assert [c for c in page.context.cookies() if c["name"] == "hg_session"] == []
+    page.goto(erin.server.url + "/ui/")
+    assert "/oidc/authorize" in page.url
+
+
+def test_keyboard_users_can_skip_to_the_content(browser_page: Any, ui_user: Any) -> None:
+    frank = ui_user("frank", "viewer")
+    page = ui_login(browser_page, frank)
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    assert skip.evaluate("el => el === document.activeElement")
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "main"

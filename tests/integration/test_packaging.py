@@ -1,5 +1,5 @@
 """`pip install .` yields a complete distribution: the console command, every migration,
-the served OpenAPI documents (as data files) and the demo's workflow."""
+the served OpenAPI documents (as data files), the demo's workflow and the web UI's assets."""
 
 from __future__ import annotations
 
@@ -28,5 +28,15 @@ def test_wheel_carries_everything_the_services_need(tmp_path: Path) -> None:
         assert f"{package}/migrations/env.py" in names
         assert any(n.startswith(f"{package}/migrations/versions/") and n.endswith(".py") for n in names), package
     assert "helixgate_app/demo_assets/workflow.cwl" in names
+    # the web UI ships its templates and the built (vendored) assets: no build step at install
+    for path in (
+        "helixgate_ui/templates/base.html",
+        "helixgate_ui/static/ui.css",
+        "helixgate_ui/static/vendor/htmx.min.js",
+        "helixgate_ui/static/vendor/MANIFEST.json",
+        "helixgate/templates/oidc/login.html",
+        "helixgate/templates/oidc/login.css",
+    ):
+        assert path in names, path
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "helixgate = helixgate_app.cli:main" in entry_points

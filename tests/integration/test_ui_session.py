@@ -198,3 +198,18 @@ def test_signed_out_pages_send_the_browser_to_the_login(ui_server: LiveServer) -
     static = requests.get(f"{ui_server.url}/ui/static/vendor/htmx.min.js")
     assert static.status_code == 200 and "javascript" in static.headers["Content-Type"]
     assert static.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_deactivated_user_is_sent_back_to_the_login(ui_server: LiveServer) -> None:
+    gina = make_ui_user(ui_server, "gina", "viewer")
+    s = ui_session(gina)
+    admin = ui_server.headers(ui_server.admin_token())
+    r = requests.patch(f"{ui_server.url}/helixgate/v1/users/gina", headers=admin, json={"active": False}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = s.get(f"{ui_server.url}/ui/", allow_redirects=False)
+    assert r.status_code == 302 and r.headers["location"].startswith("/ui/login")
+    # and the session is gone: the cookie no longer names one
+    cookie = _cookie(s)
+    r = requests.get(f"{ui_server.url}/ui/", cookies={"hg_session": cookie}, allow_redirects=False)
+    assert r.status_code == 302
+    assert ui_login(requests.Session(), gina).url.startswith(ui_server.url + "/oidc/authorize")

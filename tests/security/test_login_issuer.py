@@ -259,9 +259,20 @@ def test_failed_logins_are_throttled_and_audited_without_the_password(
     recorded = json.dumps([e.to_dict() for e in _audit(core)]) + caplog.text
     for password in [*wrong, PASSWORD]:
         assert password not in recorded
-    # an unknown user is refused like a wrong password (and counted too)
-    r = _login(core, _authz(challenge), username="mallory", password="whatever-it-is")
+    # an unknown user is refused like a wrong password, and what was typed as the name (here a
+    # password in the wrong field) is recorded nowhere
+    r = _login(core, _authz(challenge), username="Pa55-w0rd-typed-here", password="whatever-it-is")
     assert r.status_code == 401 and "Wrong username or password." in r.text
+    last = _audit(core, "auth.login")[0]
+    assert last.actor == "anonymous" and last.details["username_registered"] is False
+    assert "Pa55-w0rd-typed-here" not in json.dumps([e.to_dict() for e in _audit(core)])
+    from sqlalchemy import select
+
+    from helixgate.login import LoginFailureRow
+
+    with core.platform.db.session() as s:
+        stored = [row.username for row in s.scalars(select(LoginFailureRow))]
+    assert stored and "alice" not in stored and all(len(name) == 64 for name in stored)
 
 
 def test_inactive_user_cannot_log_in(core: Harness) -> None:

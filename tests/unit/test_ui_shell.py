@@ -117,3 +117,20 @@ def test_build_ui_check_catches_a_changed_file(tmp_path: Path) -> None:
         ["bash", "scripts/build_ui.sh", "--check", "--offline"], cwd=copy, capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 1 and "htmx.min.js: SHA-256" in r.stderr
+
+
+def test_over_https_the_cookie_is_host_prefixed_and_secure(tmp_path: Path, sqlite_database: Database) -> None:
+    platform = build_platform(make_settings(tmp_path / "data", sqlite_database, public_url="https://hg.example"))
+    try:
+        with TestClient(build_app(platform, named(("core",))), raise_server_exceptions=False) as c:
+            r = c.get("/ui/login", follow_redirects=False)
+    finally:
+        platform.close()
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("https://hg.example/oidc/authorize?")
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("__Host-hg_session=")
+    for attribute in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax"):
+        assert attribute in cookie
+    assert "Domain" not in cookie
+    assert "form-action 'self' https://hg.example" in r.headers["Content-Security-Policy"]
