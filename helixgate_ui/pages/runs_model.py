@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import yaml
+from werkzeug.routing import BuildError
 
 from helixgate.errors import BadRequest
 from helixgate.sdk import TERMINAL, OutputFile, output_files
@@ -676,22 +677,29 @@ class Action:
 
 
 def landing_actions(permissions: set[str] | frozenset[str], url_for: Any) -> list[Action]:
-    """What this user can do, from the permissions the APIs enforce (``/me``). Links to pages
-    of other groups are plain paths under /ui/ (their modules may be absent)."""
-    acts = []
+    """What this user can do, from the permissions the APIs enforce (``/me``): one link per
+    page group they may use. A group whose pages are not installed (``url_for`` cannot build
+    its endpoint) is left out rather than linked to a 404."""
+    wanted: list[tuple[str, str, str]] = []
     if "wes:read" in permissions:
-        acts.append(Action("Runs", url_for("ui.runs.list_runs"), "Follow your workflow runs, their evidence and logs."))
+        wanted.append(("Runs", "ui.runs.list_runs", "Follow your workflow runs, their evidence and logs."))
     if "wes:submit" in permissions:
-        text = "Run a signed TRS tool version on data you can read."
-        acts.append(Action("Submit a workflow", url_for("ui.runs.new_run"), text))
+        wanted.append(("Submit a workflow", "ui.runs.new_run", "Run a signed TRS tool version on data you can read."))
     if "trs:publish" in permissions:
-        acts.append(Action("Tools", "tools/", "Publish tool versions and check their signatures."))
+        wanted.append(("Tools", "ui.tools.index", "Publish tool versions and check their signatures."))
     elif "trs:read" in permissions:
-        acts.append(Action("Tools", "tools/", "Browse signed tool versions, their pins and checksums."))
+        wanted.append(("Tools", "ui.tools.index", "Browse signed tool versions, their pins and checksums."))
     if "drs:grant" in permissions or "drs:write" in permissions:
-        acts.append(Action("Data", "data/", "Register datasets, upload objects and manage grants."))
+        wanted.append(("Data", "ui.data.index", "Register datasets, upload objects and manage grants."))
     elif "drs:read" in permissions:
-        acts.append(Action("Data", "data/", "Browse the datasets you may read."))
+        wanted.append(("Data", "ui.data.index", "Browse the datasets you may read."))
     if "audit:read" in permissions:
-        acts.append(Action("Audit trail", "audit/", "Query the audit trail and verify its chain."))
+        wanted.append(("Audit trail", "ui.audit.index", "Query the audit trail and verify its chain."))
+    acts = []
+    for title, endpoint, text in wanted:
+        try:
+            href = str(url_for(endpoint))
+        except BuildError:
+            continue
+        acts.append(Action(title, href, text))
     return acts

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from helixgate_app.demo_assets import workflow_files
 from tests.browser.conftest import assert_security_headers
 from tests.e2e.conftest import World, make_world
-from tests.e2e.test_run_control import _slow_workflow, _wait_task
+from tests.e2e.test_run_control import _slow_workflow
 from tests.fixtures.docker_images import PushedImage
 from tests.fixtures.live import LiveServer, start_server, stop_server
 from tests.fixtures.ui import make_ui_user, ui_login
@@ -70,6 +70,20 @@ def _wait_state(world: World, run_id: str, states: set[str], timeout: float = 18
             return state
         time.sleep(0.3)
     raise AssertionError(f"run {run_id} did not reach {states}")
+
+
+def _wait_task(world: World, run_id: str, name: str, timeout: float = 240) -> None:
+    """Until task ``name`` of the run has finished (an exit code); fails with the run's state and the server log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(t["name"] == name and t.get("exit_code") is not None for t in world.analyst.run_tasks(run_id)):
+            return
+        time.sleep(0.3)
+    log = world.analyst.run_log(run_id)
+    raise AssertionError(
+        f"task {name} of {run_id} did not finish (run {log['state']}): {log['run_log'].get('system_logs')}\n"
+        + world.server.log()[-3000:]
+    )
 
 
 def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, console_log: Any, world: World) -> None:
@@ -146,7 +160,7 @@ def test_cancel_asks_for_confirmation_then_stops_the_run(browser_page: Any, worl
         {"text": {"class": "File", "location": world.drs_uri(obj["id"])}},
         attachments=_slow_workflow(world.image.pinned_ref, 120),
     )
-    _wait_task(world, run_id, "a", {"DONE"})
+    _wait_task(world, run_id, "a")
     page = ui_login(browser_page, make_ui_user(world.server, "ann", "analyst"))
     page.goto(f"{world.server.url}/ui/runs/{run_id}")
     # the page polls while the run runs; a finished task's evidence, once opened, stays open
@@ -166,24 +180,37 @@ def test_cancel_asks_for_confirmation_then_stops_the_run(browser_page: Any, worl
     expect(page.get_by_role("link", name="Cancel this run…")).to_have_count(0)
 
 
+def _set_config_digest(world: World, version_id: str, digest: str) -> str:
+    """Edit TRS's image row of a version directly in the database (an attacker with table
+    access); returns the value it held."""
+    engine = sa.create_engine(f"sqlite:///{world.server.data_dir / 'helixgate.db'}")
+    try:
+        with Session(engine) as s:
+            version = s.scalars(
+                sa.select(ToolVersionRow).where(
+                    ToolVersionRow.tool_id == world.tool_id, ToolVersionRow.version_id == version_id
+                )
+            ).one()
+            old = s.scalars(sa.select(ImageRow.config_digest).where(ImageRow.version_pk == version.pk)).one()
+            s.execute(sa.update(ImageRow).where(ImageRow.version_pk == version.pk).values(config_digest=digest))
+            s.commit()
+            return str(old)
+    finally:
+        engine.dispose()
+
+
 def test_a_tampered_tool_version_is_refused_and_the_page_shows_why(browser_page: Any, world: World) -> None:
     ref = f"{world.image.repository}:{world.image.tag}"
     world.dev.publish_version(world.tool_id, "9.0.0", workflow_files(ref), [ref], primary="workflow.cwl")
     forged = "sha256:" + "0" * 64
-    engine = sa.create_engine(f"sqlite:///{world.server.data_dir / 'helixgate.db'}")
-    with Session(engine) as s:  # TRS's table now points the version at another image id
-        version = s.scalars(
-            sa.select(ToolVersionRow).where(
-                ToolVersionRow.tool_id == world.tool_id, ToolVersionRow.version_id == "9.0.0"
-            )
-        ).one()
-        s.execute(sa.update(ImageRow).where(ImageRow.version_pk == version.pk).values(config_digest=forged))
-        s.commit()
-    engine.dispose()
-    obj = world.steward.upload(TEXT, name="t.txt", dataset_id=world.dataset_id)
-    params = {"text": {"class": "File", "location": world.drs_uri(obj["id"])}}
-    run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/9.0.0", params)
-    assert _wait_state(world, run_id, {"EXECUTOR_ERROR", "SYSTEM_ERROR", "COMPLETE"}) == "EXECUTOR_ERROR"
+    original = _set_config_digest(world, "9.0.0", forged)  # TRS's table points the version at another image
+    try:
+        obj = world.steward.upload(TEXT, name="t.txt", dataset_id=world.dataset_id)
+        params = {"text": {"class": "File", "location": world.drs_uri(obj["id"])}}
+        run_id = world.analyst.submit_run(f"trs://{world.drs_host}/{world.tool_id}/9.0.0", params)
+        assert _wait_state(world, run_id, {"EXECUTOR_ERROR", "SYSTEM_ERROR", "COMPLETE"}) == "EXECUTOR_ERROR"
+    finally:  # other tests' runs of the same image must not meet the forged row
+        _set_config_digest(world, "9.0.0", original)
     page = ui_login(browser_page, make_ui_user(world.server, "ann", "analyst"))
     page.goto(f"{world.server.url}/ui/runs/{run_id}")
     expect(page.locator("#run-state")).to_have_text("EXECUTOR_ERROR")
@@ -210,7 +237,7 @@ def test_a_forged_intermediate_is_refused_and_the_task_shows_expected_vs_actual(
         {"text": {"class": "File", "location": world.drs_uri(obj["id"])}},
         attachments=_slow_workflow(world.image.pinned_ref, 4),
     )
-    _wait_task(world, run_id, "a", {"DONE"})
+    _wait_task(world, run_id, "a")
     (produced,) = (Path(world.server.data_dir) / "wes" / "work" / run_id).rglob("a.txt")
     recorded = hashlib.sha256(produced.read_bytes()).hexdigest()
     produced.write_bytes(b"FORGED\n")  # between a (which wrote it) and c (which reads it)
@@ -235,7 +262,8 @@ def test_a_viewer_and_an_auditor_see_less(browser_page: Any, console_log: Any, w
     )
     base = world.server.url
     page = ui_login(browser_page, make_ui_user(world.server, "vera", "viewer"))
-    assert page.locator("ul.actions a").all_inner_texts() == ["Runs", "Tools", "Data"]
+    actions = page.locator("ul.actions a").all_inner_texts()
+    assert actions[0] == "Runs" and "Submit a workflow" not in actions and "Audit trail" not in actions, actions
     expect(page.get_by_role("navigation", name="Main").get_by_role("link", name="Submit a workflow")).to_have_count(0)
     page.goto(f"{base}/ui/runs/")
     expect(page.locator(".empty")).to_have_text("No runs match.")  # only their own runs: none

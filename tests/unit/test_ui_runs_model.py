@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from werkzeug.datastructures import MultiDict
+from werkzeug.routing import BuildError
 
 from helixgate.errors import BadRequest
 from helixgate_ui.pages import runs_model as m
@@ -244,7 +245,7 @@ def test_tool_and_object_choices_and_tags() -> None:
     assert m.parse_tags("oops")[1].startswith("tags must be key:value")
 
 
-def test_landing_actions_follow_permissions() -> None:
+def test_landing_actions_follow_permissions_and_installed_pages() -> None:
     def url_for(name: str) -> str:
         return "/ui/" + name
 
@@ -252,7 +253,15 @@ def test_landing_actions_follow_permissions() -> None:
     analyst = m.landing_actions({"wes:read", "wes:submit", "wes:cancel", "trs:read", "drs:read"}, url_for)
     assert [a.title for a in viewer] == ["Runs", "Tools", "Data"]
     assert [a.title for a in analyst] == ["Runs", "Submit a workflow", "Tools", "Data"]
+    assert analyst[1].href == "/ui/ui.runs.new_run"
     assert "Audit trail" in [a.title for a in m.landing_actions({"audit:read"}, url_for)]
+
+    def runs_only(name: str) -> str:
+        if not name.startswith("ui.runs."):
+            raise BuildError(name, {}, ("GET",))
+        return "/ui/runs/"
+
+    assert [a.title for a in m.landing_actions({"wes:read", "trs:read"}, runs_only)] == ["Runs"]
 
 
 def test_safe_filename_and_tail() -> None:
