@@ -119,7 +119,7 @@ class RunFilter:
             page_size = int(args.get("page_size") or 25)
         except ValueError:
             page_size = 25
-        if page_size not in PAGE_SIZES:
+        if not 1 <= page_size <= max(PAGE_SIZES):
             page_size = 25
         return cls(state, tuple(tags), page_size), errors
 

@@ -255,11 +255,10 @@ def test_a_forged_intermediate_is_refused_and_the_task_shows_expected_vs_actual(
 
 def test_a_viewer_and_an_auditor_see_less(browser_page: Any, console_log: Any, world: World) -> None:
     obj = world.steward.upload(TEXT, name="v.txt", dataset_id=world.dataset_id)
-    run_id = world.analyst.submit_run(
-        "wf.cwl",
-        {"text": {"class": "File", "location": world.drs_uri(obj["id"])}},
-        attachments=_slow_workflow(world.image.pinned_ref, 60),
-    )
+    params = {"text": {"class": "File", "location": world.drs_uri(obj["id"])}}
+    slow = _slow_workflow(world.image.pinned_ref, 60)
+    older = [world.analyst.submit_run("wf.cwl", params, attachments=slow) for _ in range(2)]  # for paging
+    run_id = world.analyst.submit_run("wf.cwl", params, attachments=slow)
     base = world.server.url
     page = ui_login(browser_page, make_ui_user(world.server, "vera", "viewer"))
     actions = page.locator("ul.actions a").all_inner_texts()
@@ -280,4 +279,14 @@ def test_a_viewer_and_an_auditor_see_less(browser_page: Any, console_log: Any, w
     page.goto(f"{base}/ui/runs/{run_id}")
     expect(page.locator("#run-state")).not_to_have_text("COMPLETE")
     expect(page.get_by_role("link", name="Cancel this run…")).to_have_count(0)
-    world.analyst.cancel_run(run_id)
+    for rid in (run_id, *older):
+        world.analyst.cancel_run(rid)
+    # the auditor pages through every run (WES page tokens), two at a time
+    page.goto(f"{base}/ui/runs/?page_size=2")
+    first = page.locator("table.runs tbody td:first-child").all_inner_texts()
+    assert len(first) == 2 and run_id in first, first  # newest first
+    page.get_by_role("link", name="Next page").click()
+    second = page.locator("table.runs tbody td:first-child").all_inner_texts()
+    assert second and not set(first) & set(second), (first, second)
+    page.get_by_role("link", name="First page").click()
+    assert page.locator("table.runs tbody td:first-child").all_inner_texts() == first

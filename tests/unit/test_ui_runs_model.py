@@ -26,6 +26,8 @@ def test_filter_from_query_keeps_valid_state_and_tags_and_reports_the_rest() -> 
     f, errors = m.RunFilter.from_args(MultiDict([("state", "DROP TABLE"), ("page_size", "100000")]))
     assert (f.state, f.page_size) == ("", 25) and errors == ["unknown state 'DROP TABLE'"]
     assert m.RunFilter.from_args(MultiDict([("page_size", "50")]))[0].api_params() == {"page_size": 50}
+    assert m.RunFilter.from_args(MultiDict([("page_size", "2")]))[0].page_size == 2
+    assert m.RunFilter.from_args(MultiDict([("page_size", "0")]))[0].page_size == 25
 
 
 def test_run_list_rows_carry_state_badges_times_and_the_next_token() -> None:
