@@ -78,6 +78,9 @@ class Settings:
     ui_enabled: bool = True  # serve the web dashboard at <public_url>/ui/ (with the core API)
     ui_oidc_issuer: str = ""  # "" -> the built-in issuer; else an external OIDC provider (discovery)
     ui_client_id: str = "helixgate-ui"
+    # more public clients of the built-in issuer (PKCE S256 only), as JSON:
+    # [{"client_id": "...", "redirect_uris": ["https://other.example/ui/callback"]}]
+    oidc_clients: str = ""
     # -- data store
     storage_backend: Literal["local", "s3"] = "local"
     s3_bucket: str = ""
@@ -277,5 +280,12 @@ def _validate(s: Settings) -> None:
                 f"invalid setting trusted_proxies ({ENV_PREFIX}TRUSTED_PROXIES): {proxy[:60]!r} is not an IP address "
                 "or CIDR network"
             ) from None
+    if s.oidc_clients:
+        from helixgate.login import parse_extra_clients
+
+        try:
+            parse_extra_clients(s.oidc_clients)
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid setting oidc_clients ({ENV_PREFIX}OIDC_CLIENTS): {exc}") from None
     if not s.builtin_issuer and not s.issuers:
         raise ConfigurationError("invalid setting issuers: no token issuer configured and builtin_issuer is off")

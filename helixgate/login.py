@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -277,11 +278,41 @@ class Client:
         )
 
 
-def clients(public_url: str) -> dict[str, Client]:
-    return {
+def parse_extra_clients(text: str) -> list[Client]:
+    """``oidc_clients``: a JSON list of ``{"client_id", "redirect_uris"}`` (exact http(s) URIs
+    without fragment); ValueError says what is wrong."""
+    try:
+        items = json.loads(text) if text.strip() else []
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(items, list):
+        raise ValueError("expected a JSON list of clients")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("client_id"), str) or not item["client_id"]:
+            raise ValueError("each client needs a non-empty client_id")
+        uris = item.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+            raise ValueError(f"client {item['client_id'][:64]!r} needs a non-empty list of redirect_uris")
+        for uri in uris:
+            parts = urlsplit(uri)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+                raise ValueError(f"redirect URI {uri[:100]!r} must be an absolute http(s) URL without fragment")
+        if item["client_id"] in (UI_CLIENT, CLI_CLIENT):
+            raise ValueError(f"client_id {item['client_id']!r} is built in")
+        out.append(Client(item["client_id"][:64], tuple(uris)))
+    return out
+
+
+def clients(public_url: str, extra: str = "") -> dict[str, Client]:
+    """The registered public clients: the web UI, the CLI, and ``oidc_clients``."""
+    registered = {
         UI_CLIENT: Client(UI_CLIENT, (public_url.rstrip("/") + "/ui/callback",)),
         CLI_CLIENT: Client(CLI_CLIENT, (), loopback=True),
     }
+    for client in parse_extra_clients(extra):
+        registered[client.client_id] = client
+    return registered
 
 
 @dataclass(frozen=True)
@@ -376,7 +407,7 @@ class LoginService:
 
     @property
     def clients(self) -> dict[str, Client]:
-        return clients(self.settings.effective_public_url)
+        return clients(self.settings.effective_public_url, self.settings.oidc_clients)
 
     # ---------------------------------------------------------------- login
     def throttled(self, username: str, client_addr: str) -> bool:

@@ -281,7 +281,10 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
             endpoint="device",
             device=True,
             issuer_path=issuer_path,
-            client_label="Sign in to approve the HelixGate command line that shows this code.",
+            client_label=(
+                "Approve the HelixGate command line that shows this code. Continue only if you "
+                "started this sign-in yourself: whoever holds the device gets your access."
+            ),
             error=error,
             done=done,
             csrf=csrf,

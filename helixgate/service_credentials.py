@@ -219,7 +219,12 @@ def token_endpoint(
     if not grant:
         return _oauth_error(400, "invalid_request", "grant_type is required")
     if grant != "client_credentials":
-        return _oauth_error(400, "unsupported_grant_type", "only the client_credentials grant is supported")
+        return _oauth_error(
+            400,
+            "unsupported_grant_type",
+            "supported grant types: authorization_code, refresh_token, "
+            "urn:ietf:params:oauth:grant-type:device_code, client_credentials",
+        )
     basic = _basic_client(authorization)
     if basic is not None and ("client_secret" in form or "client_id" in form):
         return _oauth_error(400, "invalid_request", "use one client authentication method, not two")

@@ -24,9 +24,12 @@ skipped). It exports:
 
 In a view:
 
-- decorate with ``@login_required`` (signed-out users go to the login and come back);
+- decorate with ``@login_required`` (signed-out users go to the login and come back; an htmx
+  request gets ``HX-Redirect`` so the whole page goes, not a login form inside a fragment);
 - ``api()`` is an :class:`helixgate.client.ApiClient` acting as the user (token refreshed
-  transparently): ``api().get_object("/ga4gh/wes/v1/runs")``. An API refusal raises
+  transparently): ``api().get_object("/ga4gh/wes/v1/runs")``; in a split deployment DRS and
+  TRS may live elsewhere: ``api(service="drs").get_object("/ga4gh/drs/v1/objects/...")``
+  uses ``drs_url``/``trs_url`` (the same as ``api()`` when they are unset). An API refusal raises
   ``ClientError``; the ui blueprint renders it for you (401 -> login, 403 -> "you may not
   ...", 404 -> not found, other -> 502 page with the API's message); catch it to do better;
 - ``current_user()`` -> :class:`CurrentUser` (``username``, ``roles``, ``permissions``,
@@ -50,11 +53,12 @@ errors and fails the test on any) and ``tests/fixtures/ui.py`` (``ui_server``,
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template
 
 from helixgate.client import ClientError
 from helixgate.errors import UpstreamError
@@ -65,6 +69,8 @@ if TYPE_CHECKING:
     from helixgate.platform import Platform
 
 __all__ = ["PAGES", "NavItem", "create_blueprint", "mount"]
+
+log = logging.getLogger("helixgate.ui")
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,7 @@ def create_blueprint() -> Blueprint:
     @ui.errorhandler(ClientError)
     def _api_refused(exc: ClientError) -> Any:
         if exc.status == 401:
-            return redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?")))
+            return session.to_login()
         status = exc.status if exc.status in (400, 403, 404, 409, 413, 422) else 502
         return render_template("error.html", status=status, message=exc.message), status
 
@@ -143,8 +149,7 @@ def create_blueprint() -> Blueprint:
 
     @ui.errorhandler(session.LoginRequired)
     def _login_again(exc: session.LoginRequired) -> Any:
-        resp = redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?")))
-        return resp
+        return session.to_login()
 
     @ui.get("/")
     @session.login_required
@@ -154,10 +159,48 @@ def create_blueprint() -> Blueprint:
     return ui
 
 
+UI_THREADS = 16
+
+
+class _UiThreadPool:
+    """UI requests on their own WSGI threads. A UI view waits on API calls to this same server;
+    on connexion's one pool (10 threads) ten waiting views would leave no thread for the calls
+    they wait on. With two pools the API calls never queue behind UI views."""
+
+    def __init__(self, api_pool: Any, ui_pool: Any) -> None:
+        self.api_pool = api_pool
+        self.ui_pool = ui_pool
+
+    @property
+    def app(self) -> Any:  # what connexion's add_wsgi_middleware wraps
+        return self.api_pool.app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        pool = self.ui_pool if path == "/ui" or path.startswith("/ui/") else self.api_pool
+        await pool(scope, receive, send)
+
+
+def _own_thread_pool(app: connexion.FlaskApp) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from a2wsgi import WSGIMiddleware
+
+    inner = getattr(app, "_middleware_app", None)
+    api_pool = getattr(inner, "asgi_app", None)
+    if inner is None or not isinstance(api_pool, WSGIMiddleware):  # another connexion layout
+        log.warning("web UI: no separate thread pool (unexpected connexion app layout)")
+        return
+    ui_pool = WSGIMiddleware(app.app.wsgi_app)
+    ui_pool.executor = ThreadPoolExecutor(thread_name_prefix="WSGI-UI", max_workers=UI_THREADS)
+    inner.asgi_app = _UiThreadPool(api_pool, ui_pool)
+
+
 def mount(app: connexion.FlaskApp, platform: Platform) -> None:
     """Serve the UI at ``/ui/`` in ``app`` (the core's connexion app)."""
     flask_app = app.app
     flask_app.register_blueprint(create_blueprint(), url_prefix="/ui")
+    _own_thread_pool(app)
 
     @flask_app.get("/ui")
     def _ui_root() -> Response:

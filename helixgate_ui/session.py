@@ -305,8 +305,27 @@ class LoginRequired(Exception):
     """The user must (again) log in; ``str(exc)`` says why, for the login page."""
 
 
-_refresh_locks: dict[str, threading.Lock] = {}
-_refresh_locks_guard = threading.Lock()
+# Writers of one session's sealed data take its lock and re-read it first, so a flash message
+# saved by one request never overwrites the tokens another request just rotated (the stale
+# refresh token would then look like theft and end the login). Striped: no growth per session.
+# Across processes (several replicas serving the UI) this is not serialised.
+_SESSION_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _session_lock(session: UiSession) -> threading.Lock:
+    return _SESSION_LOCKS[int(session.key[:8], 16) % len(_SESSION_LOCKS)]
+
+
+def _update(session: UiSession, mutate: Callable[[dict[str, Any]], Any]) -> Any:
+    """Apply ``mutate`` to the session's current stored data under its lock and save it."""
+    with _session_lock(session):
+        fresh = store().load(session.cookie_value)
+        if fresh is None:
+            raise LoginRequired("your session ended")
+        result = mutate(fresh.data)
+        store().save(fresh)
+        session.data = fresh.data
+        return result
 
 
 def access_token() -> str:
@@ -318,9 +337,7 @@ def access_token() -> str:
         raise LoginRequired("not signed in")
     if session.data.get("access_exp", 0) - _REFRESH_MARGIN > time.time():
         return str(session.data["access_token"])
-    with _refresh_locks_guard:
-        lock = _refresh_locks.setdefault(session.key, threading.Lock())
-    with lock:
+    with _session_lock(session):
         fresh = store().load(session.cookie_value)  # another request may have refreshed meanwhile
         if fresh is None:
             raise LoginRequired("your session ended")
@@ -343,11 +360,24 @@ def access_token() -> str:
         return str(fresh.data["access_token"])
 
 
-def api(base_url: str | None = None) -> ApiClient:
+def service_url(service: str) -> str:
+    """Where a service's API is served: ``drs`` and ``trs`` may live elsewhere in a split
+    deployment (``drs_url``, ``trs_url``); ``wes`` and ``core`` are at the public URL."""
+    settings = platform().settings
+    if service == "drs":
+        return settings.effective_drs_url
+    if service == "trs":
+        return settings.effective_trs_url
+    return public_url()
+
+
+def api(base_url: str | None = None, *, service: str | None = None) -> ApiClient:
     """An HTTP client of the public APIs acting as the current user (their access token,
-    refreshed when needed). ``base_url`` defaults to this deployment's public URL; paths are
-    absolute API paths, e.g. ``api().get_object("/ga4gh/wes/v1/runs")``."""
-    return ApiClient(base_url or public_url(), access_token, verify=_verify(), timeout=60, retries=1)
+    refreshed when needed). Paths are absolute API paths, e.g.
+    ``api().get_object("/ga4gh/wes/v1/runs")``; the base URL is ``base_url``, else the URL of
+    ``service`` ("drs", "trs", "wes", "core": :func:`service_url`), else the public URL."""
+    base = base_url or (service_url(service) if service else public_url())
+    return ApiClient(base, access_token, verify=_verify(), timeout=60, retries=1)
 
 
 # ------------------------------------------------------------------ the user
@@ -391,6 +421,19 @@ def current_user() -> CurrentUser | None:
     return user
 
 
+def to_login() -> Response:
+    """Send the browser to the login and back here afterwards. An htmx request gets
+    ``HX-Redirect`` (the whole page goes, not a login form swapped into a fragment), back to
+    the page it was made from."""
+    if request.headers.get("HX-Request") == "true":
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        here = current.path + (f"?{current.query}" if current.query else "")
+        resp = Response("", status=200)
+        resp.headers["HX-Redirect"] = url_for("ui.auth.login", next=_safe_next(here))
+        return resp
+    return cast(Response, redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?"))))
+
+
 def login_required(view: F) -> F:
     """Views of signed-in users only: others are sent to the login (and back afterwards)."""
 
@@ -398,7 +441,7 @@ def login_required(view: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         session = current_session()
         if session is None or not session.username:
-            return redirect(url_for("ui.auth.login", next=request.full_path.rstrip("?")))
+            return to_login()
         return view(*args, **kwargs)
 
     return cast(F, wrapper)
@@ -432,17 +475,18 @@ def flash(message: str, category: str = "info") -> None:
     session = current_session()
     if session is None:
         return
-    session.data.setdefault("flash", []).append([category, message[:500]])
-    store().save(session)
+    _update(session, lambda data: data.setdefault("flash", []).append([category, message[:500]]))
 
 
 def pop_flashes() -> list[tuple[str, str]]:
     session = current_session()
     if session is None or not session.data.get("flash"):
         return []
-    messages = [(str(c), str(m)) for c, m in session.data.pop("flash")]
-    store().save(session)
-    return messages
+    try:
+        popped = _update(session, lambda data: data.pop("flash", []))
+    except LoginRequired:
+        return []
+    return [(str(c), str(m)) for c, m in popped]
 
 
 # ------------------------------------------------------------------ views

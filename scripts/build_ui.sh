@@ -26,8 +26,12 @@ py=${PYTHON:-python3}
 # name in node_modules -> dist file -> vendored file name
 assets=("htmx.org dist/htmx.min.js htmx.min.js")
 
-build_into() {  # npm ci into $1; echo the node_modules directory
+build_into() {  # npm ci into $1 (npm from Debian when missing: only this script needs it)
   local work=$1
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "build_ui: installing npm (apt)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
   cp ui/package.json ui/package-lock.json "$work/"
   (cd "$work" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 }

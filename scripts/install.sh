@@ -3,7 +3,7 @@
 #   system packages: docker.io (engine), busybox-static (offline test images),
 #                    docker-registry (a real OCI registry), postgresql (integration tests),
 #                    nodejs + bubblewrap (CWL expressions run in a node sandboxed by bwrap),
-#                    chromium (browser tests of the web UI, driven by Playwright), npm (scripts/build_ui.sh)
+#                    chromium (browser tests of the web UI, driven by Playwright)
 #   python:          a virtual environment in .venv with helixgate and its extras (playwright
 #                    included: it launches /usr/bin/chromium, so no browser is downloaded)
 set -euo pipefail
@@ -17,7 +17,6 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
-command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install: apt packages ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

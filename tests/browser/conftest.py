@@ -28,8 +28,10 @@ CHROMIUM_FLAGS = [
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module (module scope: Playwright's event loop is gone before other
+    modules' asyncio tests run)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: run scripts/install.sh (it installs Debian's chromium)")
     from playwright.sync_api import sync_playwright

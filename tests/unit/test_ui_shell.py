@@ -37,6 +37,12 @@ def _fake_page() -> types.ModuleType:
     def missing() -> str:
         raise ClientError("HTTP 404: run not found", status=404)
 
+    @bp.get("/thread")
+    def thread() -> str:
+        import threading
+
+        return threading.current_thread().name
+
     @bp.post("/act")
     def act() -> str:
         return "acted"
@@ -82,6 +88,13 @@ def test_page_module_views_get_the_shells_headers_and_error_pages(client: TestCl
     r = client.get("/ui/fake/private", follow_redirects=False)
     assert r.status_code == 302 and r.headers["location"].startswith("/ui/login?next=/ui/fake/private")
     _assert_headers(r)
+    # an htmx request is told to move the whole page, back to the page it came from
+    r = client.get(
+        "/ui/fake/private",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://127.0.0.1:8080/ui/runs?state=RUNNING"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 200 and r.headers["HX-Redirect"] == "/ui/login?next=/ui/runs?state%3DRUNNING"
 
 
 def test_page_module_posts_need_the_csrf_token(client: TestClient) -> None:
@@ -134,3 +147,43 @@ def test_over_https_the_cookie_is_host_prefixed_and_secure(tmp_path: Path, sqlit
         assert attribute in cookie
     assert "Domain" not in cookie
     assert "form-action 'self' https://hg.example" in r.headers["Content-Security-Policy"]
+
+
+def test_ui_requests_run_on_their_own_threads(client: TestClient) -> None:
+    """UI views wait on API calls to the same server: they must not hold the API's threads."""
+    import threading
+
+    client.app.app.add_url_rule("/not-ui/thread", "not_ui_thread", lambda: threading.current_thread().name)
+    assert client.get("/ui/fake/thread").text.startswith("WSGI-UI")
+    other = client.get("/not-ui/thread").text
+    assert other.startswith("WSGI") and not other.startswith("WSGI-UI")
+
+
+def test_a_flash_message_never_restores_a_rotated_refresh_token(client: TestClient) -> None:
+    """A request holding an old copy of the session saves a flash message after another request
+    rotated the tokens: the saved session keeps the new refresh token."""
+    from flask import g
+
+    from helixgate_ui import session as ui_session
+
+    flask_app = client.app.app
+    with flask_app.test_request_context("/ui/"):
+        store = ui_session.store()
+        live = store.create(username="alice", ttl=600, data={"access_token": "a1", "refresh_token": "r1"})
+        stale = store.load(live.cookie_value)
+        assert stale is not None
+        rotated = store.load(live.cookie_value)
+        assert rotated is not None
+        rotated.data.update(access_token="a2", refresh_token="r2")
+        store.save(rotated)
+        g.hg_ui_session = stale
+        ui_session.flash("saved", "success")
+        after = store.load(live.cookie_value)
+        assert after is not None
+        assert after.data["refresh_token"] == "r2" and after.data["flash"] == [["success", "saved"]]
+        assert ui_session.pop_flashes() == [("success", "saved")]
+        final = store.load(live.cookie_value)
+        assert final is not None and "flash" not in final.data and final.data["refresh_token"] == "r2"
+        # the sealed column is ciphertext: a wrong secret opens nothing
+        sid = live.cookie_value.split(".", 1)[0]
+        assert store.load(sid + ".not-the-secret") is None
