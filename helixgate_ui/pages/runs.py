@@ -12,14 +12,15 @@ live in ``runs_model`` (plain functions, unit-tested).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from helixgate.client import ClientError
-from helixgate.errors import BadRequest, HelixGateError, UpstreamError
+from helixgate.errors import BadRequest, HelixGateError, NotFound, UpstreamError
 from helixgate.integrity import normalize_sha256
 from helixgate.sdk import DRS, TRS, WES, HelixGate, object_id_of, sha256_of
 from helixgate_ui import NavItem, session
@@ -43,6 +44,18 @@ def _permissions() -> frozenset[str]:
 
 def _q(value: str) -> str:
     return quote(value, safe="")
+
+
+_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+
+
+@blueprint.url_value_preprocessor
+def _ids(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """Run and task ids go into API paths: anything but a plain id (a decoded '?', '#', '..')
+    is a page that does not exist, never part of another API request."""
+    for key in ("run_id", "task_id"):
+        if values and key in values and not _ID.match(str(values[key])):
+            raise NotFound(f"no such {key.split('_')[0]}")
 
 
 @blueprint.errorhandler(HelixGateError)
@@ -110,7 +123,7 @@ def run_live(run_id: str) -> tuple[str, int]:
 def run_log(run_id: str, stream: str) -> tuple[str, int]:
     """The run's combined stdout/stderr (the tail), re-polled until the run is finished."""
     if stream not in ("stdout", "stderr"):
-        abort(404)
+        raise NotFound("a log is stdout or stderr")
     hg = _hg()
     state = hg.run_status(run_id)
     text, cut = m.tail(hg.run_stream(run_id, stream))
@@ -122,7 +135,7 @@ def run_log(run_id: str, stream: str) -> tuple[str, int]:
 @session.login_required
 def task_log(run_id: str, task_id: str, stream: str) -> Response:
     if stream not in ("stdout", "stderr"):
-        abort(404)
+        raise NotFound("a log is stdout or stderr")
     text = _hg().run_stream(run_id, stream, task_id=task_id)
     return Response(text, mimetype="text/plain", headers={"Content-Disposition": "inline"})
 
@@ -137,7 +150,7 @@ def download_output(run_id: str, index: int) -> Response:
     hg = _hg()
     out = m.output_at(hg.run_log(run_id), index)
     if out is None:
-        abort(404)
+        raise NotFound(f"run {run_id} has no output {index}")
     obj = hg.get_object(object_id_of(out.uri))
     expected, size = sha256_of(obj), int(obj.get("size") or 0)
     if out.checksum and normalize_sha256(out.checksum) != expected:

@@ -270,6 +270,9 @@ def test_a_viewer_and_an_auditor_see_less(browser_page: Any, console_log: Any, w
     page.goto(f"{base}/ui/runs/{run_id}")  # another user's run is as absent as a missing one
     expect(page.get_by_role("heading", level=1)).to_have_text("Not found")
     assert obj["id"] not in page.content() and "wf.cwl" not in page.content()
+    console_log.allow_status(404)  # an id that is not one never reaches an API request
+    response = page.goto(f"{base}/ui/runs/{run_id}%3Fpage_size=1")
+    assert response is not None and response.status == 404
     console_log.allow_status(403)
     page.goto(f"{base}/ui/runs/new")
     expect(page.get_by_role("alert")).to_contain_text("submitting runs needs the analyst role")
