@@ -128,7 +128,8 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     assert [t.strip() for t in page.locator(".task-name").all_inner_texts()] == ["upper", "sort", "count"]
     expect(page.locator("svg.bar")).to_have_count(3)
     first = tasks.nth(0)
-    first.locator("summary").click()
+    first.locator("summary").focus()  # the evidence opens from the keyboard
+    page.keyboard.press("Enter")
     evidence = first.locator("details.evidence")
     expect(evidence.locator("dd.ok")).to_have_text("verified")
     expect(evidence).to_contain_text(world.image.image_id)
