@@ -480,6 +480,8 @@ class LoginService:
     def issue_code(self, request: AuthorizationRequest, username: str) -> str:
         code = secrets.token_urlsafe(32)
         with self.db.session() as s:
+            # housekeeping: codes long expired (kept a while so a late replay is still recognised)
+            s.execute(delete(AuthCodeRow).where(AuthCodeRow.expires_at < utcnow() - timedelta(days=1)))
             s.add(
                 AuthCodeRow(
                     code_sha256=_sha256(code),
@@ -745,6 +747,8 @@ class LoginService:
         refresh = secrets.token_urlsafe(32)
         end = family_end or now + timedelta(seconds=self.settings.refresh_token_lifetime)
         with self.db.session() as s:
+            if new_family:  # housekeeping: logins that ended long ago
+                s.execute(delete(RefreshTokenRow).where(RefreshTokenRow.expires_at < now - timedelta(days=1)))
             s.add(
                 RefreshTokenRow(
                     token_sha256=_sha256(refresh),

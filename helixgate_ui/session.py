@@ -496,6 +496,9 @@ def login() -> Response:
     verifier; the browser goes to the provider with only the S256 challenge."""
     verifier = secrets.token_urlsafe(48)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    earlier = current_session()
+    if earlier is not None and not earlier.username:
+        store().delete(earlier.sid)  # a login started again: one pending session per browser
     pending = store().create(
         username=None,
         ttl=PENDING_TTL,
@@ -549,7 +552,13 @@ def callback() -> Response | tuple[str, int]:
         return _login_problem(str(exc))
     store().delete(pending.sid)  # a new session id after login: no fixation
     data = _token_data(body)
-    me = ApiClient(public_url(), data["access_token"], verify=_verify(), retries=1).get_object("/helixgate/v1/me")
+    try:
+        me = ApiClient(public_url(), data["access_token"], verify=_verify(), retries=1).get_object("/helixgate/v1/me")
+    except ClientError as exc:
+        # signed in at the provider, but this deployment does not accept the user (not
+        # registered, inactive): end the provider's login too, and say why
+        _revoke(data.get("refresh_token"))
+        return _login_problem(f"You signed in, but HelixGate refused your account: {exc.message}")
     session = store().create(
         username=str(me["username"]),
         ttl=platform().settings.refresh_token_lifetime,
@@ -570,22 +579,27 @@ def logout() -> Response:
     """Revoke the refresh token at the provider (RFC 7009), forget the session, clear the cookie."""
     session = current_session()
     if session is not None:
-        refresh = session.data.get("refresh_token")
-        prov = provider()
-        if refresh and prov.revocation_endpoint:
-            try:
-                requests.post(
-                    prov.revocation_endpoint,
-                    data={"token": refresh, "token_type_hint": "refresh_token", "client_id": prov.client_id},
-                    timeout=15,
-                    verify=_verify(),
-                )
-            except requests.RequestException:
-                log.warning("web UI logout: the revocation endpoint could not be reached")
+        _revoke(session.data.get("refresh_token"))
         store().delete(session.sid)
     g.hg_ui_session = None
     g.hg_ui_user = None
     return _set_cookie(cast(Response, redirect(url_for("ui.auth.signed_out"), code=303)), None)
+
+
+def _revoke(refresh: Any) -> None:
+    """RFC 7009 at the provider, best effort (the session is forgotten either way)."""
+    prov = provider()
+    if not isinstance(refresh, str) or not refresh or not prov.revocation_endpoint:
+        return
+    try:
+        requests.post(
+            prov.revocation_endpoint,
+            data={"token": refresh, "token_type_hint": "refresh_token", "client_id": prov.client_id},
+            timeout=15,
+            verify=_verify(),
+        )
+    except requests.RequestException:
+        log.warning("web UI: the revocation endpoint could not be reached")
 
 
 @bp.get("/signed-out")

@@ -151,3 +151,44 @@ def test_login_with_an_unknown_client_is_refused_clearly(ui_server: LiveServer, 
     r = _cli(ui_server, tmp_path / "c.json", "login", "--client-id", "evil")
     assert r.returncode == 1 and "invalid_client" in r.stderr
     assert not (tmp_path / "c.json").exists()
+
+
+def test_set_password_checks_length_and_clear_removes_it(ui_server: LiveServer, tmp_path: Path) -> None:
+    jan = make_ui_user(ui_server, "jan", "viewer")
+    short = subprocess.run(
+        [HELIXGATE, "users", "set-password", "jan", "--password-stdin"],
+        input="short\n",
+        env=ui_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
+    assert short.returncode == 1 and "10 to 1024 characters" in short.stderr and "short" not in short.stdout
+    unknown = subprocess.run(
+        [HELIXGATE, "users", "set-password", "nobody-here", "--password-stdin"],
+        input="long-enough-password\n",
+        env=ui_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
+    assert unknown.returncode == 1 and "user not found" in unknown.stderr
+    cleared = subprocess.run(
+        [HELIXGATE, "users", "set-password", "jan", "--clear"],
+        env=ui_server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
+    assert cleared.returncode == 0 and cleared.stdout.strip() == "password removed for jan"
+    s = requests.Session()
+    form = login_form(s.get(f"{ui_server.url}/ui/login").text)
+    r = s.post(
+        ui_server.url + form.action,
+        data={**form.fields, "username": "jan", "password": jan.password},
+        headers={"Origin": ui_server.url},
+    )
+    assert r.status_code == 401 and "Wrong username or password." in r.text

@@ -131,3 +131,28 @@ def test_cli_login_at_an_external_provider(two: tuple[LiveServer, LiveServer], t
     assert out.strip() == f"logged in to {a.url} as ivan"
     who = subprocess.run([HELIXGATE, "whoami"], env=env, capture_output=True, text=True, timeout=60, cwd=str(ROOT))
     assert who.returncode == 0 and who.stdout.strip() == "ivan (auditor)", who.stderr
+
+
+def test_a_provider_account_unknown_here_is_refused_and_its_login_revoked(
+    two: tuple[LiveServer, LiveServer],
+) -> None:
+    a, b = two
+    kim = make_ui_user(b, "kim", "viewer")  # exists at the provider only
+    s = requests.Session()
+    form_page = s.get(f"{a.url}/ui/login")
+    form = login_form(form_page.text)
+    r = s.post(
+        b.url + form.action,
+        data={**form.fields, "username": "kim", "password": kim.password},
+        headers={"Origin": b.url},
+    )
+    assert r.status_code == 400 and r.url.startswith(a.url + "/ui/callback")
+    assert "HelixGate refused your account" in r.text and "not registered" in r.text
+    assert s.get(f"{a.url}/ui/", allow_redirects=False).status_code == 302
+    provider_db = Database(f"sqlite:///{b.data_dir / 'helixgate.db'}")
+    try:
+        with provider_db.session() as db:
+            rows = list(db.scalars(select(RefreshTokenRow).where(RefreshTokenRow.username == "kim")))
+    finally:
+        provider_db.dispose()
+    assert rows and all(row.revoked_at is not None for row in rows)

@@ -213,3 +213,15 @@ def test_a_deactivated_user_is_sent_back_to_the_login(ui_server: LiveServer) -> 
     r = requests.get(f"{ui_server.url}/ui/", cookies={"hg_session": cookie}, allow_redirects=False)
     assert r.status_code == 302
     assert ui_login(requests.Session(), gina).url.startswith(ui_server.url + "/oidc/authorize")
+
+
+def test_starting_the_login_again_keeps_one_pending_session(ui_server: LiveServer, db: _Db) -> None:
+    import hashlib
+
+    s = requests.Session()
+    keys = []
+    for _ in range(3):
+        assert s.get(f"{ui_server.url}/ui/login", allow_redirects=False).status_code == 303
+        keys.append(hashlib.sha256(_cookie(s).partition(".")[0].encode()).hexdigest())
+    stored = {row.id_sha256 for row in db.session_rows()}
+    assert len(set(keys)) == 3 and keys[-1] in stored and not stored & set(keys[:-1])

@@ -386,3 +386,24 @@ def test_device_grant_refusals(core: Harness) -> None:
         "/oidc/device", data={"user_code": start["user_code"], "username": "alice", "password": PASSWORD}
     )
     _oauth_error(r, 400, "invalid_request")
+
+
+def test_long_expired_codes_and_logins_are_pruned(core: Harness) -> None:
+    from sqlalchemy import select
+
+    from helixgate.login import RefreshTokenRow
+
+    code, verifier, _ = _code(core)
+    old = _exchange(core, code, verifier).json()
+    long_ago = datetime.now(UTC) - timedelta(days=2)
+    with core.platform.db.session() as s:
+        s.execute(update(AuthCodeRow).values(expires_at=long_ago))
+        s.execute(update(RefreshTokenRow).values(expires_at=long_ago))
+    code, verifier, _ = _code(core)  # a new login prunes
+    assert _exchange(core, code, verifier).status_code == 200
+    with core.platform.db.session() as s:
+        codes = list(s.scalars(select(AuthCodeRow)))
+        logins = list(s.scalars(select(RefreshTokenRow)))
+    assert len(codes) == 1 and codes[0].expires_at > datetime.now(UTC)
+    assert len(logins) == 1 and logins[0].expires_at > datetime.now(UTC)
+    _oauth_error(_refresh(core, old["refresh_token"]), 400, "invalid_grant")
