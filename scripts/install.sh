@@ -3,6 +3,7 @@
 #   system packages: docker.io (engine), busybox-static (offline test images),
 #                    docker-registry (a real OCI registry), postgresql (integration tests),
 #                    nodejs + bubblewrap (CWL expressions run in a node sandboxed by bwrap),
+#                    slurmctld + slurmd + slurm-client + munge (a one-machine Slurm cluster),
 #                    chromium (browser tests of the web UI, driven by Playwright)
 #   python:          a virtual environment in .venv with helixgate and its extras (playwright
 #                    included: it launches /usr/bin/chromium, so no browser is downloaded)
@@ -16,6 +17,10 @@ command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] ||
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+command -v slurmctld >/dev/null 2>&1 || need_apt+=(slurmctld)
+command -v slurmd >/dev/null 2>&1 || need_apt+=(slurmd)
+command -v sbatch >/dev/null 2>&1 || need_apt+=(slurm-client)
+command -v munged >/dev/null 2>&1 || need_apt+=(munge)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install: apt packages ${need_apt[*]}"

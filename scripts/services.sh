@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start (idempotently) the real services the integration tests use, all on 127.0.0.1:
 #   containerd + dockerd, an OCI registry on :5000, PostgreSQL 15 on :5432 (database
-#   helixgate_test, user helixgate), a moto server (S3 + SQS) on :5900.
+#   helixgate_test, user helixgate), a moto server (S3 + SQS) on :5900, and a one-machine
+#   Slurm cluster of our own (scripts/slurm_cluster.sh: munged, slurmctld, slurmd hgnode1 and
+#   hgnode2; clients reach it through SLURM_CONF).
 # Writes the connection settings to .services.env for the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,9 +69,14 @@ if ! curl -fsS http://127.0.0.1:5900/moto-api/ >/dev/null 2>&1; then
   wait_for moto curl -fsS http://127.0.0.1:5900/moto-api/
 fi
 
+# --- Slurm (our own munged, slurmctld and two slurmd node names; see scripts/slurm_cluster.sh)
+slurm_conf=$(bash scripts/slurm_cluster.sh | tail -n 1)
+
 cat > .services.env <<ENV
 HELIXGATE_TEST_POSTGRES_URL=postgresql+psycopg://helixgate:helixgate@127.0.0.1:5432/helixgate_test
 HELIXGATE_TEST_MOTO_URL=http://127.0.0.1:5900
 HELIXGATE_TEST_REGISTRY=127.0.0.1:5000
+HELIXGATE_TEST_SLURM_CONF=$slurm_conf
+SLURM_CONF=$slurm_conf
 ENV
-echo "services: docker, registry 127.0.0.1:5000, postgresql, moto 127.0.0.1:5900 are up"
+echo "services: docker, registry 127.0.0.1:5000, postgresql, moto 127.0.0.1:5900, slurm ($slurm_conf) are up"

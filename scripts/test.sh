@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole HelixGate test suite on a fresh Debian machine (idempotent):
-# installs what is missing, starts Docker, the OCI registry, PostgreSQL and a moto
-# server, fetches the pinned official GA4GH documents (scripts/fetch_ga4gh_specs.py, cached,
+# installs what is missing, starts Docker, the OCI registry, PostgreSQL, a moto server and a
+# one-machine Slurm cluster, fetches the pinned official GA4GH documents (scripts/fetch_ga4gh_specs.py, cached,
 # SHA-256 checked) unless HELIXGATE_GA4GH_SPECS names a directory holding them, checks the
 # generated OpenAPI files and lint, then runs pytest.
 #   scripts/test.sh [pytest args]      e.g. scripts/test.sh tests/unit -x
