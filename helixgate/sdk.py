@@ -550,6 +550,11 @@ class HelixGate:
             if not token:
                 return tasks
 
+    def run_evidence(self, run_id: str) -> list[dict[str, Any]]:
+        """What the verification gate checked for each task (signer, image digests, each input's
+        expected vs actual SHA-256) and why a task was refused (a HelixGate extension)."""
+        return list(self.api.get_object(f"{WES}/x-helixgate/runs/{quote(run_id, safe='')}/evidence")["tasks"])
+
     def cancel_run(self, run_id: str) -> None:
         self.api.request("POST", f"{WES}/runs/{run_id}/cancel")
 

@@ -82,6 +82,11 @@ def get_task(run_id: str, task_id: str) -> dict[str, Any]:
     return shapes.task_log(_svc().get_task(_viewer(), run_id, task_id), _base_url())
 
 
+def get_run_evidence(run_id: str) -> dict[str, Any]:
+    set_target(run_id)
+    return shapes.run_evidence(run_id, _svc().run_evidence(_viewer(), run_id))
+
+
 def cancel_run(run_id: str) -> dict[str, Any]:
     set_target(run_id)
     c = caller()

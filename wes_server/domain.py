@@ -211,6 +211,11 @@ class WorkflowService:
         self.runs.visible(run_id, viewer.username, viewer.see_all)
         return self.runs.task(run_id, task_id)
 
+    def run_evidence(self, viewer: Viewer, run_id: str) -> list[TaskRow]:
+        """Every task of the run, in start order, with what the gate checked."""
+        self.runs.visible(run_id, viewer.username, viewer.see_all)
+        return self.runs.all_tasks(run_id)
+
     def task_output(self, viewer: Viewer, run_id: str, task_id: str, stream: str) -> bytes:
         self.runs.visible(run_id, viewer.username, viewer.see_all)
         task = self.runs.task(run_id, task_id)

@@ -235,6 +235,7 @@ class GateRefusal(HelixGateError):
     """The verification gate refused a task (wraps the precise integrity error)."""
 
     status = 422
+    image: VerifiedImage | None = None  # set when the image had verified before an input was refused
 
 
 @dataclass(frozen=True)
@@ -289,11 +290,12 @@ class TaskInput:
 @dataclass(frozen=True)
 class CheckedInput:
     path: str  # in the container
-    sha256: str
+    sha256: str  # of the staged bytes, hashed while staging
     source: str  # the record that vouched for it
+    expected: str = ""  # the checksum that record holds (equal to sha256, or the task was refused)
 
     def as_json(self) -> dict[str, str]:
-        return {"path": self.path, "sha256": self.sha256, "source": self.source}
+        return {"path": self.path, "sha256": self.sha256, "expected": self.expected, "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -392,7 +394,7 @@ class TaskGate:
             for src, rel in input_files(entry.kind, entry.origin):
                 actual, rec = stage_input(self.registry, src, host_root / (rel or os.path.basename(entry.target)))
                 path = entry.target if not rel else os.path.join(entry.target, rel)
-                checked.append(CheckedInput(path, actual, rec.source))
+                checked.append(CheckedInput(path, actual, rec.source, rec.sha256))
             target_host = host_root / os.path.basename(entry.target) if entry.kind == "File" else host_root
             mounts.append((str(target_host), entry.target))
         for root, dirs, _ in os.walk(inputs_dir):
@@ -411,17 +413,21 @@ class TaskGate:
         inputs_dir: Path,
     ) -> Admission:
         """Every phase, in order; the first failure is reported and refuses the task."""
+        image: VerifiedImage | None = None
         try:
             image = self.image(reference, prefer)
             staged = self.stage_inputs(inputs, inputs_dir)
         except IntegrityError as exc:
-            raise self.refuse(task_id, exc) from None
+            refusal = self.refuse(task_id, exc)
+            refusal.image = image  # the evidence says what had verified before the refusal
+            raise refusal from None
         return Admission(image, staged)
 
     def refuse(self, task_id: str, exc: IntegrityError) -> GateRefusal:
         """Report ``exc`` and return the refusal that stops the task."""
         self.sink.refused(exc, task_id)
-        return GateRefusal(f"task {task_id} refused before start: {exc.message}")
+        # details keep what differed (subject, expected, actual) for the task's evidence
+        return GateRefusal(f"task {task_id} refused before start: {exc.message}", details=dict(exc.details))
 
 
 def input_files(kind: str, resolved: str) -> list[tuple[str, str]]:

@@ -88,6 +88,8 @@ class TaskRow(Base):
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     inputs: Mapped[list] = mapped_column(JSON, default=list)  # [{path, sha256, expected, source}]
+    # what the gate proved ({image: {signer, ...}}) or why it refused ({refusal: {message, expected, actual}})
+    verification: Mapped[dict | None] = mapped_column(JSON, default=dict)
     outputs: Mapped[list] = mapped_column(JSON, default=list)  # [{path, sha256, size}]
     system_logs: Mapped[list] = mapped_column(JSON, default=list)
     resources: Mapped[dict] = mapped_column(JSON, default=dict)

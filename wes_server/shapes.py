@@ -101,6 +101,58 @@ def task_list(rows: Sequence[TaskRow], next_page_token: str, base_url: str) -> d
     return {"task_logs": [task_log(r, base_url) for r in rows], "next_page_token": next_page_token}
 
 
+def task_evidence(row: TaskRow) -> dict[str, Any]:
+    """What the gate checked for one task: the image (and, once verified, what its signature
+    proved), each staged input's expected vs actual SHA-256, the outputs it hashed, and the
+    refusal when there was one."""
+    verification = row.verification or {}
+    proved = verification.get("image") or {}
+    image: dict[str, Any] = {"reference": row.image or "", "verified": bool(proved)}
+    for key in ("image_id", "pinned_ref", "signer", "tool_id", "version_id"):
+        if proved.get(key):
+            image[key] = str(proved[key])
+    if "image_id" not in image and row.image_id:
+        image["image_id"] = row.image_id
+    inputs = [
+        _known(
+            {
+                "path": str(i.get("path", "")),
+                "source": str(i.get("source", "")),
+                "expected": i.get("expected") or None,  # tasks run before the field existed lack it
+                "actual": str(i.get("sha256", "")),
+            }
+        )
+        for i in row.inputs or []
+        if isinstance(i, dict)
+    ]
+    outputs = [
+        _known({"path": str(o.get("path", "")), "sha256": str(o.get("sha256", "")), "size": o.get("size")})
+        for o in row.outputs or []
+        if isinstance(o, dict)
+    ]
+    out = _known(
+        {
+            "task_id": row.id,
+            "name": row.name,
+            "state": row.state,
+            "start_time": iso(row.start_time),
+            "end_time": iso(row.end_time),
+            "exit_code": row.exit_code,
+            "image": image,
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+    )
+    refusal = verification.get("refusal")
+    if isinstance(refusal, dict) and refusal.get("message"):
+        out["refusal"] = {k: str(v) for k, v in refusal.items() if k in ("message", "subject", "expected", "actual")}
+    return out
+
+
+def run_evidence(run_id: str, rows: Sequence[TaskRow]) -> dict[str, Any]:
+    return {"run_id": run_id, "tasks": [task_evidence(r) for r in rows]}
+
+
 def _known(log: dict[str, Any]) -> dict[str, Any]:
     """WES Log fields are optional but never null: a time or exit code not known yet is left out."""
     return {k: v for k, v in log.items() if v is not None}

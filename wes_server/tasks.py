@@ -47,7 +47,7 @@ from helixgate.integrity import sha256_file
 from helixgate.paths import PathEscape, check_relative_path, write_inside
 from wes_server.containers import TaskCancelled, TaskContainerResult, TaskContainerSpec
 from wes_server.execution import RunExecution, utcnow
-from wes_server.gate import GateRefusal, Recorded, TaskInput
+from wes_server.gate import GateRefusal, Recorded, TaskInput, VerifiedImage
 from wes_server.workflow_guard import inside
 
 log = logging.getLogger("helixgate.executor")
@@ -228,6 +228,7 @@ def run_task(ex: RunExecution, req: TaskRequest) -> TaskResult:
     runs = ex.runs
     result = TaskResult("permanentFail")
     evidence: list[str] = []
+    verification: dict[str, Any] = {}  # structured evidence, served by GET /x-helixgate/runs/{id}/evidence
     runs.add_task(
         ex.run.id,
         task_id,
@@ -265,6 +266,7 @@ def run_task(ex: RunExecution, req: TaskRequest) -> TaskResult:
                 for g in req.generated
             ),
         ]
+        verification = {"image": _image_evidence(image)}
         runs.update_task(
             ex.run.id,
             task_id,
@@ -273,6 +275,7 @@ def run_task(ex: RunExecution, req: TaskRequest) -> TaskResult:
             inputs=checked,
             resources=req.resources(),
             system_logs=evidence,
+            verification=verification,
         )
         ex.audit.executed(
             "wes.task.start",
@@ -307,8 +310,19 @@ def run_task(ex: RunExecution, req: TaskRequest) -> TaskResult:
     except TaskCancelled:
         runs.update_task(ex.run.id, task_id, state="CANCELED", end_time=utcnow())
     except (GateRefusal, TaskUnsupported) as exc:
+        refusal: dict[str, Any] = {}
+        if isinstance(exc, GateRefusal):
+            refusal = {
+                **({"image": _image_evidence(exc.image)} if exc.image is not None else {}),
+                "refusal": _refusal(exc),
+            }
         runs.update_task(
-            ex.run.id, task_id, state="EXECUTOR_ERROR", end_time=utcnow(), system_logs=[*evidence, exc.message[:2000]]
+            ex.run.id,
+            task_id,
+            state="EXECUTOR_ERROR",
+            end_time=utcnow(),
+            system_logs=[*evidence, exc.message[:2000]],
+            verification={**verification, **refusal},
         )
         if isinstance(exc, TaskUnsupported):
             runs.append_system_log(ex.run.id, f"task {task_id}: {exc.message[:500]}")
@@ -321,6 +335,27 @@ def run_task(ex: RunExecution, req: TaskRequest) -> TaskResult:
     finally:
         shutil.rmtree(stage / "inputs", ignore_errors=True)
     return result
+
+
+def _image_evidence(image: VerifiedImage) -> dict[str, str]:
+    """What the gate proved about a task's image (served as the task's evidence)."""
+    return {
+        "image_id": image.image_id,
+        "pinned_ref": image.pinned_ref,
+        "signer": image.signer,
+        "tool_id": image.tool_id,
+        "version_id": image.version_id,
+    }
+
+
+def _refusal(exc: GateRefusal) -> dict[str, str]:
+    """What the gate refused and why (expected vs actual when the check compared values)."""
+    out = {"message": exc.message[:2000]}
+    for key in ("subject", "expected", "actual"):
+        value = exc.details.get(key)
+        if value:
+            out[key] = str(value)[:500]
+    return out
 
 
 def _run_container(

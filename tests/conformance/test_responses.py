@@ -101,6 +101,11 @@ def test_wes_operations_validate(client: ValidatingClient, seeded: Seeded) -> No
     assert client.get(f"/ga4gh/wes/v1/runs/{rid}/status", headers=h).json()["state"] == "COMPLETE"
     assert client.get(f"/ga4gh/wes/v1/runs/{rid}/tasks", headers=h).status_code == 200
     assert client.get(f"/ga4gh/wes/v1/runs/{rid}/tasks/no-such-task", headers=h).status_code == 404
+    # the evidence extension validates against its HelixGate schema (openapi/extensions/wes.yaml)
+    evidence = client.get(f"/ga4gh/wes/v1/x-helixgate/runs/{rid}/evidence", headers=h)
+    assert evidence.status_code == 200, evidence.text
+    listed = client.get(f"/ga4gh/wes/v1/runs/{rid}/tasks", headers=h).json()["task_logs"]
+    assert [t["task_id"] for t in evidence.json()["tasks"]] == [t["id"] for t in listed]
     submitted = client.post(
         "/ga4gh/wes/v1/runs",
         headers=h,

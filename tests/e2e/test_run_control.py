@@ -4,6 +4,7 @@ container once the reconciler ran, and the sqs queue drives the same verified ru
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 import uuid
@@ -96,6 +97,13 @@ def test_intermediate_modified_between_steps_is_refused(world: World) -> None:
     assert "sha256 mismatch" in text and "task" in text, text
     tasks = {t["name"]: t for t in world.analyst.run_tasks(run_id)}
     assert tasks["c"].get("exit_code") is None  # c never ran
+    # the refused task's evidence names the forged input: the recorded checksum vs the staged bytes'
+    refused = next(e for e in world.analyst.run_evidence(run_id) if e["task_id"] == tasks["c"]["id"])
+    produced = next(e for e in world.analyst.run_evidence(run_id) if e["task_id"] == tasks["a"]["id"])
+    assert refused["refusal"]["expected"] == produced["outputs"][0]["sha256"], refused
+    assert refused["refusal"]["actual"] == hashlib.sha256(b"FORGED\n").hexdigest(), refused
+    assert "sha256 mismatch" in refused["refusal"]["message"]
+    assert refused["image"]["verified"] is True and refused["inputs"] == []  # the image passed; no input was let in
     events = world.server.cli("audit", "query", "--category", "security", "--json", token=world.server.admin_token())
     assert events.returncode in (0, 1)  # admins are not auditors; the trail is checked below
     assert _containers(run_id) == []

@@ -47,6 +47,19 @@ def test_three_step_workflow_runs_verified_and_outputs_verify_in_drs(world: Worl
     tasks = world.analyst.run_tasks(run_id)
     assert [t["name"] for t in tasks] == ["upper", "sort", "count"]
     assert all(t["exit_code"] == 0 for t in tasks)
+    # the evidence of each task: the signed image it ran and every input's expected vs actual sha256
+    evidence = world.analyst.run_evidence(run_id)
+    assert [e["task_id"] for e in evidence] == [t["id"] for t in tasks]
+    for e in evidence:
+        image = e["image"]
+        assert image["verified"] is True and image["image_id"] == world.image.image_id, e
+        assert (image["tool_id"], image["version_id"]) == (world.tool_id, world.version_id)
+        assert image["signer"] and image["pinned_ref"].endswith(world.image.digest), e
+        assert len(e["inputs"]) == 1 and "refusal" not in e, e
+        assert e["inputs"][0]["expected"] == e["inputs"][0]["actual"], e
+    assert evidence[0]["inputs"][0]["actual"] == hashlib.sha256(TEXT).hexdigest()
+    assert evidence[0]["inputs"][0]["source"] == world.drs_uri(obj["id"])
+    assert evidence[1]["inputs"][0]["actual"] == evidence[0]["outputs"][0]["sha256"]  # sort reads upper's output
     # outputs are DRS objects whose checksums match their bytes
     outputs = log["outputs"]
     sorted_uri, count_uri = outputs["sorted_lines"]["location"], outputs["line_count"]["location"]

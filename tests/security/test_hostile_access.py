@@ -101,6 +101,7 @@ def test_analyst_cannot_read_cancel_or_list_another_users_run(hostile: Harness) 
         f"{WES}/x-helixgate/runs/{run_id}/log/stdout",
         f"{WES}/x-helixgate/runs/{run_id}/log/stderr",
         f"{WES}/x-helixgate/runs/{run_id}/tasks/any-task/stdout",
+        f"{WES}/x-helixgate/runs/{run_id}/evidence",
     ]
     for path in paths:
         r = hostile.client.get(path, headers=bob)

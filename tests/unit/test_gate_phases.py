@@ -221,7 +221,12 @@ def test_input_phase_stages_read_only_copies_checked_against_their_record(world:
     assert target == "/var/lib/cwl/in.txt" and Path(host).read_bytes() == b"alpha\n"
     assert not os.stat(host).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     assert [c.as_json() for c in staged.checked] == [
-        {"path": "/var/lib/cwl/in.txt", "sha256": hashlib.sha256(b"alpha\n").hexdigest(), "source": "drs://h/abc"}
+        {
+            "path": "/var/lib/cwl/in.txt",
+            "sha256": hashlib.sha256(b"alpha\n").hexdigest(),
+            "expected": hashlib.sha256(b"alpha\n").hexdigest(),  # the record's checksum, shown as evidence
+            "source": "drs://h/abc",
+        }
     ]
 
 
@@ -278,6 +283,8 @@ def test_admit_reports_the_first_failure_once_and_stages_nothing_after_an_image_
     assert info.value.message.startswith("task 001-t refused before start: local image id differs")
     ((exc, task_id),) = world.sink.refusals
     assert task_id == "001-t" and (exc.expected, exc.actual) == (CONFIG, OTHER)
+    # the refusal keeps what differed, for the task's evidence
+    assert info.value.details == {"subject": f"{IMAGE}@{MANIFEST}", "expected": CONFIG, "actual": OTHER}
     assert not (world.tmp / "s").exists()  # no input was read for a refused image
 
 
@@ -306,3 +313,17 @@ def test_trust_material_and_bundles_are_fetched_again_only_after_a_minute(
     now[0] += 61  # a revoked key stops verifying within a minute
     world.gate.signature(f"{IMAGE}:1.0")
     assert calls == ["bundle", "trust", "bundle", "trust"]
+
+
+def test_a_refused_input_keeps_the_verified_image_and_what_differed_for_the_evidence(world: World) -> None:
+    recorded = hashlib.sha256(b"alpha\n").hexdigest()
+    src = world.recorded("in.txt", b"FORGED\n", source="task 001-a", sha=recorded)
+    with pytest.raises(GateRefusal) as info:
+        world.gate.admit("002-t", f"{IMAGE}:1.0", TOOL, [TaskInput("File", src, "/in")], world.tmp / "s")
+    assert info.value.image is not None and info.value.image.image_id == CONFIG
+    assert info.value.details["expected"] == recorded
+    assert info.value.details["actual"] == hashlib.sha256(b"FORGED\n").hexdigest()
+    with pytest.raises(GateRefusal) as info:  # an image refusal: nothing had verified
+        world.images.local_id = OTHER
+        world.gate.admit("003-t", f"{IMAGE}:1.0", TOOL, [], world.tmp / "s2")
+    assert info.value.image is None
