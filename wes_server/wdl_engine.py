@@ -56,6 +56,10 @@ class GateRefused(Terminated):
     """The worker did not run the task (gate refusal, cancellation, malformed request): the
     run stops here. A ``Terminated`` so that miniwdl never retries it."""
 
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.args = (reason,)  # miniwdl's Terminated takes no message; the run log shows this one
+
 
 def _within(path: str, directory: str) -> bool:
     return os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)]) == os.path.abspath(directory)
@@ -82,7 +86,7 @@ class GatedTaskContainer(TaskContainer):
             if not _within(host_path.rstrip("/"), workdir):
                 reason = "a WDL File may only name the run's own files (attached, downloaded or produced)"
                 _STATE["channel"].send({"op": "refused", "reference": host_path[:300], "reason": reason})
-                raise GateRefused()
+                raise GateRefused(f"{host_path[:300]} refused: {reason}")
         super().add_paths(paths)
 
     def task_request(self, command: str) -> dict[str, Any]:
@@ -136,7 +140,8 @@ class GatedTaskContainer(TaskContainer):
         if terminating():
             raise Terminated()
         if not isinstance(code, int):
-            raise GateRefused()
+            # the worker already logged why (the gate's expected vs actual) in the run log
+            raise GateRefused(f"the worker did not run task {self.run_id} (the gate's reason is logged above)")
         return code
 
 

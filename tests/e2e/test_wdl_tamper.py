@@ -38,6 +38,9 @@ def _refused_before_any_container(world: World, run_id: str, since: float) -> st
     assert all(t.get("exit_code") is None for t in world.analyst.run_tasks(run_id)), text
     assert _created_containers(run_id, since) == [], text
     assert _has_event(world.server, "integrity.failed", run_id=run_id), text
+    # the engine's closing line names the refused task instead of an empty exception
+    assert "GateRefused: ;" not in text and not text.rstrip().endswith("GateRefused:"), text
+    assert "the worker did not run task" in text or "refused:" in text, text
     return text
 
 
