@@ -69,6 +69,17 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _inputs_document(path: str) -> tuple[dict[str, Any], Path]:
+    """The JSON object of ``--inputs-json`` and the folder its relative file paths start from."""
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(loaded, dict):
+        raise BadRequest(f"{path} must hold a JSON object of inputs")
+    return loaded, Path(path).resolve().parent
+
+
 def _split_kv(item: str, option: str, form: str = "KEY=VALUE") -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key:
@@ -443,10 +454,7 @@ def _wdl_params(args: argparse.Namespace, doc: Any) -> tuple[dict[str, Any], dic
 
     params: dict[str, Any] = {}
     if args.inputs_json:
-        loaded = json.loads(Path(args.inputs_json).read_text())
-        if not isinstance(loaded, dict):
-            raise BadRequest(f"{args.inputs_json} must hold a JSON object of inputs")
-        params = convert(loaded, Path(args.inputs_json).resolve().parent)
+        params = convert(*_inputs_document(args.inputs_json))
     for item in args.input or []:
         name, raw = _split_kv(item, "--input", "NAME=VALUE")
         value: Any = raw
@@ -542,10 +550,7 @@ def cmd_run_submit(args: argparse.Namespace) -> int:
         return _submit_wdl(args, tags)
     params: dict[str, Any] = {}
     if args.inputs_json:
-        doc = json.loads(Path(args.inputs_json).read_text())
-        if not isinstance(doc, dict):
-            raise BadRequest(f"{args.inputs_json} must hold a JSON object of inputs")
-        params = _mark_local_files(doc, Path(args.inputs_json).resolve().parent)
+        params = _mark_local_files(*_inputs_document(args.inputs_json))
     for item in args.input or []:
         name, value = _split_kv(item, "--input", "NAME=VALUE")
         params[name] = _cli_input(value)

@@ -141,6 +141,13 @@ def test_local_inputs_need_drs_write(world: World, tmp_path: Path) -> None:
         server.cli("run", "submit", str(world.workflow), "--inputs-json", str(inputs), token=world.analyst),
         f"{local} is a local file",
     )
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"text": ')
+    line = one_line_error(
+        server.cli("run", "submit", str(world.workflow), "--inputs-json", str(broken), token=world.analyst),
+        f"{broken} is not valid JSON",
+    )
+    assert "line 1" in line
     # a user who is both analyst and steward: the local file is uploaded first, then the run uses it
     both = server.user("sam", "analyst", "data-steward")
     shout = world.workflow.parent / "shout.cwl"
