@@ -23,6 +23,7 @@ from playwright.sync_api import expect
 from sqlalchemy.orm import Session
 
 from helixgate_app.demo_assets import workflow_files
+from tests.browser.a11y import assert_accessible
 from tests.browser.conftest import assert_security_headers
 from tests.e2e.conftest import World, make_world
 from tests.e2e.test_run_control import _slow_workflow
@@ -95,6 +96,7 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     actions = page.locator("ul.actions")
     expect(actions.get_by_role("link", name="Submit a workflow")).to_be_visible()
     _shot(page, "landing")
+    assert_accessible(page)
     actions.get_by_role("link", name="Submit a workflow").click()
     page.locator("#pick").select_option(f"{world.tool_id}:{world.version_id}")
     page.get_by_role("button", name="Choose").click()
@@ -103,6 +105,7 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     expect(picker.locator("option", has_text="fruit.txt")).to_have_count(1)
     assert hashlib.sha256(TEXT).hexdigest()[:12] in picker.inner_text()
     _shot(page, "submit")
+    assert_accessible(page)
     # parameters are validated before anything reaches WES
     page.locator("input[name='uri.text']").fill("/etc/passwd")
     console_log.allow_status(400)
@@ -140,6 +143,7 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     assert row.locator("code.digest").all_inner_texts() == [hashlib.sha256(TEXT).hexdigest()] * 2  # expected, actual
     expect(row.locator("td").last).to_have_text("match")
     _shot(page, "run")
+    assert_accessible(page)
     # outputs download through the UI with the user's token, verified on the way
     link = page.locator("table.outputs tr", has_text="sorted_lines").get_by_role("link")
     with page.expect_download() as info:
@@ -150,6 +154,7 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     expect(page.locator("table.runs tbody tr")).to_have_count(1)
     expect(page.locator("table.runs")).to_contain_text(run_id)
     _shot(page, "runs")
+    assert_accessible(page)
     page.goto(f"{base}/ui/runs/?tag=project:other")
     expect(page.locator(".empty")).to_have_text("No runs match.")
 

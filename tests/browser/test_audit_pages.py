@@ -11,7 +11,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.a11y import assert_labelled
+from tests.browser.a11y import assert_accessible
 from tests.browser.conftest import ConsoleLog, assert_security_headers
 from tests.browser.page_shots import shot
 from tests.browser.refusals import goto_refused
@@ -51,7 +51,7 @@ def test_auditor_filters_the_trail_sees_security_events_verifies_and_exports(
         expect(row).to_contain_text("mallory")
     assert "category=security" in page.url and "actor=mallory" in page.url
     shot(page, "audit-security-events")
-    assert_labelled(page)
+    assert_accessible(page)
 
     # an actor in a row narrows the trail to that actor's records
     page.get_by_label("Actor").fill("")

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from helixgate.client import ClientError
 from helixgate.sdk import HelixGate
-from tests.browser.a11y import assert_labelled, tab_to
+from tests.browser.a11y import assert_accessible, tab_to
 from tests.browser.conftest import ConsoleLog, assert_security_headers
 from tests.browser.page_shots import shot
 from tests.browser.refusals import forgive, goto_refused
@@ -44,7 +44,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
     response = page.goto(f"{ui_server.url}/ui/data/")
     assert response is not None
     assert_security_headers(response.headers)
-    assert_labelled(page)
+    assert_accessible(page)
     page.get_by_label("Name").fill("cohort-browser")
     page.get_by_role("button", name="Create dataset").click()
     expect(page.locator("h1")).to_have_text("Dataset cohort-browser")
@@ -52,7 +52,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
 
     page.get_by_role("link", name="Upload a file to this dataset").click()
     expect(page.get_by_label("Dataset")).to_have_value(dataset_id)
-    assert_labelled(page)
+    assert_accessible(page)
     page.get_by_label("File", exact=True).set_input_files(str(tmp_path / "sample 1.vcf"))
     # record what the progress bar shows while the browser streams the file (kept across the navigation)
     page.evaluate(
@@ -100,7 +100,7 @@ def test_steward_uploads_with_progress_and_grants_and_revokes_after_confirming(
     page.get_by_role("button", name="Grant", exact=True).click()
     expect(page.locator("#grants")).to_contain_text("alice")
     shot(page, "data-dataset")
-    assert_labelled(page)
+    assert_accessible(page)
     assert alice.get_object(object_id)["id"] == object_id
 
     # revoking works from the keyboard alone

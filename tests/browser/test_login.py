@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.browser.a11y import assert_accessible
 from tests.browser.conftest import assert_security_headers
 from tests.fixtures.ui import ui_login
 
@@ -39,6 +40,7 @@ def test_wrong_password_stays_on_the_form(browser_page: Any, console_log: Any, u
     page.get_by_label("Password").fill("not-the-password")
     page.get_by_role("button", name="Sign in").click()
     assert page.locator("#login-error").inner_text() == "Wrong username or password."
+    assert_accessible(page)  # the issuer's login form, with its error shown
     assert "/oidc/authorize" in page.url
     # not signed in: the UI sends the browser back to the login form
     page.goto(bob.server.url + "/ui/")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from helixgate.sdk import HelixGate
 from helixgate_app.demo_assets import workflow_files
-from tests.browser.a11y import assert_labelled
+from tests.browser.a11y import assert_accessible
 from tests.browser.conftest import ConsoleLog, assert_security_headers
 from tests.browser.page_shots import shot
 from tests.browser.refusals import forgive, goto_refused
@@ -69,7 +69,7 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
 
     page.goto(f"{ui_server.url}/ui/tools/")
     page.get_by_role("link", name="Create a tool").click()
-    assert_labelled(page)
+    assert_accessible(page)
     page.get_by_label("Organization", exact=True).fill("helixgate-test")
     page.get_by_label("Name", exact=True).fill(f"browser-{test_session_id}")
     page.get_by_role("button", name="Create").click()
@@ -77,7 +77,7 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
     expect(page.locator("main")).to_contain_text("dev")  # the owner
 
     page.get_by_role("link", name="Publish a version").click()
-    assert_labelled(page)
+    assert_accessible(page)
     page.get_by_label("Version", exact=True).fill("1.0.0")
     page.get_by_label("Images").fill(tag_ref)
     page.get_by_label("Primary descriptor").set_input_files(str(tmp_path / "workflow.cwl"))
@@ -100,7 +100,7 @@ def test_developer_creates_a_tool_publishes_a_version_and_sees_it_verified(
     expect(page.locator("#image-drift")).to_contain_text("current")
     assert page.url.endswith("/versions/1.0.0")  # swapped in place, no navigation
     shot(page, "tools-version")
-    assert_labelled(page)
+    assert_accessible(page)
 
     # a version id can be published once: the registry's refusal is shown above the form
     page.goto(page.url.rsplit("/versions/", 1)[0] + "/publish")
