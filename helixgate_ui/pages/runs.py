@@ -23,6 +23,7 @@ from helixgate.client import ClientError
 from helixgate.errors import BadRequest, HelixGateError, NotFound, UpstreamError
 from helixgate.integrity import normalize_sha256
 from helixgate.sdk import DRS, TRS, WES, HelixGate, object_id_of, sha256_of
+from helixgate.wdl_documents import load_wdl
 from helixgate_ui import NavItem, session
 from helixgate_ui.pages import runs_model as m
 
@@ -238,15 +239,58 @@ def _descriptor(hg: HelixGate, tool_id: str, version_id: str) -> str:
     return str(answer.get("content") or "")
 
 
-def _form_context(hg: HelixGate, tool_id: str, version_id: str) -> dict[str, Any]:
+def _wdl_document(hg: HelixGate, tool_id: str, version_id: str) -> Any:
+    """Every WDL file of the version, read from TRS with the user's token, loaded by the
+    restricted loader (imports only among these files; nothing on disk or the network)."""
+    base = f"{TRS}/tools/{_q(tool_id)}/versions/{_q(version_id)}/WDL"
+    main, paths = m.wdl_files(hg.api.get_json(f"{base}/files"))
+    files: dict[str, bytes] = {}
+    total = 0
+    for path in paths:
+        answer = hg.api.get_object(f"{base}/descriptor/{quote(path, safe='/')}")
+        files[path] = str(answer.get("content") or "").encode("utf-8")
+        total += len(files[path])
+        if total > m.MAX_DESCRIPTOR_BYTES:
+            raise BadRequest("the version's WDL files are too large to build a form from")
+    return load_wdl(files, main)
+
+
+def _split_pick(tool_id: str, version_id: str, language: str) -> tuple[str, str, str]:
+    """The picker sends ``tool:version:LANGUAGE`` in one field (``tool:version`` from older links)."""
+    if not version_id and ":" in tool_id:
+        head, _, last = tool_id.rpartition(":")
+        if last in m.LANGUAGES and ":" in head:
+            tool_id, language = head, last
+        tool_id, _, version_id = tool_id.rpartition(":")
+    return tool_id, version_id, language
+
+
+def _form_context(hg: HelixGate, tool_id: str, version_id: str, language: str) -> dict[str, Any]:
     tools = _tools(hg)
-    ctx: dict[str, Any] = {"tools": tools, "tool_id": tool_id, "version_id": version_id, "specs": [], "groups": []}
+    ctx: dict[str, Any] = {
+        "tools": tools,
+        "tool_id": tool_id,
+        "version_id": version_id,
+        "language": language,
+        "specs": [],
+        "groups": [],
+        "wdl": None,
+        "type_version": "",
+    }
     if tool_id and version_id:
-        ctx["specs"] = m.workflow_inputs(_descriptor(hg, tool_id, version_id))
-        ctx["groups"] = _object_groups(hg)
         tool = next((t for t in tools if t.tool_id == tool_id), None)
-        version = next((v for v in (tool.versions if tool else []) if v[0] == version_id), None)
-        ctx["signed"] = bool(version and version[2])
+        offered = [v for v in (tool.versions if tool else []) if v[0] == version_id]
+        if language not in m.LANGUAGES:  # not said: the version's first language
+            language = offered[0][3] if offered else "CWL"
+        ctx["language"] = language
+        if language == "WDL":
+            ctx["wdl"] = _wdl_document(hg, tool_id, version_id)
+            ctx["specs"] = m.wdl_inputs(ctx["wdl"])
+            ctx["type_version"] = m.wdl_type_version(ctx["wdl"])
+        else:
+            ctx["specs"] = m.workflow_inputs(_descriptor(hg, tool_id, version_id))
+        ctx["groups"] = _object_groups(hg)
+        ctx["signed"] = any(v[2] for v in offered)
     return ctx
 
 
@@ -255,11 +299,12 @@ def _form_context(hg: HelixGate, tool_id: str, version_id: str) -> dict[str, Any
 def new_run() -> str:
     if "wes:submit" not in _permissions():
         raise HelixGateError("submitting runs needs the analyst role", status=403)
-    tool_id = str(request.args.get("tool_id") or "")[:200]
-    version_id = str(request.args.get("version_id") or "")[:200]
-    if ":" in tool_id and not version_id:  # the picker sends tool:version in one field
-        tool_id, _, version_id = tool_id.rpartition(":")
-    ctx = _form_context(_hg(), tool_id, version_id)
+    tool_id, version_id, language = _split_pick(
+        str(request.args.get("tool_id") or "")[:200],
+        str(request.args.get("version_id") or "")[:200],
+        str(request.args.get("language") or "").upper()[:10],
+    )
+    ctx = _form_context(_hg(), tool_id, version_id, language)
     return render_template("runs/new.html", values={}, errors={}, tags="", **ctx)
 
 
@@ -269,26 +314,38 @@ def submit_run() -> Any:
     hg = _hg()
     tool_id = str(request.form.get("tool_id") or "")[:200]
     version_id = str(request.form.get("version_id") or "")[:200]
+    language = str(request.form.get("language") or "").upper()[:10]
     if not tool_id or not version_id:
         raise BadRequest("choose a tool version first")
-    ctx = _form_context(hg, tool_id, version_id)
-    values = m.form_values(ctx["specs"], request.form)
-    params, errors = m.validate_params(ctx["specs"], values)
+    ctx = _form_context(hg, tool_id, version_id, language)
+    specs: list[m.InputSpec] = ctx["specs"]
+    values = m.form_values(specs, request.form)
+    params, errors = m.validate_params(specs, values)
     tags_text = str(request.form.get("tags") or "")[:2000]
     tags, tag_error = m.parse_tags(tags_text)
     if tag_error:
         errors["tags"] = tag_error
-    for name, uri in ((s.name, params.get(s.name, {}).get("location")) for s in ctx["specs"] if s.type == "File"):
-        if uri and name not in errors:
+    if ctx["wdl"] is not None and not any(s.name in errors for s in specs):
+        errors.update(m.check_wdl_params(ctx["wdl"], specs, params))  # miniwdl's types, drs:// Files only
+    for name, uri in m.file_params(specs, params):
+        if name not in errors:
             try:  # readable by this user? (WES checks again at submission)
                 hg.get_object(object_id_of(uri))
             except ClientError as exc:
                 errors[name] = f"cannot read {uri}: {exc.message}"
+            except BadRequest as exc:
+                errors[name] = exc.message
     if errors:
         return render_template("runs/new.html", values=values, errors=errors, tags=tags_text, **ctx), 400
     host = urlsplit(hg.api.base_url).netloc  # the registry the UI reads tools from
+    url = f"trs://{host}/{tool_id}/{version_id}"
     try:
-        run_id = hg.submit_run(f"trs://{host}/{tool_id}/{version_id}", params, tags=tags)
+        if ctx["wdl"] is not None:
+            run_id = hg.submit_run(
+                url, params, tags=tags, workflow_type="WDL", workflow_type_version=ctx["type_version"]
+            )
+        else:
+            run_id = hg.submit_run(url, params, tags=tags)
     except ClientError as exc:
         if exc.status >= 500:
             raise

@@ -23,6 +23,7 @@ from werkzeug.routing import BuildError
 from helixgate.errors import BadRequest
 from helixgate.sdk import TERMINAL, OutputFile, output_files
 from helixgate.uris import parse_drs
+from helixgate.wdl_documents import WdlDocumentError, check_inputs, target_of, wdl_version
 
 RUN_STATES = (
     "QUEUED",
@@ -39,6 +40,8 @@ RUN_STATES = (
 )
 PAGE_SIZES = (10, 25, 50, 100)
 MAX_DESCRIPTOR_BYTES = 1024 * 1024
+MAX_WDL_FILES = 50
+LANGUAGES = ("CWL", "WDL")
 _TAG_PART = re.compile(r"^[^:\s][^:]{0,127}$")
 _EXPECTED_ACTUAL = re.compile(r"expected (\S+?),? got (\S+?)[.,;)]?(?:\s|$)")
 
@@ -444,10 +447,16 @@ class InputSpec:
     doc: str = ""
     default: Any = None
     declared: str = ""  # the type as written (shown next to a json field)
+    language: str = "CWL"  # CWL params are {"class": "File", ...}; WDL params are plain values
+    key: str = ""  # the workflow_params key ("wf.x" for WDL); the name when empty
 
     @property
     def field(self) -> str:
         return f"in.{self.name}"
+
+    @property
+    def param(self) -> str:
+        return self.key or self.name
 
 
 _SCALARS = {"File", "string", "int", "long", "float", "double", "boolean"}
@@ -528,19 +537,21 @@ def validate_params(specs: Sequence[InputSpec], form: Mapping[str, str]) -> tupl
     for spec in specs:
         raw = str(form.get(spec.field, "")).strip()
         if not raw:
-            if spec.type == "boolean":
-                params[spec.name] = False
+            if spec.type == "boolean" and not (spec.language == "WDL" and spec.optional):
+                params[spec.param] = False  # an unchecked box (a WDL optional one may stay unset)
             elif not spec.optional:
                 errors[spec.name] = "required"
             continue
         try:
-            params[spec.name] = _parse(spec, raw)
+            params[spec.param] = _parse(spec, raw)
         except BadRequest as exc:
             errors[spec.name] = exc.message
     return params, errors
 
 
 def _parse(spec: InputSpec, raw: str) -> Any:
+    if spec.type == "File" and spec.language == "WDL":
+        return raw  # a WDL File is a string: check_inputs decides (drs:// only, no host paths)
     if spec.type == "File":
         try:
             ref = parse_drs(raw)
@@ -581,16 +592,109 @@ def file_inputs(params: Mapping[str, Any]) -> list[str]:
     return [v["location"] for v in params.values() if isinstance(v, dict) and v.get("class") == "File"]
 
 
+def file_params(specs: Sequence[InputSpec], params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(input name, drs:// URI) of each File input given, in either language."""
+    out = []
+    for spec in specs:
+        value = params.get(spec.param)
+        if spec.type != "File" or value is None:
+            continue
+        uri = value.get("location") if isinstance(value, dict) else value
+        try:
+            if isinstance(uri, str) and parse_drs(uri) is not None:
+                out.append((spec.name, uri))
+        except BadRequest:
+            continue  # not a drs:// URI: the validation already said so
+
+    return out
+
+
+# ---------------------------------------------------------------------- WDL submission
+_WDL_KINDS = {"File": "File", "String": "string", "Int": "int", "Float": "float", "Boolean": "boolean"}
+
+
+def wdl_files(listing: Any) -> tuple[str, list[str]]:
+    """TRS ``GET .../WDL/files`` -> (the primary descriptor's path, every descriptor's path).
+    BadRequest when the version has no single WDL primary descriptor or too many files."""
+    entries = [e for e in listing if isinstance(e, dict)] if isinstance(listing, list) else []
+    paths = [
+        str(e.get("path") or "")
+        for e in entries
+        if e.get("file_type") in ("PRIMARY_DESCRIPTOR", "SECONDARY_DESCRIPTOR") and e.get("path")
+    ]
+    primaries = [str(e.get("path")) for e in entries if e.get("file_type") == "PRIMARY_DESCRIPTOR" and e.get("path")]
+    if len(primaries) != 1:
+        raise BadRequest(f"the version has {len(primaries)} WDL primary descriptors; the form needs exactly one")
+    if len(paths) > MAX_WDL_FILES:
+        raise BadRequest(f"the version has {len(paths)} WDL files; the form reads at most {MAX_WDL_FILES}")
+    return primaries[0], list(dict.fromkeys(paths))
+
+
+def wdl_inputs(doc: Any) -> list[InputSpec]:
+    """The inputs of a loaded WDL document's target (workflow, or its only task): File, String,
+    Int, Float and Boolean as typed fields, anything else (arrays, maps, structs) as JSON. An
+    input is optional when its type is (``T?``) or it has a default; params are namespaced
+    (``wf.x``) as miniwdl reads them."""
+    target = target_of(doc)
+    required = {b.name for b in target.required_inputs}
+    specs = []
+    for binding in target.available_inputs:
+        decl = binding.value
+        declared = str(decl.type)
+        base = declared.rstrip("?")
+        default = _wdl_default(decl.expr)
+        specs.append(
+            InputSpec(
+                name=binding.name,
+                type=_WDL_KINDS.get(base, "json"),
+                optional=binding.name not in required,
+                default=default,
+                declared=declared,
+                language="WDL",
+                key=f"{target.name}.{binding.name}",
+            )
+        )
+    return specs
+
+
+def _wdl_default(expr: Any) -> Any:
+    """A literal default (shown pre-filled); None for an expression (WDL evaluates it)."""
+    literal = getattr(expr, "literal", None) if expr is not None else None
+    value = getattr(literal, "value", None) if literal is not None else None
+    return value if isinstance(value, (str, int, float, bool)) else None
+
+
+def check_wdl_params(doc: Any, specs: Sequence[InputSpec], params: Mapping[str, Any]) -> dict[str, str]:
+    """miniwdl's verdict on ``params`` (types, required inputs, File = drs:// only), as an error
+    on the field it names, else on the form (``_form``); empty when WES may get them."""
+    try:
+        check_inputs(doc, params)
+    except WdlDocumentError as exc:
+        message = exc.message
+        for spec in sorted(specs, key=lambda s: -len(s.name)):
+            named = re.search(rf"(?<![\w.]){re.escape(spec.param)}(?!\w)", message)
+            if f"'{spec.name}'" in message or named:
+                return {spec.name: message}
+        return {"_form": message}
+    return {}
+
+
+def wdl_type_version(doc: Any) -> str:
+    """workflow_type_version of a WDL run: what the document declares."""
+    return wdl_version(doc)
+
+
 @dataclass(frozen=True)
 class ToolChoice:
     tool_id: str
     name: str
     organization: str
-    versions: list[tuple[str, str, bool]]  # (version id, label, signed)
+    versions: list[tuple[str, str, bool, str]]  # (version id, label, signed, language)
 
 
 def tool_choices(tools: Any) -> list[ToolChoice]:
-    """TRS ``GET /tools`` -> the tools with CWL versions an analyst can run."""
+    """TRS ``GET /tools`` -> the tools with CWL or WDL versions an analyst can run, one choice
+    per (version, language); the label says the language and its version (``WDL 1.0``)."""
     out = []
     for t in tools if isinstance(tools, list) else []:
         if not isinstance(t, dict) or not t.get("id"):
@@ -599,12 +703,15 @@ def tool_choices(tools: Any) -> list[ToolChoice]:
         for v in t.get("versions") or []:
             if not isinstance(v, dict) or not v.get("id"):
                 continue
-            types = v.get("descriptor_type") or []
-            if types and "CWL" not in types:
-                continue
+            types = v.get("descriptor_type") or ["CWL"]  # an older TRS without the field: CWL
+            type_versions = _obj(v.get("descriptor_type_version"))
             signed = bool(v.get("signed") or v.get("verified"))
-            label = str(v.get("name") or v.get("id"))
-            versions.append((str(v["id"]), label, signed))
+            name = str(v.get("name") or v.get("id"))
+            for language in (lang for lang in LANGUAGES if lang in types):
+                said = type_versions.get(language)
+                which = " ".join(str(x) for x in said) if isinstance(said, list) and said else ""
+                label = f"{name} ({language}{' ' + which if which else ''})"
+                versions.append((str(v["id"]), label, signed, language))
         if versions:
             out.append(
                 ToolChoice(str(t["id"]), str(t.get("name") or t["id"]), str(t.get("organization") or ""), versions)

@@ -1,6 +1,7 @@
 """The analysts' pages in a real browser (headless Chromium) against a live server with
-workers on the real Docker engine: submit a signed TRS tool version on a DRS object picked
-from a readable dataset (parameters validated first), follow the run to COMPLETE, read each
+workers on the real Docker engine: submit a signed TRS tool version (CWL, and WDL built from
+miniwdl's reading of its inputs) on a DRS object picked from a readable dataset (parameters
+validated first), follow the run to COMPLETE, read each
 task's verification evidence, download an output; cancel with a confirmation; a tampered
 tool version refused with its reason (expected vs actual); a viewer and an auditor see less.
 
@@ -98,7 +99,7 @@ def test_analyst_submits_follows_inspects_and_downloads(browser_page: Any, conso
     _shot(page, "landing")
     assert_accessible(page)
     actions.get_by_role("link", name="Submit a workflow").click()
-    page.locator("#pick").select_option(f"{world.tool_id}:{world.version_id}")
+    page.locator("#pick").select_option(f"{world.tool_id}:{world.version_id}:CWL")
     page.get_by_role("button", name="Choose").click()
     # the File input offers the readable dataset's object, with its checksum
     picker = page.locator("select[name='in.text']")
@@ -299,3 +300,54 @@ def test_a_viewer_and_an_auditor_see_less(browser_page: Any, console_log: Any, w
     assert second and not set(first) & set(second), (first, second)
     page.get_by_role("link", name="First page").click()
     assert page.locator("table.runs tbody td:first-child").all_inner_texts() == first
+
+
+def test_analyst_submits_a_wdl_version_checked_by_miniwdl_first(
+    browser_page: Any, console_log: Any, world: World
+) -> None:
+    ref = f"{world.image.repository}:{world.image.tag}"
+    world.dev.publish_version(
+        world.tool_id, "3.0.0", workflow_files(ref, "wdl"), [ref], primary="workflow.wdl", descriptor_type="WDL"
+    )
+    obj = world.steward.upload(TEXT, name="wdl-fruit.txt", dataset_id=world.dataset_id)
+    uri = world.drs_uri(obj["id"])
+    base = world.server.url
+    page = ui_login(browser_page, make_ui_user(world.server, "ann", "analyst"))
+    page.goto(f"{base}/ui/runs/new")
+    # the picker offers the WDL version with its language; the form is built from its WDL inputs
+    pick = page.locator("#pick")
+    expect(pick.locator("option", has_text="3.0.0 (WDL 1.0)")).to_have_count(1)
+    pick.select_option(f"{world.tool_id}:3.0.0:WDL")
+    page.get_by_role("button", name="Choose").click()
+    expect(page.get_by_role("heading", level=2)).to_contain_text("(WDL 1.0)")
+    expect(page.locator("label[for='in-1']")).to_contain_text("text (File)")
+    picker = page.locator("select[name='in.text']")
+    expect(picker.locator("option", has_text="wdl-fruit.txt")).to_have_count(1)
+    assert_accessible(page)
+    # a host path is refused on the form by check_inputs; nothing reaches WES
+    runs_before = world.analyst.api.get_json("/ga4gh/wes/v1/runs", params={"page_size": 100})["runs"]
+    page.locator("input[name='uri.text']").fill("/etc/passwd")
+    console_log.allow_status(400)
+    with page.expect_response(lambda r: r.url.endswith("/ui/runs/new") and r.request.method == "POST") as sent:
+        page.get_by_role("button", name="Submit the run").click()
+    assert sent.value.status == 400
+    expect(page.get_by_role("alert").filter(has_text="must be a drs:// object")).to_contain_text(
+        "host paths are never read"
+    )
+    assert world.analyst.api.get_json("/ga4gh/wes/v1/runs", params={"page_size": 100})["runs"] == runs_before
+    # the DRS object picked from the dataset: submitted as WDL, followed to COMPLETE
+    page.locator("input[name='uri.text']").fill("")
+    picker.select_option(uri)
+    page.get_by_role("button", name="Submit the run").click()
+    page.wait_for_url(re.compile(re.escape(base) + r"/ui/runs/[0-9a-f-]+$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    request = world.analyst.run_log(run_id)["request"]
+    assert (request["workflow_type"], request["workflow_type_version"]) == ("WDL", "1.0")
+    assert request["workflow_url"] == f"trs://{world.drs_host}/{world.tool_id}/3.0.0"
+    assert request["workflow_params"] in ({"textkit.text": uri}, f'{{"textkit.text": "{uri}"}}')
+    expect(page.locator("#run-state")).to_have_text("COMPLETE", timeout=240_000)
+    expect(page.locator("li.task")).to_have_count(3)
+    link = page.locator("table.outputs tr", has_text="sorted_lines").get_by_role("link")
+    with page.expect_download() as info:
+        link.click()
+    assert Path(info.value.path()).read_bytes() == SORTED

@@ -11,6 +11,8 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.routing import BuildError
 
 from helixgate.errors import BadRequest
+from helixgate.wdl_documents import load_wdl
+from helixgate_app.demo_assets import workflow_files
 from helixgate_ui.pages import runs_model as m
 
 A = "a" * 64
@@ -223,9 +225,18 @@ def test_tool_and_object_choices_and_tags() -> None:
             "organization": "lab",
             "versions": [{"id": "1", "descriptor_type": ["CWL"], "signed": True}],
         },
-        {"id": "t2", "versions": [{"id": "1", "descriptor_type": ["WDL"]}]},
+        {
+            "id": "t2",
+            "versions": [{"id": "1", "descriptor_type": ["WDL"], "descriptor_type_version": {"WDL": ["1.1"]}}],
+        },
+        {"id": "t3", "versions": [{"id": "2", "descriptor_type": ["CWL", "WDL"], "signed": True}]},
+        {"id": "t4", "versions": [{"id": "1", "descriptor_type": ["NFL"]}]},
     ]
-    assert m.tool_choices(tools) == [m.ToolChoice("t1", "kit", "lab", [("1", "1", True)])]
+    assert m.tool_choices(tools) == [
+        m.ToolChoice("t1", "kit", "lab", [("1", "1 (CWL)", True, "CWL")]),
+        m.ToolChoice("t2", "t2", "", [("1", "1 (WDL 1.1)", False, "WDL")]),
+        m.ToolChoice("t3", "t3", "", [("2", "2 (CWL)", True, "CWL"), ("2", "2 (WDL)", True, "WDL")]),
+    ]
     groups = m.object_choices(
         [
             (
@@ -279,3 +290,86 @@ def test_a_file_input_takes_the_picked_object_or_else_the_typed_uri() -> None:
         {"a": {"class": "File", "location": "drs://h/1"}, "b": {"class": "File", "location": "drs://h/2"}},
         {},
     )
+
+
+WDL_DOC = b"""version 1.1
+workflow w {
+  input {
+    File reads
+    Int n
+    Boolean? loud
+    Boolean strict = true
+    Array[File] more = []
+    String label = "x"
+    Float? ratio
+  }
+}
+"""
+
+
+def test_wdl_inputs_are_read_from_the_loaded_document_with_their_types_and_defaults() -> None:
+    specs = m.wdl_inputs(load_wdl({"w.wdl": WDL_DOC}, "w.wdl"))
+    assert [(s.name, s.type, s.optional, s.declared, s.default, s.param) for s in specs] == [
+        ("reads", "File", False, "File", None, "w.reads"),
+        ("n", "int", False, "Int", None, "w.n"),
+        ("loud", "boolean", True, "Boolean?", None, "w.loud"),
+        ("strict", "boolean", True, "Boolean", True, "w.strict"),
+        ("more", "json", True, "Array[File]", None, "w.more"),
+        ("label", "string", True, "String", "x", "w.label"),
+        ("ratio", "float", True, "Float?", None, "w.ratio"),
+    ]
+    assert all(s.language == "WDL" for s in specs)
+    # the demo workflow (an import among TRS's files): one required File
+    demo = load_wdl({k: v.encode() for k, v in workflow_files("busybox:1", "wdl").items()}, "workflow.wdl")
+    assert [(s.name, s.type, s.optional, s.param) for s in m.wdl_inputs(demo)] == [
+        ("text", "File", False, "textkit.text")
+    ]
+    assert m.wdl_type_version(demo) == "1.0"
+
+
+def test_wdl_params_are_plain_values_checked_by_miniwdl_before_submission() -> None:
+    doc = load_wdl({"w.wdl": WDL_DOC}, "w.wdl")
+    specs = m.wdl_inputs(doc)
+    values = m.form_values(specs, {"in.reads": "", "uri.reads": "drs://h/o1", "in.n": "3", "in.loud": ""})
+    params, errors = m.validate_params(specs, values)
+    # optional inputs left empty stay unset (a WDL Boolean? is not forced to false)
+    assert (params, errors) == ({"w.reads": "drs://h/o1", "w.n": 3}, {})
+    assert m.check_wdl_params(doc, specs, params) == {}
+    assert m.file_params(specs, params) == [("reads", "drs://h/o1")]
+    params, _ = m.validate_params(specs, {"in.reads": "drs://h/o1", "in.n": "1", "in.loud": "false"})
+    assert params["w.loud"] is False
+    # a host path is refused by check_inputs, on the field it names, and is never checked in DRS
+    params, errors = m.validate_params(specs, {"in.reads": "/etc/passwd", "in.n": "1"})
+    assert errors == {} and m.file_params(specs, params) == []
+    assert m.check_wdl_params(doc, specs, params) == {
+        "reads": "input 'reads': File '/etc/passwd' must be a drs:// object or one of the run's attached"
+        " files (host paths are never read)"
+    }
+    # a JSON value of the wrong WDL type: miniwdl's message, on the field it names
+    params, errors = m.validate_params(specs, {"in.reads": "drs://h/o1", "in.n": "1", "in.more": "[1]"})
+    assert errors == {}
+    err = m.check_wdl_params(doc, specs, params)
+    assert list(err) == ["more"] and "couldn't construct 'File' from 1" in err["more"]
+    # a message naming no input goes on the form
+    assert list(m.check_wdl_params(doc, specs, {"w.reads": "drs://h/o1"})) == ["_form"]
+    _, errors = m.validate_params(specs, {"in.n": "x"})
+    assert errors == {"reads": "required", "n": "'x' is not a whole number"}
+
+
+def test_wdl_files_of_a_trs_version() -> None:
+    listing = [
+        {"path": "workflow.wdl", "file_type": "PRIMARY_DESCRIPTOR"},
+        {"path": "lib/tasks.wdl", "file_type": "SECONDARY_DESCRIPTOR"},
+        {"path": "test.json", "file_type": "TEST_FILE"},
+        "junk",
+    ]
+    assert m.wdl_files(listing) == ("workflow.wdl", ["workflow.wdl", "lib/tasks.wdl"])
+    with pytest.raises(BadRequest, match="0 WDL primary descriptors"):
+        m.wdl_files([{"path": "tasks.wdl", "file_type": "SECONDARY_DESCRIPTOR"}])
+    with pytest.raises(BadRequest, match="at most"):
+        m.wdl_files(
+            [
+                {"path": f"{i}.wdl", "file_type": "PRIMARY_DESCRIPTOR" if i == 0 else "SECONDARY_DESCRIPTOR"}
+                for i in range(m.MAX_WDL_FILES + 1)
+            ]
+        )
