@@ -56,6 +56,13 @@ def oauth_error_response(exc: OAuthError) -> Response:
     return resp
 
 
+def _form_csrf_token() -> str:
+    """The login form's CSRF token: the browser's cookie when it holds one of ours (a reload
+    keeps the open form valid), else a new one."""
+    csrf = request.cookies.get(_LOGIN_CSRF_COOKIE) or ""
+    return csrf if len(csrf) == 43 else secrets.token_urlsafe(32)
+
+
 def _page_headers(resp: BaseResponse, form_targets: tuple[str, ...] = ()) -> BaseResponse:
     """Strict headers for the issuer's HTML: no scripts at all, forms only to us (and the
     validated redirect's origin, which the browser checks on the redirect after the POST)."""
@@ -107,9 +114,7 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
     def render_login(
         authz: AuthorizationRequest, params: dict[str, str], *, error: str = "", username: str = "", status: int = 200
     ) -> BaseResponse:
-        csrf = request.cookies.get(_LOGIN_CSRF_COOKIE) or ""
-        if len(csrf) != 43:
-            csrf = secrets.token_urlsafe(32)
+        csrf = _form_csrf_token()
         html = _templates.get_template("oidc/login.html").render(
             title="Sign in to HelixGate",
             button="Sign in",
@@ -272,9 +277,7 @@ def add_oidc_routes(app: connexion.FlaskApp, platform: Platform) -> None:
     def render_device(
         *, user_code: str = "", error: str = "", done: str = "", username: str = "", status: int = 200
     ) -> BaseResponse:
-        csrf = request.cookies.get(_LOGIN_CSRF_COOKIE) or ""
-        if len(csrf) != 43:
-            csrf = secrets.token_urlsafe(32)
+        csrf = _form_csrf_token()
         html = _templates.get_template("oidc/login.html").render(
             title="Sign in a device",
             button="Approve this device",
